@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Runs a command as root inside the cgroup v2 lab guest: qemu (TCG), Debian's 6.12 kernel,
+# the host's own root shared read-only over 9p under a tmpfs overlay. The command runs in
+# the current directory; its exit code is this script's. A guest that dies before the
+# command starts (a known early-boot oops under TCG, about one boot in fifteen) is booted
+# again, so that only real test failures fail.
+#   integration/lab.sh [-m MEM_MB] [-c CPUS] -- command [args...]
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${AGENTCGROUP_CACHE:-$root/.cache}
+mem=4096 cpus=2
+while [ $# -gt 0 ]; do
+	case $1 in
+	-m) mem=$2; shift 2 ;;
+	-c) cpus=$2; shift 2 ;;
+	--) shift; break ;;
+	*) break ;;
+	esac
+done
+[ $# -gt 0 ] || { echo "usage: $0 [-m MEM_MB] [-c CPUS] -- command..." >&2; exit 2; }
+
+kernel=$(ls "$cache"/kernel/boot/vmlinuz-* 2>/dev/null | head -1)
+[ -n "$kernel" ] || { echo "lab: no guest kernel in $cache/kernel; run integration/tools.sh" >&2; exit 1; }
+kver=${kernel##*/vmlinuz-}
+mods=$cache/kernel/lib/modules/$kver/kernel
+
+# initramfs: busybox, the five modules, /init. Rebuilt when init changes.
+initrd=$cache/lab/initramfs.cpio.gz
+stamp=$(sha256sum "$root/integration/guest/init" "$kernel" | sha256sum | cut -c1-16)
+if [ "$(cat "$cache/lab/initramfs.stamp" 2>/dev/null)" != "$stamp" ]; then
+	tmp=$(mktemp -d)
+	mkdir -p "$tmp"/{bin,proc,sys,dev,modules} "$cache/lab"
+	cp /bin/busybox "$tmp/bin/busybox"
+	cp "$root/integration/guest/init" "$tmp/init"
+	for m in fs/netfs/netfs net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p fs/overlayfs/overlay; do
+		xz -dc "$mods/$m.ko.xz" >"$tmp/modules/$(basename "$m").ko"
+	done
+	(cd "$tmp" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 >"$initrd")
+	rm -rf "$tmp"
+	echo "$stamp" >"$cache/lab/initramfs.stamp"
+fi
+
+out=$(mktemp -d /tmp/agentcgroup-lab.XXXXXX)
+trap 'rm -rf "$out"' EXIT
+printf '%q ' "$@" >"$out/cmd"
+pwd >"$out/cwd"
+
+for attempt in 1 2 3; do
+	rm -f "$out/started" "$out/rc"
+	qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
+		-kernel "$kernel" -initrd "$initrd" \
+		-append "console=ttyS0 quiet panic=-1 oops=panic agentcgroup.dir=$root" \
+		-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+		-virtfs local,path="$out",mount_tag=out,security_model=none \
+		-display none -monitor none -serial stdio -no-reboot </dev/null || true
+	[ -f "$out/started" ] && break
+	echo "lab: guest died before the command started (attempt $attempt); booting again" >&2
+done
+[ -f "$out/started" ] || { echo "lab: guest failed to boot 3 times" >&2; exit 1; }
+[ -f "$out/rc" ] || { echo "lab: guest stopped before the command finished" >&2; exit 1; }
+exit "$(cat "$out/rc")"

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs everything the demo, the tests and the benchmark need, once per machine.
+# Debian packages through apt-get; containerd 2.4, its runc shim, ctr and runc 1.5 built
+# from the Go module proxy into .cache/tools/bin; Debian's 6.12 kernel for the cgroup v2 guest
+# unpacked into .cache/kernel. Re-running it is cheap: finished steps are skipped.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${AGENTCGROUP_CACHE:-$root/.cache}
+bin=$cache/tools/bin
+mkdir -p "$bin" "$cache/kernel"
+
+CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
+RUNC_VERSION=${RUNC_VERSION:-v1.5.2}
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+
+apt_pkgs=(qemu-system-x86 containerd runc crun busybox-static libseccomp-dev clang llvm libbpf-dev bpftool)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	log "apt-get install ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+gobuild() { # name module-path version tags
+	local name=$1 pkg=$2 ver=$3 tags=$4
+	if [ -x "$bin/$name" ] && [ "$(cat "$bin/.$name.version" 2>/dev/null)" = "$ver" ]; then return; fi
+	log "go install $pkg@$ver"
+	GOBIN=$bin CGO_ENABLED=${CGO:-0} go install -tags "$tags" "$pkg@$ver"
+	echo "$ver" >"$bin/.$name.version"
+}
+gobuild containerd github.com/containerd/containerd/v2/cmd/containerd "$CONTAINERD_VERSION" "no_btrfs no_devmapper no_zfs"
+gobuild ctr github.com/containerd/containerd/v2/cmd/ctr "$CONTAINERD_VERSION" ""
+gobuild containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 "$CONTAINERD_VERSION" "no_grpc"
+CGO=1 gobuild runc github.com/opencontainers/runc "$RUNC_VERSION" "seccomp"
+
+if ! ls "$cache"/kernel/boot/vmlinuz-* >/dev/null 2>&1; then
+	log "downloading the guest kernel"
+	tmp=$(mktemp -d)
+	# the plain amd64 flavour (not -rt, -cloud): it has MEMCG, BTF and the 9p/overlay modules
+	pick() { apt-cache pkgnames linux-image-6.12 | grep -E -- '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$' | sort -V | tail -1; }
+	pkg=$(pick)
+	[ -n "$pkg" ] || { apt-get update -qq; pkg=$(pick); }
+	[ -n "$pkg" ] || { log "no linux-image-6.12 *-amd64-unsigned package in apt sources"; exit 1; }
+	(cd "$tmp" && apt-get download "$pkg" >/dev/null)
+	dpkg -x "$tmp"/*.deb "$cache/kernel"
+	rm -rf "$tmp"
+fi
+log "ready: $(ls "$cache"/kernel/boot/vmlinuz-*), $("$bin/containerd" --version | awk '{print $3}'), runc $("$bin/runc" --version | awk 'NR==1{print $3}')"
