@@ -1,0 +1,163 @@
+// Package cgroupfs has the small cgroup v2 file operations that
+// containerd/cgroups/v3 lacks: memory.peak, memory.events as typed values,
+// cgroup.events and waiting for a cgroup to empty.
+package cgroupfs
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/agentcgroup/agentcgroup/policy"
+)
+
+// Root is where the unified hierarchy is mounted on a cgroup v2 host.
+const Root = "/sys/fs/cgroup"
+
+// Path joins a group path such as /default/t1 to the mount point.
+func Path(group string) string { return filepath.Join(Root, group) }
+
+func readFile(dir, name string) ([]byte, error) {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	return bytes.TrimSpace(b), err
+}
+
+// ReadUint reads a file holding one unsigned number, such as memory.peak.
+func ReadUint(dir, name string) (uint64, error) {
+	b, err := readFile(dir, name)
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseUint(string(b), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse %s: %w", filepath.Join(dir, name), err)
+	}
+	return v, nil
+}
+
+// ReadLimit reads a limit file such as memory.max: policy.Unlimited for "max".
+func ReadLimit(dir, name string) (int64, error) {
+	b, err := readFile(dir, name)
+	if err != nil {
+		return 0, err
+	}
+	if string(b) == "max" {
+		return policy.Unlimited, nil
+	}
+	v, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse %s: %w", filepath.Join(dir, name), err)
+	}
+	return v, nil
+}
+
+// WriteLimit writes a limit file; policy.Unlimited is written as "max".
+func WriteLimit(dir, name string, v int64) error {
+	s := "max"
+	if v != policy.Unlimited {
+		s = strconv.FormatInt(v, 10)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0); err != nil {
+		return fmt.Errorf("write %s=%s: %w", filepath.Join(dir, name), s, err)
+	}
+	return nil
+}
+
+// ReadKV reads a flat keyed file ("key value" lines) such as memory.events.
+func ReadKV(dir, name string) (map[string]uint64, error) {
+	f, err := os.Open(filepath.Join(dir, name))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := make(map[string]uint64)
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		k, v, ok := strings.Cut(s.Text(), " ")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("parse %s line %q: %w", filepath.Join(dir, name), s.Text(), err)
+		}
+		out[k] = n
+	}
+	return out, s.Err()
+}
+
+// MemoryEvents are the counters of memory.events.
+type MemoryEvents struct {
+	Low, High, Max, OOM, OOMKill, OOMGroupKill uint64
+}
+
+// ReadMemoryEvents reads memory.events.
+func ReadMemoryEvents(dir string) (MemoryEvents, error) {
+	kv, err := ReadKV(dir, "memory.events")
+	if err != nil {
+		return MemoryEvents{}, err
+	}
+	return MemoryEvents{Low: kv["low"], High: kv["high"], Max: kv["max"], OOM: kv["oom"],
+		OOMKill: kv["oom_kill"], OOMGroupKill: kv["oom_group_kill"]}, nil
+}
+
+// Populated reports cgroup.events "populated": whether any process is in the
+// cgroup or below it.
+func Populated(dir string) (bool, error) {
+	kv, err := ReadKV(dir, "cgroup.events")
+	if err != nil {
+		return false, err
+	}
+	return kv["populated"] == 1, nil
+}
+
+// Controllers lists cgroup.controllers: what the parent made available.
+func Controllers(dir string) ([]string, error) {
+	b, err := readFile(dir, "cgroup.controllers")
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(string(b)), nil
+}
+
+// HasController reports whether controller is available in dir.
+func HasController(dir, controller string) bool {
+	cs, err := Controllers(dir)
+	if err != nil {
+		return false
+	}
+	for _, c := range cs {
+		if c == controller {
+			return true
+		}
+	}
+	return false
+}
+
+// RemoveTree removes dir and every cgroup below it, deepest first. The
+// cgroups must be empty. A missing dir is not an error.
+func RemoveTree(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			if err := RemoveTree(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove cgroup %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/state"
+)
+
+var psCommand = &cli.Command{
+	Name:      "ps",
+	Usage:     "list a container's tool calls, running and ended",
+	ArgsUsage: "CONTAINER",
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, EnvVars: []string{"CONTAINERD_NAMESPACE"}, Value: "default", Usage: "containerd namespace"},
+		&cli.BoolFlag{Name: "json", Usage: "print one JSON array"},
+	},
+	Action: func(c *cli.Context) error {
+		if c.NArg() != 1 {
+			return fmt.Errorf("ps takes one CONTAINER, got %d arguments", c.NArg())
+		}
+		ns, id := c.String("namespace"), c.Args().First()
+		dir := state.Dir(c.String("state-dir"), ns, id)
+		if _, err := state.Load(dir); err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("no container %q in namespace %q runs under agentcgroup (nothing in %s)", id, ns, dir)
+			}
+			return err
+		}
+		recs, err := state.LoadRecords(dir)
+		if err != nil {
+			return err
+		}
+		for i := range recs {
+			live(&recs[i])
+		}
+		if c.Bool("json") {
+			return printJSON(c.App.Writer, recs)
+		}
+		return printTable(c.App.Writer, recs)
+	},
+}
+
+// live refreshes a running call's figures from its cgroup.
+func live(r *state.Record) {
+	if r.State != state.Running {
+		return
+	}
+	dir := cgroupfs.Path(r.Cgroup)
+	if v, err := cgroupfs.ReadUint(dir, "memory.peak"); err == nil {
+		r.MemoryPeakBytes = v
+	}
+	if ev, err := cgroupfs.ReadMemoryEvents(dir); err == nil {
+		r.MemoryHighEvents, r.MemoryMaxEvents, r.OOMKills = ev.High, ev.Max, ev.OOMKill
+	}
+	if kv, err := cgroupfs.ReadKV(dir, "cgroup.events"); err == nil && kv["frozen"] == 1 {
+		r.State = state.Frozen
+	}
+}
+
+func printJSON(w io.Writer, recs []state.Record) error {
+	if recs == nil {
+		recs = []state.Record{}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(recs)
+}
+
+func printTable(w io.Writer, recs []state.Record) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tPID\tSTATE\tEXIT\tSTART\tDURATION\tMEM PEAK\tHIGH EVENTS\tCOMMAND")
+	for _, r := range recs {
+		exit, dur := "-", time.Since(r.Start)
+		if r.ExitCode != nil {
+			exit = strconv.FormatUint(uint64(*r.ExitCode), 10)
+		}
+		if r.End != nil {
+			dur = r.End.Sub(r.Start)
+		}
+		cmd := strings.Join(r.Command, " ")
+		if len(cmd) > 60 {
+			cmd = cmd[:57] + "..."
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.ID, r.Pid, r.State, exit,
+			r.Start.Local().Format(time.TimeOnly), dur.Round(time.Millisecond), bytesIEC(r.MemoryPeakBytes), r.MemoryHighEvents, cmd)
+	}
+	return tw.Flush()
+}
+
+func bytesIEC(b uint64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%dB", b)
+	}
+	div, exp := uint64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}

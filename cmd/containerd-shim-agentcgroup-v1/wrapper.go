@@ -1,0 +1,74 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/hooks"
+	"github.com/agentcgroup/agentcgroup/state"
+)
+
+// wrapRuntime runs the real OCI runtime in place of this process. The runc
+// shim never passes `exec --cgroup`, which both runc and crun have; this
+// wrapper adds it, so that an exec's first instruction already runs in its
+// tool-call cgroup. Everything else passes through unchanged.
+func wrapRuntime(argv []string) error {
+	st, err := state.Load(filepath.Dir(argv[0]))
+	if err != nil {
+		return err
+	}
+	args := execArgs(argv[1:], func(execID string) bool {
+		if st.Cgroup == "" {
+			return false
+		}
+		_, err := os.Stat(filepath.Join(cgroupfs.Path(st.Cgroup), hooks.ExecCgroup(execID)))
+		return err == nil
+	})
+	return fmt.Errorf("exec %s: %w", st.Runtime, unix.Exec(st.Runtime, append([]string{st.Runtime}, args...), os.Environ()))
+}
+
+// globalValueFlags are the runtime's global flags that take a separate value.
+var globalValueFlags = map[string]bool{"--root": true, "--log": true, "--log-format": true, "--criu": true, "--rootless": true}
+
+// execArgs adds `--cgroup tools/<execID>` to an `exec` command line when the
+// exec's cgroup exists; the exec ID is the runc shim's pid file name,
+// <bundle>/<execID>.pid.
+func execArgs(args []string, hasCgroup func(execID string) bool) []string {
+	sub := -1
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") {
+			sub = i
+			break
+		}
+		if globalValueFlags[a] {
+			i++
+		}
+	}
+	if sub < 0 || args[sub] != "exec" {
+		return args
+	}
+	var pidFile string
+	for i := sub + 1; i < len(args); i++ {
+		if v, ok := strings.CutPrefix(args[i], "--pid-file="); ok {
+			pidFile = v
+		} else if args[i] == "--pid-file" && i+1 < len(args) {
+			pidFile = args[i+1]
+		} else if args[i] == "--cgroup" || strings.HasPrefix(args[i], "--cgroup=") {
+			return args // the caller chose one
+		}
+	}
+	execID, ok := strings.CutSuffix(filepath.Base(pidFile), ".pid")
+	if pidFile == "" || !ok || !hasCgroup(execID) {
+		return args
+	}
+	out := make([]string, 0, len(args)+2)
+	out = append(out, args[:sub+1]...)
+	out = append(out, "--cgroup", hooks.ExecCgroup(execID))
+	return append(out, args[sub+1:]...)
+}

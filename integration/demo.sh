@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The demo, run as root on a cgroup v2 host (make demo runs it in the lab
+# guest): containerd 2.4 with the agentcgroup shim, an agent-like container,
+# a few tool calls exec'd into it, and what agentcgroup made of them.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+export PATH=$root/bin:$root/.cache/tools/bin:$PATH
+work=$(mktemp -d /tmp/agentcgroup-demo.XXXXXX)
+sock=$work/containerd.sock
+ctr() { command ctr --address "$sock" "$@"; }
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+# A rootfs with busybox is all the image an agent-like container needs here.
+mkdir -p "$work/rootfs/bin" "$work/rootfs"/{proc,sys,dev,tmp,etc}
+cp /bin/busybox "$work/rootfs/bin/"
+for c in $(busybox --list); do [ "$c" = busybox ] || ln -s busybox "$work/rootfs/bin/$c"; done
+
+cat >"$work/config.toml" <<TOML
+version = 3
+root = "$work/root"
+state = "$work/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"]
+[grpc]
+  address = "$sock"
+[ttrpc]
+  address = "$sock.ttrpc"
+TOML
+containerd --config "$work/config.toml" >"$work/containerd.log" 2>&1 &
+cpid=$!
+trap 'kill $cpid 2>/dev/null; wait $cpid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+
+step "an agent container under io.containerd.agentcgroup.v1 (memory limit 1 GiB)"
+ctr run -d --runtime io.containerd.agentcgroup.v1 --rootfs "$work/rootfs" --env PATH=/bin --memory-limit $((1 << 30)) \
+	--annotation io.agentcgroup.tool.memory.max=768Mi agent1 \
+	/bin/sh -c 'echo agent framework up; while :; do sleep 1; done'
+cg=/sys/fs/cgroup/default/agent1
+echo "container cgroup C = $cg"
+echo "init (the agent) is in: $(cat $cg/agent/cgroup.procs | xargs) -> C/agent"
+
+step "three tool calls, exec'd the way an orchestrator runs them"
+ctr task exec --exec-id pytest-1 agent1 /bin/sh -c 'echo "pytest-1 runs in $(cut -d: -f3 /proc/self/cgroup)"; dd if=/dev/zero of=/dev/null bs=200M count=2 2>/dev/null'
+ctr task exec --exec-id pip-install-2 agent1 /bin/sh -c 'echo "pip-install-2 runs in $(cut -d: -f3 /proc/self/cgroup)"; dd if=/dev/zero of=/dev/null bs=48M count=1 2>/dev/null'
+ctr task exec --exec-id git-diff-3 agent1 /bin/sh -c 'echo "git-diff-3 runs in $(cut -d: -f3 /proc/self/cgroup)"; exit 3' || echo "git-diff-3 exited with $?"
+echo "tool-call cgroups left after the calls ended: $(ls -d $cg/tools/*/ 2>/dev/null | wc -l)"
+
+step "agentcgroup ps agent1"
+agentcgroup ps agent1
+
+step "teardown: kill, delete"
+ctr task kill -s SIGKILL agent1
+for _ in $(seq 50); do ctr task ls | grep -q 'agent1.*STOPPED' && break; sleep 0.1; done
+ctr task rm agent1 && ctr container rm agent1
+echo "after delete: cgroup $( [ -e $cg ] && echo LEFT || echo gone), state $( [ -e /run/agentcgroup/default/agent1 ] && echo LEFT || echo gone), shims $(pgrep -c -f containerd-shim-agentcgroup || true)"

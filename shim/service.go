@@ -1,0 +1,252 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/agentcgroup/agentcgroup/hooks"
+	"github.com/agentcgroup/agentcgroup/policy"
+	"github.com/agentcgroup/agentcgroup/state"
+)
+
+// service decorates the runc shim's task service: every call goes to it, and
+// Create, Exec, Start and Delete also shape the container's cgroup tree.
+type service struct {
+	taskAPI.TTRPCTaskService
+
+	configPath string
+	stateRoot  string
+	self       string // this binary, run as the OCI runtime wrapper
+
+	warnOnce sync.Once
+	mu       sync.Mutex
+	tasks    map[string]*hooks.Container
+}
+
+func newService(inner taskAPI.TTRPCTaskService) (*service, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return &service{
+		TTRPCTaskService: inner,
+		configPath:       DefaultConfigPath,
+		stateRoot:        state.DefaultRoot,
+		self:             self,
+		tasks:            make(map[string]*hooks.Container),
+	}, nil
+}
+
+// RegisterTTRPC serves the decorated service under both task API names.
+func (s *service) RegisterTTRPC(srv *ttrpc.Server) error {
+	return registerTaskService(srv, s)
+}
+
+func (s *service) container(id string) *hooks.Container {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tasks[id]
+}
+
+func readSpec(bundle string) (*specs.Spec, error) {
+	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return nil, fmt.Errorf("parse %s/config.json: %w", bundle, err)
+	}
+	return &spec, nil
+}
+
+// Create validates the annotations and options before anything exists, runs
+// the inner create (init waits in `runc init`), then carves the tree while
+// nothing of the container has run yet.
+func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
+	spec, err := readSpec(r.Bundle)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	opts, _, err := runtimeOptions(r.Options, s.configPath)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	if !opts.SystemdCgroup && spec.Linux != nil && systemdCgroupsPath(spec.Linux.CgroupsPath) {
+		opts.SystemdCgroup = true
+	}
+	pol, err := policy.Apply(policy.Default(), spec.Annotations)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	carve := pol.Detect != policy.DetectOff
+	if err := hooks.Available(); carve && err != nil {
+		s.warnOnce.Do(func() {
+			log.G(ctx).WithError(err).Warn("agentcgroup features are off on this host: containers run as under the runc shim")
+		})
+		carve = false
+	}
+
+	var dir string
+	var st state.Container
+	if carve {
+		ns, err := namespaces.NamespaceRequired(ctx)
+		if err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+		if st, err = s.prepareRuntime(ns, r.ID, opts.BinaryName); err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+		dir = state.Dir(s.stateRoot, ns, r.ID)
+		opts.BinaryName = filepath.Join(dir, state.RuntimeLink)
+		defer func() {
+			if retErr != nil {
+				_ = state.Remove(dir)
+			}
+		}()
+	}
+	if r.Options, err = typeurl.MarshalAnyToProto(opts); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	resp, err := s.TTRPCTaskService.Create(ctx, r)
+	if err != nil || !carve {
+		return resp, err
+	}
+	c, err := hooks.Create(ctx, dir, st, resp.Pid, pol)
+	if err != nil {
+		// Create's cleanup killed init; remove the container as runc knows it.
+		if _, derr := s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: r.ID}); derr != nil {
+			log.G(ctx).WithError(derr).Warn("delete container after failed carve")
+		}
+		return nil, errgrpc.ToGRPC(fmt.Errorf("carve cgroup tree: %w", err))
+	}
+	s.mu.Lock()
+	s.tasks[r.ID] = c
+	s.mu.Unlock()
+	return resp, nil
+}
+
+// prepareRuntime saves the container's state with the real OCI runtime and
+// links the runtime wrapper (this binary) into its state folder.
+func (s *service) prepareRuntime(ns, id, binaryName string) (state.Container, error) {
+	if binaryName == "" {
+		binaryName = "runc"
+	}
+	runtime, err := exec.LookPath(binaryName)
+	if err != nil {
+		return state.Container{}, fmt.Errorf("OCI runtime BinaryName=%q: %v: %w", binaryName, err, errdefs.ErrInvalidArgument)
+	}
+	if runtime, err = filepath.Abs(runtime); err != nil {
+		return state.Container{}, err
+	}
+	st := state.Container{Namespace: ns, ID: id, Runtime: runtime}
+	dir := state.Dir(s.stateRoot, ns, id)
+	if err := state.Save(dir, &st); err != nil {
+		return st, err
+	}
+	link := filepath.Join(dir, state.RuntimeLink)
+	_ = os.Remove(link)
+	if err := os.Symlink(s.self, link); err != nil {
+		_ = state.Remove(dir)
+		return st, err
+	}
+	return st, nil
+}
+
+// Exec reserves the exec in the inner service, then creates the tool call's
+// cgroup, which the runtime wrapper hands to `runc exec --cgroup`.
+func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {
+	resp, err := s.TTRPCTaskService.Exec(ctx, r)
+	c := s.container(r.ID)
+	if err != nil || c == nil {
+		return resp, err
+	}
+	var argv []string
+	if r.Spec != nil {
+		var p specs.Process
+		if json.Unmarshal(r.Spec.GetValue(), &p) == nil {
+			argv = p.Args
+		}
+	}
+	if err := c.PrepareExec(ctx, r.ExecID, argv); err != nil {
+		if _, derr := s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: r.ID, ExecID: r.ExecID}); derr != nil {
+			log.G(ctx).WithError(derr).Warn("delete exec after failed tool-call cgroup")
+		}
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return resp, nil
+}
+
+// Start starts the container or an exec; a started exec becomes a running
+// tool call whose end is watched.
+func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	resp, err := s.TTRPCTaskService.Start(ctx, r)
+	c := s.container(r.ID)
+	if c == nil || r.ExecID == "" {
+		return resp, err
+	}
+	if err != nil {
+		c.AbortExec(ctx, r.ExecID)
+		return resp, err
+	}
+	c.StartedExec(ctx, r.ExecID, resp.Pid, func(wctx context.Context) (uint32, time.Time, error) {
+		w, err := s.TTRPCTaskService.Wait(wctx, &taskAPI.WaitRequest{ID: r.ID, ExecID: r.ExecID})
+		if err != nil {
+			return 0, time.Time{}, err
+		}
+		return w.ExitStatus, w.ExitedAt.AsTime(), nil
+	})
+	return resp, nil
+}
+
+// Delete tears the tree down (cgroup.kill, wait until empty, remove the
+// sub-cgroups) before the inner delete lets runc remove C.
+func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	c := s.container(r.ID)
+	if c == nil {
+		return s.TTRPCTaskService.Delete(ctx, r)
+	}
+	if r.ExecID != "" {
+		resp, err := s.TTRPCTaskService.Delete(ctx, r)
+		if err == nil {
+			c.AbortExec(ctx, r.ExecID) // an exec deleted before it started
+		}
+		return resp, err
+	}
+	// A running or paused container is refused by the inner delete: leave it whole.
+	if st, err := s.TTRPCTaskService.State(ctx, &taskAPI.StateRequest{ID: r.ID}); err == nil &&
+		(st.Status == task.Status_RUNNING || st.Status == task.Status_PAUSED) {
+		return s.TTRPCTaskService.Delete(ctx, r)
+	}
+	if err := c.Teardown(ctx); err != nil {
+		log.G(ctx).WithError(err).Warn("tear down agent/tools cgroups")
+	}
+	resp, err := s.TTRPCTaskService.Delete(ctx, r)
+	if err != nil {
+		return resp, err
+	}
+	s.mu.Lock()
+	delete(s.tasks, r.ID)
+	s.mu.Unlock()
+	if err := c.RemoveState(); err != nil {
+		log.G(ctx).WithError(err).Warn("remove state folder")
+	}
+	return resp, nil
+}
