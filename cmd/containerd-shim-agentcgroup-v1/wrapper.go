@@ -1,11 +1,13 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 	"golang.org/x/sys/unix"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
@@ -22,6 +24,9 @@ func wrapRuntime(argv []string) error {
 	if err != nil {
 		return err
 	}
+	if crunPsJSON(argv[1:], st) {
+		return psJSON(st.Cgroup)
+	}
 	args := execArgs(argv[1:], func(execID string) bool {
 		if st.Cgroup == "" {
 			return false
@@ -35,21 +40,57 @@ func wrapRuntime(argv []string) error {
 // globalValueFlags are the runtime's global flags that take a separate value.
 var globalValueFlags = map[string]bool{"--root": true, "--log": true, "--log-format": true, "--criu": true, "--rootless": true}
 
+// subcommand returns the index of the runtime subcommand in args, or -1.
+func subcommand(args []string) int {
+	for i := 0; i < len(args); i++ {
+		if !strings.HasPrefix(args[i], "-") {
+			return i
+		}
+		if globalValueFlags[args[i]] {
+			i++
+		}
+	}
+	return -1
+}
+
+// crunPsJSON reports whether args are `ps --format json` for crun on a
+// carved container: crun 1.8 crashes (SIGSEGV) listing a container whose
+// processes are in sub-cgroups, so the wrapper answers instead.
+func crunPsJSON(args []string, st *state.Container) bool {
+	sub := subcommand(args)
+	if st.Cgroup == "" || filepath.Base(st.Runtime) != "crun" || sub < 0 || args[sub] != "ps" {
+		return false
+	}
+	rest := strings.Join(args[sub+1:], " ")
+	return strings.Contains(rest, "--format json") || strings.Contains(rest, "--format=json") || strings.Contains(rest, "-f json")
+}
+
+// psJSON prints what `runc ps --format json` prints: the pids of every
+// process in the container's cgroup and below.
+func psJSON(group string) error {
+	cg, err := cgroupsv2.Load(group)
+	if err != nil {
+		return err
+	}
+	pids, err := cg.Procs(true)
+	if err != nil {
+		return err
+	}
+	if pids == nil {
+		pids = []uint64{}
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(pids); err != nil {
+		return err
+	}
+	os.Exit(0)
+	return nil
+}
+
 // execArgs adds `--cgroup tools/<execID>` to an `exec` command line when the
 // exec's cgroup exists; the exec ID is the runc shim's pid file name,
 // <bundle>/<execID>.pid.
 func execArgs(args []string, hasCgroup func(execID string) bool) []string {
-	sub := -1
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if !strings.HasPrefix(a, "-") {
-			sub = i
-			break
-		}
-		if globalValueFlags[a] {
-			i++
-		}
-	}
+	sub := subcommand(args)
 	if sub < 0 || args[sub] != "exec" {
 		return args
 	}

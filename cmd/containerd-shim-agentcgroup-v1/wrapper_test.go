@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/agentcgroup/agentcgroup/state"
 )
 
 func TestExecArgs(t *testing.T) {
@@ -28,5 +30,23 @@ func TestExecArgs(t *testing.T) {
 		if want := strings.Fields(tc.want); !reflect.DeepEqual(got, want) {
 			t.Errorf("execArgs(%q)\n got %q\nwant %q", tc.in, got, want)
 		}
+	}
+}
+
+func TestCrunPsJSON(t *testing.T) {
+	crun := &state.Container{Runtime: "/usr/bin/crun", Cgroup: "/default/t1"}
+	runc := &state.Container{Runtime: "/usr/sbin/runc", Cgroup: "/default/t1"}
+	ps := strings.Fields("--root /run/containerd/runc/default --log /b/log.json --log-format json ps --format json t1")
+	if !crunPsJSON(ps, crun) {
+		t.Error("crun ps --format json not answered by the wrapper")
+	}
+	if crunPsJSON(ps, runc) {
+		t.Error("runc ps taken over")
+	}
+	if crunPsJSON(strings.Fields("--root /r ps t1"), crun) {
+		t.Error("table ps taken over")
+	}
+	if crunPsJSON(ps, &state.Container{Runtime: "/usr/bin/crun"}) {
+		t.Error("ps of an uncarved container taken over")
 	}
 }
