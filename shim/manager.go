@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	"github.com/containerd/containerd/api/types"
@@ -64,7 +65,7 @@ func (m manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (*b
 
 // Stop is containerd's cleanup of a container whose shim is gone: kill and
 // remove the tool and agent cgroups from the state on disk, let runc delete
-// the container, then remove the state.
+// the container, then remove the dead server's socket and the state.
 func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
@@ -78,7 +79,21 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	if err != nil {
 		return status, err
 	}
+	// A killed server could not remove its sockets; the bundle names them.
+	if err := removeSockets(bundlePath(ctx, id)); err != nil {
+		log.G(ctx).WithError(err).Warn("remove sockets of the exited shim")
+	}
 	return status, state.Remove(dir)
+}
+
+// bundlePath is the bundle of the `delete` action: its -bundle flag, else
+// the runc manager's guess from the working directory.
+func bundlePath(ctx context.Context, id string) string {
+	if opts, ok := ctx.Value(shim.OptsKey{}).(shim.Opts); ok && opts.BundlePath != "" {
+		return opts.BundlePath
+	}
+	cwd, _ := os.Getwd()
+	return filepath.Join(filepath.Dir(cwd), id)
 }
 
 // Info answers `-info` (CRI's runtime introspection) with translated options.

@@ -34,13 +34,8 @@ func init() {
 			}
 			// The inner service removes the socket named in the bundle's
 			// address file if it was there when it started; the start action
-			// may write it a moment later, so look again at shutdown.
-			sd.RegisterCallback(func(context.Context) error {
-				if address, err := shim.ReadAddress("address"); err == nil {
-					return shim.RemoveSocket(address)
-				}
-				return nil
-			})
+			// may write it a moment later, and names the debug socket too.
+			sd.RegisterCallback(func(context.Context) error { return removeSockets(".") })
 			return newService(inner)
 		},
 	})

@@ -2,12 +2,15 @@ package shim
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"google.golang.org/protobuf/proto"
@@ -102,9 +105,52 @@ func Start(ctx context.Context, m shim.Shim, f Flags, stdin io.Reader, stdout io
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile("address", []byte(res.GetAddress()), 0o600); err != nil {
+	if err := os.WriteFile(addressFile, []byte(res.GetAddress()), 0o600); err != nil {
 		return fmt.Errorf("write address file: %w", err)
+	}
+	if err := writeDebugAddress(ctx, params, res.GetAddress()); err != nil {
+		return err
 	}
 	_, err = io.WriteString(stdout, res.GetAddress())
 	return err
+}
+
+const (
+	addressFile      = "address"
+	debugAddressFile = "debug-address"
+)
+
+// writeDebugAddress names, in the bundle, the debug socket that the runc
+// manager opens when containerd logs at debug level, so that it is removed
+// with the main one, also after a crash. Its address hashes the shim's
+// grouping ID, known here only when the shim serves this container alone
+// (its main address is then the one derived from the container ID).
+func writeDebugAddress(ctx context.Context, params *bootapi.BootstrapParams, address string) error {
+	if params.GetLogLevel() > bootapi.LogLevel_LOG_LEVEL_DEBUG { // the runc manager's condition
+		return nil
+	}
+	dir := params.GetSocketDir()
+	if dir == "" {
+		dir = filepath.Join(defaults.DefaultStateDir, "s")
+	}
+	grpc, id := params.GetContainerdGrpcAddress(), params.GetInstanceID()
+	if main, err := shim.CreateSocketAddress(ctx, dir, grpc, id, false); err != nil || main != address {
+		return err
+	}
+	debug, err := shim.CreateSocketAddress(ctx, dir, grpc, id, true)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(debugAddressFile, []byte(debug), 0o600)
+}
+
+// removeSockets removes the sockets named in a bundle's address files.
+func removeSockets(bundle string) error {
+	var errs []error
+	for _, f := range []string{addressFile, debugAddressFile} {
+		if address, err := shim.ReadAddress(filepath.Join(bundle, f)); err == nil {
+			errs = append(errs, shim.RemoveSocket(address))
+		}
+	}
+	return errors.Join(errs...)
 }
