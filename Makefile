@@ -39,7 +39,7 @@ demo: all
 bench: all
 	integration/tools.sh
 	$(GO) test -c -tags integration -o .cache/lab/integration.test ./integration
-	integration/lab.sh -- .cache/lab/integration.test -test.run '^$$' -test.bench . -test.benchtime 20x -test.timeout 30m
+	integration/lab.sh -- .cache/lab/integration.test -test.run '^$$' -test.bench . -test.benchtime 1x -test.timeout 30m
 
 clean:
 	rm -rf bin

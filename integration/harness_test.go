@@ -143,7 +143,7 @@ type daemon struct {
 
 var daemonsMu sync.Mutex
 
-func getDaemon(t *testing.T, s stack) *daemon {
+func getDaemon(t testing.TB, s stack) *daemon {
 	daemonsMu.Lock()
 	defer daemonsMu.Unlock()
 	key := s.containerd

@@ -1,0 +1,71 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// benchRounds is the number of lifecycles per shim; odd, for a plain median.
+const benchRounds = 21
+
+// BenchmarkShimOverhead times, through ctr as a user runs them, create+start
+// (`ctr run -d`), one exec (`ctr task exec`) and delete (`ctr task rm -f`,
+// `ctr container rm`) under the runc shim and under agentcgroup, interleaved
+// round by round on the same daemon, and reports the medians and the ratio.
+// Run it with -test.benchtime 1x: each run does benchRounds rounds.
+func BenchmarkShimOverhead(b *testing.B) {
+	for _, s := range stacks() {
+		if s.crun {
+			continue
+		}
+		b.Run(s.name, func(b *testing.B) {
+			d := getDaemon(b, s)
+			phases := []string{"create+start", "exec", "delete"}
+			runtimes := []runtime{d.runc(), d.agentcgroup()}
+			samples := map[string]map[string][]time.Duration{}
+			for _, rt := range runtimes {
+				samples[rt.name] = map[string][]time.Duration{}
+			}
+			timed := func(rt runtime, phase string, args ...string) {
+				start := time.Now()
+				d.mustCtr(b, args...)
+				samples[rt.name][phase] = append(samples[rt.name][phase], time.Since(start))
+			}
+			for i := 0; i < benchRounds; i++ {
+				for _, rt := range runtimes {
+					id := newID("bench")
+					timed(rt, "create+start", runArgs(rt, true, id, nil, agentInit...)...)
+					timed(rt, "exec", "task", "exec", "--exec-id", "call", id, "/bin/true")
+					start := time.Now()
+					d.mustCtr(b, "task", "rm", "-f", id)
+					d.mustCtr(b, "container", "rm", id)
+					samples[rt.name]["delete"] = append(samples[rt.name]["delete"], time.Since(start))
+				}
+			}
+			var report strings.Builder
+			fmt.Fprintf(&report, "\n%s, median of %d rounds:\n%-14s %12s %12s %8s\n", s.name, benchRounds, "operation", "runc shim", "agentcgroup", "ratio")
+			for _, p := range phases {
+				runc, ours := median(samples["runc"][p]), median(samples["agentcgroup"][p])
+				ratio := float64(ours) / float64(runc)
+				fmt.Fprintf(&report, "%-14s %12s %12s %7.3fx\n", p, runc.Round(time.Millisecond/10), ours.Round(time.Millisecond/10), ratio)
+				key := strings.ReplaceAll(p, "+", "-")
+				b.ReportMetric(float64(runc.Microseconds())/1000, key+"-runc-ms")
+				b.ReportMetric(float64(ours.Microseconds())/1000, key+"-agentcgroup-ms")
+				b.ReportMetric(ratio, key+"-ratio")
+			}
+			fmt.Fprint(os.Stdout, report.String())
+		})
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
