@@ -27,7 +27,11 @@ func BenchmarkShimOverhead(b *testing.B) {
 		b.Run(s.name, func(b *testing.B) {
 			d := getDaemon(b, s)
 			phases := []string{"create+start", "exec", "delete"}
-			runtimes := []runtime{d.runc(), d.agentcgroup()}
+			// detect=off runs the same shim without carving or the runtime
+			// wrapper: what the decorated shim costs by itself.
+			plain := d.agentcgroup()
+			plain.name, plain.args = "agentcgroup-off", append(plain.args, "--annotation", "io.agentcgroup.detect=off")
+			runtimes := []runtime{d.runc(), d.agentcgroup(), plain}
 			samples := map[string]map[string][]time.Duration{}
 			for _, rt := range runtimes {
 				samples[rt.name] = map[string][]time.Duration{}
@@ -49,11 +53,13 @@ func BenchmarkShimOverhead(b *testing.B) {
 				}
 			}
 			var report strings.Builder
-			fmt.Fprintf(&report, "\n%s, median of %d rounds:\n%-14s %12s %12s %8s\n", s.name, benchRounds, "operation", "runc shim", "agentcgroup", "ratio")
+			fmt.Fprintf(&report, "\n%s, median of %d rounds:\n%-14s %10s %12s %7s %16s %7s\n", s.name, benchRounds,
+				"operation", "runc shim", "agentcgroup", "ratio", "detect=off", "ratio")
 			for _, p := range phases {
-				runc, ours := median(samples["runc"][p]), median(samples["agentcgroup"][p])
+				runc, ours, off := median(samples["runc"][p]), median(samples["agentcgroup"][p]), median(samples["agentcgroup-off"][p])
 				ratio := float64(ours) / float64(runc)
-				fmt.Fprintf(&report, "%-14s %12s %12s %7.3fx\n", p, runc.Round(time.Millisecond/10), ours.Round(time.Millisecond/10), ratio)
+				fmt.Fprintf(&report, "%-14s %10s %12s %6.3fx %16s %6.3fx\n", p, runc.Round(time.Millisecond/10), ours.Round(time.Millisecond/10), ratio,
+					off.Round(time.Millisecond/10), float64(off)/float64(runc))
 				key := strings.ReplaceAll(p, "+", "-")
 				b.ReportMetric(float64(runc.Microseconds())/1000, key+"-runc-ms")
 				b.ReportMetric(float64(ours.Microseconds())/1000, key+"-agentcgroup-ms")

@@ -41,15 +41,18 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	daemons.Range(func(_, v any) bool { v.(*daemon).stop(); return true })
 	os.RemoveAll(rootfs)
+	// runc makes the namespace's parent cgroup in every hierarchy and leaves
+	// it; rmdir removes it once empty.
+	parents, _ := filepath.Glob(filepath.Join(cgroupfs.Root, "*", namespace))
+	for _, p := range append(parents, filepath.Join(cgroupfs.Root, namespace)) {
+		os.Remove(p)
+	}
 	os.Exit(code)
 }
 
 func setup() error {
 	if os.Geteuid() != 0 {
 		return errors.New("the integration tests need root; run them with `make integration` (in the lab guest)")
-	}
-	if !cgroupfs.HasController(cgroupfs.Root, "memory") {
-		return errors.New("the integration tests need a cgroup v2 host with the memory controller; run them with `make integration` (in the lab guest)")
 	}
 	wd, err := os.Getwd()
 	if err != nil {
@@ -129,6 +132,9 @@ func stacks() []stack {
 
 // forEachStack runs f as a subtest on every stack's daemon.
 func forEachStack(t *testing.T, f func(t *testing.T, d *daemon)) {
+	if !cgroupfs.HasController(cgroupfs.Root, "memory") {
+		t.Fatal("this test needs a cgroup v2 host with the memory controller; `make integration` runs it in the lab guest")
+	}
 	for _, s := range stacks() {
 		t.Run(s.name, func(t *testing.T) { f(t, getDaemon(t, s)) })
 	}
