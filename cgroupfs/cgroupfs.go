@@ -6,12 +6,15 @@ package cgroupfs
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/agentcgroup/agentcgroup/policy"
 )
@@ -160,4 +163,17 @@ func RemoveTree(dir string) error {
 		return fmt.Errorf("remove cgroup %s: %w", dir, err)
 	}
 	return nil
+}
+
+// ID is the cgroup's ID, the one BPF's bpf_get_current_cgroup_id() returns:
+// the kernfs node ID in the file handle of its directory.
+func ID(dir string) (uint64, error) {
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, dir, 0)
+	if err != nil {
+		return 0, fmt.Errorf("cgroup id of %s: %w", dir, err)
+	}
+	if h.Size() != 8 {
+		return 0, fmt.Errorf("cgroup id of %s: unexpected handle size %d", dir, h.Size())
+	}
+	return binary.NativeEndian.Uint64(h.Bytes()), nil
 }

@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+//go:build ignore
+
+// The tool-call detector. A tool call is a process that a process in a
+// watched agent cgroup forks and that then executes a new program. The
+// decision is made here, in the kernel, from cgroup IDs: a fork outside
+// every watched agent cgroup costs one or two hash lookups and emits nothing.
+//
+//   fork  by a watched agent (not a thread) -> the child is pending
+//   exec  of a pending process              -> a new tool call: event TOOL
+//   fork  by a tool call's process          -> the child belongs to the call;
+//         while the parent is still in the agent cgroup (not yet moved),
+//         event CHILD, so that user space moves it too
+//   exit  of a tool call's leader           -> event EXIT with its status
+//
+// A process already in the agent cgroup that execs again (the framework
+// re-exec'ing itself) is not pending, so it stays the agent.
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+// The few kernel fields used, relocated against the running kernel's BTF.
+struct task_struct {
+	int pid;
+	int tgid;
+	int exit_code;
+} __attribute__((preserve_access_index));
+
+struct linux_binprm {
+	const char *filename;
+} __attribute__((preserve_access_index));
+
+enum event_kind {
+	EVENT_TOOL = 1,
+	EVENT_CHILD = 2,
+	EVENT_EXIT = 3,
+};
+
+struct event {
+	__u64 agent_cgroup; // the watched agent cgroup the call came from
+	__u32 kind;
+	__u32 pid;	   // the process (thread group) concerned
+	__u32 leader;	   // the tool call's first process
+	__s32 exit_status; // wait(2) status, for EVENT_EXIT
+	char filename[128];
+};
+
+// Keeps struct event in the BTF, for bpf2go -type.
+const struct event *unused_event __attribute__((unused));
+
+struct tool {
+	__u64 agent_cgroup;
+	__u32 leader;
+	__u32 pad;
+};
+
+// agents: watched agent cgroup IDs. User space adds and removes them.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u64);
+	__type(value, __u8);
+} agents SEC(".maps");
+
+// pending: forked by an agent, not exec'd yet -> agent cgroup ID. LRU, so
+// that a fork-only child that is never seen exiting cannot fill it.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} pending SEC(".maps");
+
+// tools: every process of a live tool call -> its call.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct tool);
+} tools SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+// dropped counts events lost to a full ring buffer.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} dropped SEC(".maps");
+
+static __always_inline struct event *reserve(void)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *n = bpf_map_lookup_elem(&dropped, &zero);
+		if (n)
+			__sync_fetch_and_add(n, 1);
+	}
+	return e;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+	if (child->pid != child->tgid)
+		return 0; // a thread, not a process
+	__u32 ptgid = parent->tgid, ctgid = child->tgid;
+
+	struct tool *t = bpf_map_lookup_elem(&tools, &ptgid);
+	if (t) {
+		struct tool inherited = *t;
+		bpf_map_update_elem(&tools, &ctgid, &inherited, BPF_ANY);
+		if (bpf_get_current_cgroup_id() != inherited.agent_cgroup)
+			return 0; // the parent was moved already; the child follows it
+		struct event *e = reserve();
+		if (!e)
+			return 0;
+		e->agent_cgroup = inherited.agent_cgroup;
+		e->kind = EVENT_CHILD;
+		e->pid = ctgid;
+		e->leader = inherited.leader;
+		e->exit_status = 0;
+		e->filename[0] = 0;
+		bpf_ringbuf_submit(e, 0);
+		return 0;
+	}
+
+	__u64 *agent = bpf_map_lookup_elem(&pending, &ptgid);
+	__u64 cg;
+	if (agent) {
+		cg = *agent; // forked before exec by a pending process
+	} else {
+		cg = bpf_get_current_cgroup_id();
+		if (!bpf_map_lookup_elem(&agents, &cg))
+			return 0; // not forked by a watched agent
+	}
+	bpf_map_update_elem(&pending, &ctgid, &cg, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
+{
+	__u32 tgid = p->tgid;
+	__u64 *agent = bpf_map_lookup_elem(&pending, &tgid);
+	if (!agent)
+		return 0;
+	struct tool t = {.agent_cgroup = *agent, .leader = tgid};
+	bpf_map_delete_elem(&pending, &tgid);
+	bpf_map_update_elem(&tools, &tgid, &t, BPF_ANY);
+
+	struct event *e = reserve();
+	if (!e)
+		return 0;
+	e->agent_cgroup = t.agent_cgroup;
+	e->kind = EVENT_TOOL;
+	e->pid = tgid;
+	e->leader = tgid;
+	e->exit_status = 0;
+	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), bprm->filename);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_exit, struct task_struct *p)
+{
+	if (p->pid != p->tgid)
+		return 0; // a thread
+	__u32 tgid = p->tgid;
+	bpf_map_delete_elem(&pending, &tgid);
+	struct tool *t = bpf_map_lookup_elem(&tools, &tgid);
+	if (!t)
+		return 0;
+	struct tool call = *t;
+	bpf_map_delete_elem(&tools, &tgid);
+	if (call.leader != tgid)
+		return 0;
+	struct event *e = reserve();
+	if (!e)
+		return 0;
+	e->agent_cgroup = call.agent_cgroup;
+	e->kind = EVENT_EXIT;
+	e->pid = tgid;
+	e->leader = tgid;
+	e->exit_status = p->exit_code;
+	e->filename[0] = 0;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}

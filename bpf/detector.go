@@ -1,0 +1,194 @@
+//go:build linux
+
+// Package bpf is the eBPF tool-call detector: programs on sched_process_fork,
+// sched_process_exec and sched_process_exit (detector.c) that find, in the
+// kernel, the tool calls of watched agent cgroups, and the Go type that loads
+// them, owns their links and reads their events.
+package bpf
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+)
+
+// Kind says what an Event reports.
+type Kind uint32
+
+const (
+	// Tool: a process forked by the agent executed a new program: a new
+	// tool call, whose leader is Pid.
+	Tool Kind = 1
+	// Child: a process of a tool call forked Pid while still in the agent
+	// cgroup; it belongs to the call of Leader.
+	Child Kind = 2
+	// Exit: the leader of a tool call exited with ExitStatus.
+	Exit Kind = 3
+)
+
+// Event is one detector event.
+type Event struct {
+	Kind        Kind
+	AgentCgroup uint64
+	Pid         uint32
+	Leader      uint32
+	// ExitStatus is the wait(2) status of an Exit.
+	ExitStatus int32
+	// Filename is the executed program of a Tool.
+	Filename string
+}
+
+// ExitCode is the shell's view of a wait status: the exit code, or 128+signal.
+func (e Event) ExitCode() uint32 {
+	ws := unix.WaitStatus(e.ExitStatus)
+	if ws.Signaled() {
+		return 128 + uint32(ws.Signal())
+	}
+	return uint32(ws.ExitStatus())
+}
+
+// Detector holds the loaded programs, their links and the ring buffer reader.
+// One Detector serves every container of a shim process; each watched agent
+// cgroup gets its own channel of events.
+type Detector struct {
+	objs   detectorObjects
+	links  []link.Link
+	reader *ringbuf.Reader
+
+	mu   sync.Mutex
+	subs map[uint64]chan<- Event
+	done chan struct{}
+}
+
+// Load loads and attaches the programs. It fails where the kernel lacks BTF,
+// tp_btf or ring buffers, or the caller lacks the privilege.
+func Load() (_ *Detector, retErr error) {
+	d := &Detector{subs: make(map[uint64]chan<- Event), done: make(chan struct{})}
+	if err := loadDetectorObjects(&d.objs, nil); err != nil {
+		return nil, fmt.Errorf("load tool-call detector: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			d.close()
+		}
+	}()
+	for _, p := range []*ebpf.Program{d.objs.OnFork, d.objs.OnExec, d.objs.OnExit} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p})
+		if err != nil {
+			return nil, fmt.Errorf("attach %s: %w", p, err)
+		}
+		d.links = append(d.links, l)
+	}
+	r, err := ringbuf.NewReader(d.objs.Events)
+	if err != nil {
+		return nil, fmt.Errorf("open detector ring buffer: %w", err)
+	}
+	d.reader = r
+	go d.run()
+	return d, nil
+}
+
+// Watch starts detecting the tool calls forked from the agent cgroup with
+// the given ID; their events go to ch until Unwatch. ch should be buffered:
+// the reader does not wait for a slow watcher.
+func (d *Detector) Watch(agentCgroup uint64, ch chan<- Event) error {
+	d.mu.Lock()
+	d.subs[agentCgroup] = ch
+	d.mu.Unlock()
+	if err := d.objs.Agents.Put(agentCgroup, uint8(1)); err != nil {
+		d.Unwatch(agentCgroup)
+		return fmt.Errorf("watch cgroup %d: %w", agentCgroup, err)
+	}
+	return nil
+}
+
+// Unwatch stops detecting for an agent cgroup and reports whether any other
+// remains watched.
+func (d *Detector) Unwatch(agentCgroup uint64) (others bool) {
+	_ = d.objs.Agents.Delete(agentCgroup)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.subs, agentCgroup)
+	return len(d.subs) > 0
+}
+
+// Dropped is the number of events lost to a full ring buffer.
+func (d *Detector) Dropped() (uint64, error) {
+	var perCPU []uint64
+	if err := d.objs.Dropped.Lookup(uint32(0), &perCPU); err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n, nil
+}
+
+// Close detaches the programs and frees everything; nothing of the detector
+// stays loaded.
+func (d *Detector) Close() error {
+	err := d.close()
+	if d.reader != nil {
+		<-d.done
+	}
+	return err
+}
+
+func (d *Detector) close() error {
+	var errs []error
+	if d.reader != nil {
+		errs = append(errs, d.reader.Close())
+	}
+	for _, l := range d.links {
+		errs = append(errs, l.Close())
+	}
+	d.links = nil
+	errs = append(errs, d.objs.Close())
+	return errors.Join(errs...)
+}
+
+func (d *Detector) run() {
+	defer close(d.done)
+	var rec ringbuf.Record
+	var raw detectorEvent
+	for {
+		if err := d.reader.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return
+			}
+			continue
+		}
+		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &raw); err != nil {
+			continue
+		}
+		ev := Event{Kind: Kind(raw.Kind), AgentCgroup: raw.AgentCgroup, Pid: raw.Pid, Leader: raw.Leader, ExitStatus: raw.ExitStatus}
+		if ev.Kind == Tool {
+			ev.Filename = cString(raw.Filename[:])
+		}
+		d.mu.Lock()
+		ch := d.subs[ev.AgentCgroup]
+		d.mu.Unlock()
+		if ch != nil {
+			ch <- ev
+		}
+	}
+}
+
+func cString(b []int8) string {
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
+}

@@ -1,0 +1,173 @@
+//go:build linux
+
+package bpf
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
+)
+
+// cgroup2Mount finds the unified hierarchy: /sys/fs/cgroup on a pure v2
+// host, /sys/fs/cgroup/unified on a hybrid one.
+func cgroup2Mount(t *testing.T) string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if f := strings.Fields(s.Text()); len(f) > 8 && strings.Contains(s.Text(), " - cgroup2 ") {
+			return f[4]
+		}
+	}
+	t.Fatal("no cgroup2 mount")
+	return ""
+}
+
+// agentCgroup makes a throwaway cgroup to play the agent cgroup.
+func agentCgroup(t *testing.T) (string, uint64) {
+	dir, err := os.MkdirTemp(cgroup2Mount(t), "agentcgroup-bpftest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+	id, err := cgroupfs.ID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, id
+}
+
+// runIn runs a shell script as a process created directly in dir.
+func runIn(t *testing.T, dir, script string) {
+	fd, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("agent script: %v: %s", err, out)
+	}
+}
+
+func load(t *testing.T) *Detector {
+	if os.Geteuid() != 0 {
+		t.Fatal("loading BPF programs needs root (make test runs as root)")
+	}
+	d, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return d
+}
+
+// collect reads events until none arrives for a while.
+func collect(ch <-chan Event) []Event {
+	var out []Event
+	for {
+		select {
+		case ev := <-ch:
+			out = append(out, ev)
+		case <-time.After(500 * time.Millisecond):
+			return out
+		}
+	}
+}
+
+func TestDetector(t *testing.T) {
+	d := load(t)
+	dir, id := agentCgroup(t)
+	_, otherID := agentCgroup(t)
+	ch, otherCh := make(chan Event, 64), make(chan Event, 64)
+	if err := d.Watch(id, ch); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Watch(otherID, otherCh); err != nil {
+		t.Fatal(err)
+	}
+
+	// The agent: four tool calls (one forked by a subshell that itself only
+	// forks, so is no call), the last forking a child and killed by a signal.
+	runIn(t, dir, `/bin/true; /bin/sh -c 'exit 3'; ( /bin/true ); /bin/sh -c '/bin/sleep 0; kill -9 $$'; exit 0`)
+	// Outside every watched cgroup: nothing is reported.
+	if err := exec.Command("/bin/sh", "-c", "/bin/true; /bin/true").Run(); err != nil {
+		t.Fatal(err)
+	}
+	evs := collect(ch)
+
+	type call struct {
+		file string
+		code uint32
+		exit bool
+	}
+	calls := map[uint32]*call{}
+	var order []uint32
+	var children []Event
+	for _, ev := range evs {
+		if ev.AgentCgroup != id {
+			t.Errorf("event for another cgroup: %+v", ev)
+		}
+		switch ev.Kind {
+		case Tool:
+			calls[ev.Pid] = &call{file: ev.Filename}
+			order = append(order, ev.Pid)
+		case Exit:
+			c := calls[ev.Pid]
+			if c == nil {
+				t.Fatalf("exit of an unknown call: %+v", ev)
+			}
+			c.code, c.exit = ev.ExitCode(), true
+		case Child:
+			children = append(children, ev)
+		}
+	}
+	var got []string
+	for _, pid := range order {
+		c := calls[pid]
+		got = append(got, filepath.Base(c.file)+":"+map[bool]string{true: "exited", false: "running"}[c.exit]+":"+strconv.FormatUint(uint64(c.code), 10))
+	}
+	want := []string{"true:exited:0", "sh:exited:3", "true:exited:0", "sh:exited:137"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("tool calls = %v, want %v", got, want)
+	}
+	// Nothing moves processes here, so the last call's sleep was forked
+	// while its parent was still in the agent cgroup: it belongs to that call.
+	if len(children) != 1 || len(order) != 4 || children[0].Leader != order[3] || children[0].Pid == order[3] {
+		t.Errorf("child events %+v, want one of call %v", children, order)
+	}
+	if evs := collect(otherCh); len(evs) != 0 {
+		t.Errorf("an idle watched cgroup got events: %+v", evs)
+	}
+	if n, err := d.Dropped(); err != nil || n != 0 {
+		t.Errorf("dropped = %d, %v", n, err)
+	}
+
+	// Unwatched: nothing more.
+	if d.Unwatch(id) != true {
+		t.Error("Unwatch says no cgroup remains watched")
+	}
+	runIn(t, dir, `/bin/true`)
+	if evs := collect(ch); len(evs) != 0 {
+		t.Errorf("events after Unwatch: %+v", evs)
+	}
+	if others := d.Unwatch(otherID); others {
+		t.Error("Unwatch of the last cgroup says others remain")
+	}
+}
