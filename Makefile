@@ -4,7 +4,7 @@ GO ?= go
 # Static, no cgo: the shim runs beside any containerd; no_grpc keeps the runc
 # task service's gRPC server out, as the runc shim is built.
 GOFLAGS_BUILD = -trimpath -tags no_grpc -ldflags '-s -w -extldflags -static'
-BINARIES = bin/containerd-shim-agentcgroup-v1 bin/agentcgroup
+BINARIES = bin/containerd-shim-agentcgroup-v1 bin/agentcgroup bin/agentsim
 
 .PHONY: all install test unit integration demo bench generate clean lint
 
@@ -12,6 +12,10 @@ all: $(BINARIES)
 
 bin/%: FORCE
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/$*
+
+# The agent simulator, a static program for test containers' rootfs.
+bin/agentsim: FORCE
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $@ ./testdata/agentsim
 
 FORCE:
 
@@ -25,7 +29,7 @@ install: all
 test: unit integration
 
 unit:
-	$(GO) vet ./...
+	$(GO) vet ./... ./testdata/agentsim
 	$(GO) test ./...
 
 TEST_BINARY = .cache/lab/integration.test

@@ -24,10 +24,16 @@
 char __license[] SEC("license") = "Dual MIT/GPL";
 
 // The few kernel fields used, relocated against the running kernel's BTF.
+struct mm_struct {
+	unsigned long arg_start;
+	unsigned long arg_end;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int pid;
 	int tgid;
 	int exit_code;
+	struct mm_struct *mm;
 } __attribute__((preserve_access_index));
 
 struct linux_binprm {
@@ -42,11 +48,14 @@ enum event_kind {
 
 struct event {
 	__u64 agent_cgroup; // the watched agent cgroup the call came from
+	__u64 fork_ns;	    // CLOCK_MONOTONIC of the fork, for EVENT_TOOL
 	__u32 kind;
 	__u32 pid;	   // the process (thread group) concerned
 	__u32 leader;	   // the tool call's first process
 	__s32 exit_status; // wait(2) status, for EVENT_EXIT
+	__u32 args_len;	   // bytes of args, for EVENT_TOOL
 	char filename[128];
+	char args[256];	   // argv, NUL-separated, cut at 255 bytes
 };
 
 // Keeps struct event in the BTF, for bpf2go -type.
@@ -66,13 +75,18 @@ struct {
 	__type(value, __u8);
 } agents SEC(".maps");
 
-// pending: forked by an agent, not exec'd yet -> agent cgroup ID. LRU, so
-// that a fork-only child that is never seen exiting cannot fill it.
+struct forked {
+	__u64 agent_cgroup;
+	__u64 fork_ns;
+};
+
+// pending: forked by an agent, not exec'd yet. LRU, so that a fork-only
+// child that is never seen exiting cannot fill it.
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct forked);
 } pending SEC(".maps");
 
 // tools: every process of a live tool call -> its call.
@@ -125,25 +139,27 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 		if (!e)
 			return 0;
 		e->agent_cgroup = inherited.agent_cgroup;
+		e->fork_ns = 0;
 		e->kind = EVENT_CHILD;
 		e->pid = ctgid;
 		e->leader = inherited.leader;
 		e->exit_status = 0;
+		e->args_len = 0;
 		e->filename[0] = 0;
 		bpf_ringbuf_submit(e, 0);
 		return 0;
 	}
 
-	__u64 *agent = bpf_map_lookup_elem(&pending, &ptgid);
-	__u64 cg;
-	if (agent) {
-		cg = *agent; // forked before exec by a pending process
+	struct forked f = {.fork_ns = bpf_ktime_get_ns()};
+	struct forked *parent_pending = bpf_map_lookup_elem(&pending, &ptgid);
+	if (parent_pending) {
+		f.agent_cgroup = parent_pending->agent_cgroup; // forked before exec by a pending process
 	} else {
-		cg = bpf_get_current_cgroup_id();
-		if (!bpf_map_lookup_elem(&agents, &cg))
+		f.agent_cgroup = bpf_get_current_cgroup_id();
+		if (!bpf_map_lookup_elem(&agents, &f.agent_cgroup))
 			return 0; // not forked by a watched agent
 	}
-	bpf_map_update_elem(&pending, &ctgid, &cg, BPF_ANY);
+	bpf_map_update_elem(&pending, &ctgid, &f, BPF_ANY);
 	return 0;
 }
 
@@ -151,10 +167,11 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
 {
 	__u32 tgid = p->tgid;
-	__u64 *agent = bpf_map_lookup_elem(&pending, &tgid);
-	if (!agent)
+	struct forked *f = bpf_map_lookup_elem(&pending, &tgid);
+	if (!f)
 		return 0;
-	struct tool t = {.agent_cgroup = *agent, .leader = tgid};
+	struct tool t = {.agent_cgroup = f->agent_cgroup, .leader = tgid};
+	__u64 fork_ns = f->fork_ns;
 	bpf_map_delete_elem(&pending, &tgid);
 	bpf_map_update_elem(&tools, &tgid, &t, BPF_ANY);
 
@@ -162,11 +179,22 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 	if (!e)
 		return 0;
 	e->agent_cgroup = t.agent_cgroup;
+	e->fork_ns = fork_ns;
 	e->kind = EVENT_TOOL;
 	e->pid = tgid;
 	e->leader = tgid;
 	e->exit_status = 0;
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), bprm->filename);
+	// argv, read now: a short call may be gone before user space could read
+	// /proc/<pid>/cmdline. exec has just written it into the new mm.
+	unsigned long start = BPF_CORE_READ(p, mm, arg_start), end = BPF_CORE_READ(p, mm, arg_end);
+	__u32 n = end > start ? end - start : 0;
+	if (n > sizeof(e->args) - 1)
+		n = sizeof(e->args) - 1;
+	n &= sizeof(e->args) - 1; // a bound the verifier can see
+	e->args_len = n;
+	if (bpf_probe_read_user(e->args, n, (void *)start))
+		e->args_len = 0;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
@@ -189,10 +217,12 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	if (!e)
 		return 0;
 	e->agent_cgroup = call.agent_cgroup;
+	e->fork_ns = 0;
 	e->kind = EVENT_EXIT;
 	e->pid = tgid;
 	e->leader = tgid;
 	e->exit_status = p->exit_code;
+	e->args_len = 0;
 	e->filename[0] = 0;
 	bpf_ringbuf_submit(e, 0);
 	return 0;

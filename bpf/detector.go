@@ -11,7 +11,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -41,8 +43,21 @@ type Event struct {
 	Leader      uint32
 	// ExitStatus is the wait(2) status of an Exit.
 	ExitStatus int32
-	// Filename is the executed program of a Tool.
+	// Filename is the executed program of a Tool, Args its argv (cut at 255
+	// bytes, as the kernel saw it at exec).
 	Filename string
+	Args     []string
+	// Forked is when the leader of a Tool was forked, on CLOCK_MONOTONIC.
+	Forked time.Duration
+}
+
+// SinceFork is how long ago, on CLOCK_MONOTONIC, a Tool's leader was forked.
+func (e Event) SinceFork() time.Duration {
+	var now unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &now); err != nil {
+		return 0
+	}
+	return time.Duration(now.Nano()) - e.Forked
 }
 
 // ExitCode is the shell's view of a wait status: the exit code, or 128+signal.
@@ -119,6 +134,13 @@ func (d *Detector) Unwatch(agentCgroup uint64) (others bool) {
 	return len(d.subs) > 0
 }
 
+// Watched is the number of watched agent cgroups.
+func (d *Detector) Watched() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.subs)
+}
+
 // Dropped is the number of events lost to a full ring buffer.
 func (d *Detector) Dropped() (uint64, error) {
 	var perCPU []uint64
@@ -169,9 +191,11 @@ func (d *Detector) run() {
 		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &raw); err != nil {
 			continue
 		}
-		ev := Event{Kind: Kind(raw.Kind), AgentCgroup: raw.AgentCgroup, Pid: raw.Pid, Leader: raw.Leader, ExitStatus: raw.ExitStatus}
+		ev := Event{Kind: Kind(raw.Kind), AgentCgroup: raw.AgentCgroup, Pid: raw.Pid, Leader: raw.Leader,
+			ExitStatus: raw.ExitStatus, Forked: time.Duration(raw.ForkNs)}
 		if ev.Kind == Tool {
 			ev.Filename = cString(raw.Filename[:])
+			ev.Args = argv(raw.Args[:min(int(raw.ArgsLen), len(raw.Args))])
 		}
 		d.mu.Lock()
 		ch := d.subs[ev.AgentCgroup]
@@ -180,6 +204,18 @@ func (d *Detector) run() {
 			ch <- ev
 		}
 	}
+}
+
+// argv splits a NUL-separated argument area.
+func argv(b []int8) []string {
+	if len(b) == 0 {
+		return nil
+	}
+	s := make([]byte, len(b))
+	for i, c := range b {
+		s[i] = byte(c)
+	}
+	return strings.Split(strings.TrimRight(string(s), "\x00"), "\x00")
 }
 
 func cString(b []int8) string {

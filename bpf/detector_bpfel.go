@@ -16,11 +16,21 @@ import (
 type detectorEvent struct {
 	_           structs.HostLayout
 	AgentCgroup uint64
+	ForkNs      uint64
 	Kind        uint32
 	Pid         uint32
 	Leader      uint32
 	ExitStatus  int32
+	ArgsLen     uint32
 	Filename    [128]int8
+	Args        [256]int8
+	_           [4]byte
+}
+
+type detectorForked struct {
+	_           structs.HostLayout
+	AgentCgroup uint64
+	ForkNs      uint64
 }
 
 type detectorTool struct {

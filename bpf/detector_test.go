@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -126,7 +125,7 @@ func TestDetector(t *testing.T) {
 		}
 		switch ev.Kind {
 		case Tool:
-			calls[ev.Pid] = &call{file: ev.Filename}
+			calls[ev.Pid] = &call{file: ev.Filename + " " + strings.Join(ev.Args, " ")}
 			order = append(order, ev.Pid)
 		case Exit:
 			c := calls[ev.Pid]
@@ -141,9 +140,10 @@ func TestDetector(t *testing.T) {
 	var got []string
 	for _, pid := range order {
 		c := calls[pid]
-		got = append(got, filepath.Base(c.file)+":"+map[bool]string{true: "exited", false: "running"}[c.exit]+":"+strconv.FormatUint(uint64(c.code), 10))
+		got = append(got, c.file+":"+map[bool]string{true: "exited", false: "running"}[c.exit]+":"+strconv.FormatUint(uint64(c.code), 10))
 	}
-	want := []string{"true:exited:0", "sh:exited:3", "true:exited:0", "sh:exited:137"}
+	want := []string{"/bin/true /bin/true:exited:0", "/bin/sh /bin/sh -c exit 3:exited:3", "/bin/true /bin/true:exited:0",
+		"/bin/sh /bin/sh -c /bin/sleep 0; kill -9 $$:exited:137"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("tool calls = %v, want %v", got, want)
 	}

@@ -15,6 +15,7 @@ import (
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/containerd/log"
 
+	"github.com/agentcgroup/agentcgroup/bpf"
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/policy"
 	"github.com/agentcgroup/agentcgroup/state"
@@ -42,16 +43,24 @@ type Container struct {
 	ctx    context.Context // ends with the container
 	cancel context.CancelFunc
 
+	// detector finds the tool calls the agent forks (nil: execs only).
+	detector *bpf.Detector
+	agentID  uint64
+
 	mu      sync.Mutex
 	pending map[string][]string // exec ID -> argv, between Exec and Start
+	forks   map[uint32]*forkCall
+	seq     uint64
 	calls   *records
 }
 
 // Create carves the tree for a container whose init (pid, still waiting in
 // `runc init`) is in cgroup C: it creates C/agent and C/tools, moves init into
 // C/agent, enables the controllers down the tree and applies the agent limits.
-// On error nothing of the tree is left, and init is gone with it.
-func Create(ctx context.Context, dir string, st state.Container, pid uint32, p policy.Policy) (*Container, error) {
+// With a detector (policy detect=fork+exec), the tool calls that the agent
+// forks get their cgroups too. On error nothing of the tree is left, and
+// init is gone with it.
+func Create(ctx context.Context, dir string, st state.Container, pid uint32, p policy.Policy, d *bpf.Detector) (*Container, error) {
 	group, err := cgroupsv2.PidGroupPath(int(pid))
 	if err != nil {
 		return nil, fmt.Errorf("read cgroup of init %d: %w", pid, err)
@@ -62,6 +71,7 @@ func Create(ctx context.Context, dir string, st state.Container, pid uint32, p p
 		dir: dir, st: st, path: cgroupfs.Path(group), policy: p,
 		ctx: cctx, cancel: cancel,
 		pending: make(map[string][]string),
+		forks:   make(map[uint32]*forkCall),
 		calls:   newRecords(dir),
 	}
 	// Saved first, so that a crash from here on is cleaned up by `delete`.
@@ -69,8 +79,12 @@ func Create(ctx context.Context, dir string, st state.Container, pid uint32, p p
 		cancel()
 		return nil, fmt.Errorf("save state: %w", err)
 	}
-	if err := c.carve(pid); err != nil {
-		if derr := c.Teardown(ctx); derr != nil {
+	err = c.carve(pid)
+	if err == nil && d != nil && p.Detect == policy.DetectForkExec {
+		err = c.watch(ctx, d)
+	}
+	if err != nil {
+		if _, derr := c.Teardown(ctx); derr != nil {
 			log.G(ctx).WithError(derr).Warn("cleanup after failed create")
 		}
 		return nil, err

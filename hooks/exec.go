@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/state"
 )
 
@@ -42,9 +43,7 @@ func (c *Container) PrepareExec(ctx context.Context, execID string, argv []strin
 // WaitFunc waits for a process to exit and returns its exit status.
 type WaitFunc func(ctx context.Context) (status uint32, exitedAt time.Time, err error)
 
-// StartedExec records a started exec as a running tool call. The call ends
-// when its process has exited and its cgroup is empty: then its memory
-// figures are read into the record and its cgroup is removed.
+// StartedExec records a started exec as a running tool call.
 func (c *Container) StartedExec(ctx context.Context, execID string, pid uint32, wait WaitFunc) {
 	c.mu.Lock()
 	argv := c.pending[execID]
@@ -54,6 +53,15 @@ func (c *Container) StartedExec(ctx context.Context, execID string, pid uint32, 
 		Cgroup: path.Join(c.st.Cgroup, toolsDir, execID),
 		Start:  time.Now().UTC(), State: state.Running,
 	}
+	c.mu.Unlock()
+	c.track(ctx, rec, wait)
+}
+
+// track records a started tool call. The call ends when its process has
+// exited (wait returns) and its cgroup is empty: then its memory figures are
+// read into the record and its cgroup is removed.
+func (c *Container) track(ctx context.Context, rec *state.Record, wait WaitFunc) {
+	c.mu.Lock()
 	c.calls.add(rec)
 	c.calls.save(ctx)
 	c.mu.Unlock()
@@ -61,7 +69,7 @@ func (c *Container) StartedExec(ctx context.Context, execID string, pid uint32, 
 	go func() {
 		status, at, err := wait(c.ctx)
 		if err != nil && !errors.Is(err, context.Canceled) {
-			log.G(ctx).WithError(err).WithField("exec", execID).Warn("wait for tool call")
+			log.G(ctx).WithError(err).WithField("call", rec.ID).Warn("wait for tool call")
 		}
 		c.mu.Lock()
 		if err == nil {
@@ -70,8 +78,7 @@ func (c *Container) StartedExec(ctx context.Context, execID string, pid uint32, 
 			rec.End = &at
 		}
 		c.mu.Unlock()
-		dir := filepath.Join(c.path, toolsDir, execID)
-		if err := waitEmpty(c.ctx, dir); err != nil {
+		if err := waitEmpty(c.ctx, cgroupfs.Path(rec.Cgroup)); err != nil {
 			return // the container's teardown ends the call
 		}
 		c.endCall(ctx, rec)

@@ -66,7 +66,7 @@ func setup() error {
 			return fmt.Errorf("no go.mod above %s", wd)
 		}
 	}
-	for _, b := range []string{"bin/containerd-shim-agentcgroup-v1", "bin/agentcgroup", ".cache/tools/bin/containerd"} {
+	for _, b := range []string{"bin/containerd-shim-agentcgroup-v1", "bin/agentcgroup", "bin/agentsim", ".cache/tools/bin/containerd"} {
 		if _, err := os.Stat(filepath.Join(projectRoot, b)); err != nil {
 			return fmt.Errorf("%s missing: run `make integration`", b)
 		}
@@ -91,6 +91,13 @@ func buildRootfs() (string, error) {
 		return "", fmt.Errorf("busybox-static: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "bin/busybox"), bb, 0o755); err != nil {
+		return "", err
+	}
+	sim, err := os.ReadFile(filepath.Join(projectRoot, "bin/agentsim"))
+	if err != nil {
+		return "", fmt.Errorf("agent simulator: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin/agentsim"), sim, 0o755); err != nil {
 		return "", err
 	}
 	out, err := exec.Command("/bin/busybox", "--list").Output()

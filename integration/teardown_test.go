@@ -41,6 +41,7 @@ func TestShimKilled(t *testing.T) {
 		})
 		d.remove(id)
 		assertGone(t, id)
+		eventually(t, "no detector program of the killed shim loaded", func() bool { return detectorPrograms(t) == 0 })
 		for i := 0; i < 100 && len(shimSockets(d)) > 0; i++ {
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -120,4 +121,17 @@ func TestDeleteRunningRefused(t *testing.T) {
 		d.remove(id)
 		assertGone(t, id)
 	})
+}
+
+// detectorPrograms counts the detector's programs loaded in the kernel.
+func detectorPrograms(t testing.TB) int {
+	out, err := exec.Command("bpftool", "prog", "show").Output()
+	if err != nil {
+		t.Fatalf("bpftool prog show: %v", err)
+	}
+	n := 0
+	for _, name := range []string{"on_fork", "on_exec", "on_exit"} {
+		n += strings.Count(string(out), " name "+name+" ")
+	}
+	return n
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/agentcgroup/agentcgroup/bpf"
 	"github.com/agentcgroup/agentcgroup/hooks"
 	"github.com/agentcgroup/agentcgroup/policy"
 	"github.com/agentcgroup/agentcgroup/state"
@@ -38,6 +39,11 @@ type service struct {
 	warnOnce sync.Once
 	mu       sync.Mutex
 	tasks    map[string]*hooks.Container
+	// detector is loaded for the first container that asks for fork+exec
+	// detection and closed when the last one is deleted; detectorErr keeps
+	// a failure to load it, said once in the log.
+	detector    *bpf.Detector
+	detectorErr error
 }
 
 func newService(inner taskAPI.TTRPCTaskService) (*service, error) {
@@ -129,11 +135,18 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil || !carve {
 		return resp, err
 	}
-	c, err := hooks.Create(ctx, dir, st, resp.Pid, pol)
+	var d *bpf.Detector
+	if pol.Detect == policy.DetectForkExec {
+		d = s.loadDetector(ctx)
+	}
+	c, err := hooks.Create(ctx, dir, st, resp.Pid, pol, d)
 	if err != nil {
 		// Create's cleanup killed init; remove the container as runc knows it.
 		if _, derr := s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: r.ID}); derr != nil {
 			log.G(ctx).WithError(derr).Warn("delete container after failed carve")
+		}
+		if d != nil && d.Watched() == 0 {
+			s.closeDetector(ctx)
 		}
 		return nil, errgrpc.ToGRPC(fmt.Errorf("carve cgroup tree: %w", err))
 	}
@@ -141,6 +154,32 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	s.tasks[r.ID] = c
 	s.mu.Unlock()
 	return resp, nil
+}
+
+// loadDetector returns the tool-call detector, loading it on first use. Where
+// the kernel lacks BTF, tp_btf or ring buffers it returns nil and the shim
+// detects exec'd tool calls only, saying so once.
+func (s *service) loadDetector(ctx context.Context) *bpf.Detector {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.detector == nil && s.detectorErr == nil {
+		if s.detector, s.detectorErr = bpf.Load(); s.detectorErr != nil {
+			log.G(ctx).WithError(s.detectorErr).Warn("no eBPF tool-call detector: only exec'd tool calls get their own cgroup")
+		}
+	}
+	return s.detector
+}
+
+// closeDetector detaches and frees the detector once no container uses it.
+func (s *service) closeDetector(ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.detector != nil {
+		if err := s.detector.Close(); err != nil {
+			log.G(ctx).WithError(err).Warn("close the tool-call detector")
+		}
+		s.detector = nil
+	}
 }
 
 // prepareRuntime saves the container's state with the real OCI runtime and
@@ -235,8 +274,12 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		(st.Status == task.Status_RUNNING || st.Status == task.Status_PAUSED) {
 		return s.TTRPCTaskService.Delete(ctx, r)
 	}
-	if err := c.Teardown(ctx); err != nil {
+	inUse, err := c.Teardown(ctx)
+	if err != nil {
 		log.G(ctx).WithError(err).Warn("tear down agent/tools cgroups")
+	}
+	if !inUse {
+		s.closeDetector(ctx)
 	}
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err != nil {

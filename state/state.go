@@ -54,8 +54,11 @@ type Record struct {
 	MemoryHighEvents uint64     `json:"memory_high_events"`
 	MemoryMaxEvents  uint64     `json:"memory_max_events"`
 	OOMKills         uint64     `json:"oom_kills"`
-	ThrottledSeconds float64    `json:"throttled_seconds"`
-	FrozenSeconds    float64    `json:"frozen_seconds"`
+	// PlacedAfterUs is, for a fork-detected call, how long after its fork it
+	// was in its own cgroup; memory it charged before stays with C/agent.
+	PlacedAfterUs    int64   `json:"placed_after_us,omitempty"`
+	ThrottledSeconds float64 `json:"throttled_seconds"`
+	FrozenSeconds    float64 `json:"frozen_seconds"`
 }
 
 // Tool call states.

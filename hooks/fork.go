@@ -1,0 +1,154 @@
+package hooks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+
+	"github.com/agentcgroup/agentcgroup/bpf"
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/state"
+)
+
+// forkCall is a tool call the detector found: the agent forked it and it
+// executed a new program.
+type forkCall struct {
+	rec    *state.Record
+	dir    string
+	status uint32
+	exited chan struct{} // closed with the leader's exit
+}
+
+// watch starts detecting the tool calls that processes in C/agent fork.
+func (c *Container) watch(ctx context.Context, d *bpf.Detector) error {
+	id, err := cgroupfs.ID(filepath.Join(c.path, agentDir))
+	if err != nil {
+		return err
+	}
+	// Buffered so that a burst of calls does not stall the shared reader.
+	events := make(chan bpf.Event, 1024)
+	if err := d.Watch(id, events); err != nil {
+		return err
+	}
+	c.detector, c.agentID = d, id
+	go c.handleEvents(ctx, events)
+	return nil
+}
+
+func (c *Container) handleEvents(ctx context.Context, events <-chan bpf.Event) {
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case ev := <-events:
+			switch ev.Kind {
+			case bpf.Tool:
+				c.placeCall(ctx, ev)
+			case bpf.Child:
+				c.placeChild(ctx, ev)
+			case bpf.Exit:
+				c.callExited(ev)
+			}
+		}
+	}
+}
+
+// callName is a readable, unique cgroup name for a detected call: the
+// program's name and a per-container sequence number.
+func (c *Container) callName(filename string) string {
+	c.seq++
+	name := strings.Map(func(r rune) rune {
+		if r == '/' || r < ' ' {
+			return '_'
+		}
+		return r
+	}, filepath.Base(filename))
+	if name == "" || strings.HasPrefix(name, ".") {
+		name = "call"
+	}
+	return name + "-" + strconv.FormatUint(c.seq, 10)
+}
+
+// placeCall gives a new tool call its cgroup and moves its leader there.
+func (c *Container) placeCall(ctx context.Context, ev bpf.Event) {
+	c.mu.Lock()
+	id := c.callName(ev.Filename)
+	c.mu.Unlock()
+	dir := filepath.Join(c.path, toolsDir, id)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		log.G(ctx).WithError(err).WithField("call", id).Warn("create tool-call cgroup")
+		return
+	}
+	if err := c.setMemory(dir, c.policy.ToolMemoryHigh, c.policy.ToolMemoryMax); err != nil {
+		log.G(ctx).WithError(err).WithField("call", id).Warn("set tool-call limits")
+	}
+	fc := &forkCall{dir: dir, exited: make(chan struct{})}
+	fc.rec = &state.Record{
+		ID: id, Kind: "fork", Command: ev.Args, Pid: ev.Pid,
+		Cgroup: path.Join(c.st.Cgroup, toolsDir, id), Start: time.Now().UTC(), State: state.Running,
+	}
+	if err := movePid(dir, ev.Pid); err != nil && !errors.Is(err, syscall.ESRCH) {
+		log.G(ctx).WithError(err).WithField("call", id).Warn("move tool call into its cgroup")
+	}
+	fc.rec.PlacedAfterUs = ev.SinceFork().Microseconds()
+	c.mu.Lock()
+	c.forks[ev.Pid] = fc
+	c.mu.Unlock()
+	c.track(ctx, fc.rec, func(ctx context.Context) (uint32, time.Time, error) {
+		select {
+		case <-fc.exited:
+			return fc.status, time.Now(), nil
+		case <-ctx.Done():
+			return 0, time.Time{}, ctx.Err()
+		}
+	})
+}
+
+// placeChild moves a process that a call forked before it was moved.
+func (c *Container) placeChild(ctx context.Context, ev bpf.Event) {
+	c.mu.Lock()
+	fc := c.forks[ev.Leader]
+	c.mu.Unlock()
+	if fc == nil {
+		return
+	}
+	if err := movePid(fc.dir, ev.Pid); err != nil && !errors.Is(err, syscall.ESRCH) {
+		log.G(ctx).WithError(err).WithField("call", fc.rec.ID).Warn("move a tool call's child")
+	}
+}
+
+func (c *Container) callExited(ev bpf.Event) {
+	c.mu.Lock()
+	fc := c.forks[ev.Pid]
+	delete(c.forks, ev.Pid)
+	c.mu.Unlock()
+	if fc != nil {
+		fc.status = ev.ExitCode()
+		close(fc.exited)
+	}
+}
+
+// unwatch stops detection for the container; it reports whether the
+// detector still watches other containers.
+func (c *Container) unwatch() (others bool) {
+	if c.detector == nil {
+		return false
+	}
+	return c.detector.Unwatch(c.agentID)
+}
+
+func movePid(dir string, pid uint32) error {
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.FormatUint(uint64(pid), 10)), 0); err != nil {
+		return fmt.Errorf("move %d into %s: %w", pid, dir, err)
+	}
+	return nil
+}

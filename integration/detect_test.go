@@ -1,0 +1,105 @@
+//go:build integration
+
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/agentcgroup/agentcgroup/state"
+)
+
+// TestForkDetection: an agent framework (the simulator, multi-threaded) runs
+// its tools as `sh -c` children, as Claude Code does. Each becomes a tool call
+// in its own C/tools/<id>; nested children stay in their call; threads make
+// no call; another container's calls stay in its own records; exec'd calls
+// are not counted twice; and when the containers are gone no detector
+// program stays loaded.
+func TestForkDetection(t *testing.T) {
+	forEachStack(t, func(t *testing.T, d *daemon) {
+		rt := d.agentcgroup()
+		a, b := newID("agent"), newID("other")
+		out := func(id, name string) string { return "/tmp/" + id + "-" + name }
+		d.start(t, rt, a, nil, "/bin/agentsim", "-delay", "300ms",
+			// Each call waits before it looks, so that its leader has been
+			// placed (placement latency is a benchmark, not this test).
+			"sleep 1; cat /proc/self/cgroup > "+out(a, "own"),
+			"sleep 1; sh -c 'cat /proc/self/cgroup' > "+out(a, "nested"),
+			"exit 3",
+			"exec /bin/agentsim -alloc 48 -hold 200ms")
+		d.start(t, rt, b, nil, "/bin/agentsim", "-delay", "300ms", "echo other-container-call")
+		d.mustCtr(t, "task", "exec", "--exec-id", "from-outside", a, "/bin/sh", "-c", "exit 0")
+
+		var recs []state.Record
+		eventually(t, "five ended calls in "+a, func() bool {
+			recs = ps(t, a)
+			return len(recs) >= 5 && ended(recs) == len(recs)
+		})
+		sort.Slice(recs, func(i, j int) bool { return recs[i].Start.Before(recs[j].Start) })
+		var forks []state.Record
+		for _, r := range recs {
+			if r.Kind == "fork" {
+				forks = append(forks, r)
+			} else if r.ID != "from-outside" {
+				t.Errorf("unexpected exec record %+v", r)
+			}
+		}
+		if len(forks) != 4 {
+			t.Fatalf("fork-detected calls = %d, want 4 (threads and exec'd calls are no fork calls): %+v", len(forks), recs)
+		}
+		wantCodes := []uint32{0, 0, 3, 0}
+		cgroups := map[string]bool{}
+		for i, r := range forks {
+			if r.ExitCode == nil || *r.ExitCode != wantCodes[i] || r.State != state.Exited {
+				t.Errorf("call %d %s: state %s exit %v, want exited %d", i+1, r.ID, r.State, r.ExitCode, wantCodes[i])
+			}
+			if len(r.Command) < 3 || r.Command[0] != "/bin/sh" || r.Command[1] != "-c" {
+				if !(i == 3 && len(r.Command) > 0 && strings.HasSuffix(r.Command[0], "agentsim")) {
+					t.Errorf("call %d %s: command %q", i+1, r.ID, r.Command)
+				}
+			}
+			if !strings.HasPrefix(r.Cgroup, "/"+namespace+"/"+a+"/tools/") || cgroups[r.Cgroup] {
+				t.Errorf("call %d %s: cgroup %s not its own under C/tools", i+1, r.ID, r.Cgroup)
+			}
+			cgroups[r.Cgroup] = true
+		}
+		for i, name := range []string{"own", "nested"} {
+			got := strings.TrimSpace(readTrim(t, filepath.Join(rootfs, out(a, name))))
+			if want := "0::" + forks[i].Cgroup; got != want {
+				t.Errorf("%s: the call saw itself in %q, want %q", name, got, want)
+			}
+			os.Remove(filepath.Join(rootfs, out(a, name)))
+		}
+		if peak := forks[3].MemoryPeakBytes; peak < 48<<20 {
+			t.Errorf("allocating call's peak = %d, want at least 48 MiB charged to the call", peak)
+		}
+
+		var other []state.Record
+		eventually(t, "the other container's call", func() bool {
+			other = ps(t, b)
+			return len(other) == 1 && ended(other) == 1
+		})
+		if strings.Join(other[0].Command, " ") != "/bin/sh -c echo other-container-call" {
+			t.Errorf("other container's record: %+v", other[0])
+		}
+
+		d.remove(a)
+		d.remove(b)
+		assertGone(t, a)
+		assertGone(t, b)
+	})
+	eventually(t, "no detector program loaded", func() bool { return detectorPrograms(t) == 0 })
+}
+
+func ended(recs []state.Record) int {
+	n := 0
+	for _, r := range recs {
+		if r.End != nil && r.State != state.Running {
+			n++
+		}
+	}
+	return n
+}

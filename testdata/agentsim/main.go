@@ -1,0 +1,88 @@
+// Command agentsim behaves like an AI agent framework as a container's init:
+// a long-lived, multi-threaded process that runs its tools as child
+// processes (`sh -c CMD`, as Claude Code or OpenHands run Bash calls), one
+// after the other, then waits to be stopped. With -alloc it is instead a
+// tool that allocates and touches memory right after exec.
+//
+//	agentsim [-delay 100ms] [-repeat N] CMD...   run each CMD with sh -c (N times), then wait
+//	agentsim -loop N PROG                        fork+exec PROG N times, print the time taken, wait
+//	agentsim -alloc MiB [-hold 1s]               allocate and touch MiB, then exit
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+)
+
+func main() {
+	delay := flag.Duration("delay", 100*time.Millisecond, "pause before each tool call")
+	alloc := flag.Int("alloc", 0, "allocate and touch this many MiB, then exit")
+	hold := flag.Duration("hold", 0, "with -alloc, keep the memory this long")
+	repeat := flag.Int("repeat", 1, "run the list of calls this many times")
+	loop := flag.Int("loop", 0, "fork+exec the program given as argument this many times")
+	flag.Parse()
+	if *alloc > 0 {
+		allocate(*alloc, *hold)
+		return
+	}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	busy := spinThreads(4) // an agent framework is multi-threaded
+	if *loop > 0 {
+		start := time.Now()
+		for range *loop {
+			if err := exec.Command(flag.Arg(0)).Run(); err != nil {
+				fmt.Fprintln(os.Stderr, "agentsim:", err)
+				os.Exit(1)
+			}
+		}
+		fmt.Printf("agentsim: %d fork+exec in %d us\n", *loop, time.Since(start).Microseconds())
+	}
+	n := 0
+	for range *repeat {
+		for _, cmd := range flag.Args()[min(*loop, 1):] {
+			n++
+			time.Sleep(*delay)
+			c := exec.Command("/bin/sh", "-c", cmd)
+			c.Stdout, c.Stderr = os.Stdout, os.Stderr
+			if err := c.Run(); err != nil && c.ProcessState == nil {
+				fmt.Fprintf(os.Stderr, "agentsim: call %d: %v\n", n, err)
+			}
+		}
+	}
+	fmt.Println("agentsim: all calls done")
+	<-stop
+	close(busy)
+}
+
+// spinThreads keeps n OS threads alive until done is closed.
+func spinThreads(n int) chan struct{} {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			runtime.LockOSThread()
+			wg.Done()
+			<-done
+		}()
+	}
+	wg.Wait()
+	return done
+}
+
+func allocate(mib int, hold time.Duration) {
+	buf := make([]byte, mib<<20)
+	for i := 0; i < len(buf); i += 4096 {
+		buf[i] = 1
+	}
+	time.Sleep(hold)
+	runtime.KeepAlive(buf)
+}
