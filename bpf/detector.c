@@ -80,10 +80,11 @@ struct forked {
 	__u64 fork_ns;
 };
 
-// pending: forked by an agent, not exec'd yet. LRU, so that a fork-only
-// child that is never seen exiting cannot fill it.
+// pending: forked by an agent, not exec'd yet. Entries go at exit; maps
+// are not preallocated, so an idle detector holds almost no memory.
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
 	__type(value, struct forked);
@@ -91,7 +92,8 @@ struct {
 
 // tools: every process of a live tool call -> its call.
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct tool);

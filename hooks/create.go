@@ -51,6 +51,7 @@ type Container struct {
 	pending map[string][]string // exec ID -> argv, between Exec and Start
 	forks   map[uint32]*forkCall
 	seq     uint64
+	spare   []string // ready tool-call cgroups, used by the event handler only
 	calls   *records
 }
 
@@ -72,8 +73,8 @@ func Create(ctx context.Context, dir string, st state.Container, pid uint32, p p
 		ctx: cctx, cancel: cancel,
 		pending: make(map[string][]string),
 		forks:   make(map[uint32]*forkCall),
-		calls:   newRecords(dir),
 	}
+	c.calls = newRecords(&c.mu, dir)
 	// Saved first, so that a crash from here on is cleaned up by `delete`.
 	if err := state.Save(dir, &c.st); err != nil {
 		cancel()

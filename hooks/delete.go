@@ -35,6 +35,9 @@ func (c *Container) teardownTree(ctx context.Context) error {
 	for _, rec := range c.running() {
 		c.endCall(ctx, rec)
 	}
+	c.mu.Lock()
+	c.calls.flush(ctx) // the last records, and no write pending after teardown
+	c.mu.Unlock()
 	return removeSubtree(c.path)
 }
 

@@ -8,7 +8,6 @@ import (
 	"path"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -40,6 +39,9 @@ func (c *Container) watch(ctx context.Context, d *bpf.Detector) error {
 		return err
 	}
 	c.detector, c.agentID = d, id
+	for range spares {
+		c.makeSpare(ctx)
+	}
 	go c.handleEvents(ctx, events)
 	return nil
 }
@@ -62,44 +64,51 @@ func (c *Container) handleEvents(ctx context.Context, events <-chan bpf.Event) {
 	}
 }
 
-// callName is a readable, unique cgroup name for a detected call: the
-// program's name and a per-container sequence number.
-func (c *Container) callName(filename string) string {
-	c.seq++
-	name := strings.Map(func(r rune) rune {
-		if r == '/' || r < ' ' {
-			return '_'
-		}
-		return r
-	}, filepath.Base(filename))
-	if name == "" || strings.HasPrefix(name, ".") {
-		name = "call"
-	}
-	return name + "-" + strconv.FormatUint(c.seq, 10)
-}
+// spares is how many ready tool-call cgroups a container keeps, so that a
+// short burst of calls is placed without waiting for a cgroup to be made.
+const spares = 2
 
-// placeCall gives a new tool call its cgroup and moves its leader there.
-func (c *Container) placeCall(ctx context.Context, ev bpf.Event) {
+// makeSpare makes a ready cgroup for the next detected call, named call-<n>
+// (cgroup v2 cannot rename a cgroup once the program is known; the record's
+// command names it), with the tool-call limits applied.
+func (c *Container) makeSpare(ctx context.Context) {
 	c.mu.Lock()
-	id := c.callName(ev.Filename)
+	c.seq++
+	id := "call-" + strconv.FormatUint(c.seq, 10)
 	c.mu.Unlock()
 	dir := filepath.Join(c.path, toolsDir, id)
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		log.G(ctx).WithError(err).WithField("call", id).Warn("create tool-call cgroup")
+		log.G(ctx).WithError(err).Warn("create a tool-call cgroup")
 		return
 	}
 	if err := c.setMemory(dir, c.policy.ToolMemoryHigh, c.policy.ToolMemoryMax); err != nil {
-		log.G(ctx).WithError(err).WithField("call", id).Warn("set tool-call limits")
+		log.G(ctx).WithError(err).Warn("set tool-call limits")
 	}
-	fc := &forkCall{dir: dir, exited: make(chan struct{})}
-	fc.rec = &state.Record{
-		ID: id, Kind: "fork", Command: ev.Args, Pid: ev.Pid,
-		Cgroup: path.Join(c.st.Cgroup, toolsDir, id), Start: time.Now().UTC(), State: state.Running,
+	c.spare = append(c.spare, id)
+}
+
+// placeCall moves a new tool call's leader into a ready cgroup first, and
+// does everything else after: memory the leader charges before the move stays
+// with C/agent.
+func (c *Container) placeCall(ctx context.Context, ev bpf.Event) {
+	if len(c.spare) == 0 {
+		c.makeSpare(ctx)
+		if len(c.spare) == 0 {
+			return
+		}
 	}
+	id := c.spare[0]
+	c.spare = c.spare[1:]
+	dir := filepath.Join(c.path, toolsDir, id)
 	if err := movePid(dir, ev.Pid); err != nil && !errors.Is(err, syscall.ESRCH) {
 		log.G(ctx).WithError(err).WithField("call", id).Warn("move tool call into its cgroup")
 	}
-	fc.rec.PlacedAfterUs = ev.SinceFork().Microseconds()
+	placed := ev.SinceFork()
+	fc := &forkCall{dir: dir, exited: make(chan struct{})}
+	fc.rec = &state.Record{
+		ID: id, Kind: "fork", Command: ev.Args, Pid: ev.Pid, PlacedAfterUs: placed.Microseconds(),
+		Cgroup: path.Join(c.st.Cgroup, toolsDir, id), Start: time.Now().UTC(), State: state.Running,
+	}
 	c.mu.Lock()
 	c.forks[ev.Pid] = fc
 	c.mu.Unlock()
@@ -111,6 +120,12 @@ func (c *Container) placeCall(ctx context.Context, ev bpf.Event) {
 			return 0, time.Time{}, ctx.Err()
 		}
 	})
+	for len(c.spare) < spares {
+		n := len(c.spare)
+		if c.makeSpare(ctx); len(c.spare) == n {
+			break
+		}
+	}
 }
 
 // placeChild moves a process that a call forked before it was moved.

@@ -2,6 +2,8 @@ package hooks
 
 import (
 	"context"
+	"sync"
+	"time"
 
 	"github.com/containerd/log"
 
@@ -12,17 +14,23 @@ import (
 // first, so that an agent running many calls does not grow the shim.
 const maxEnded = 1000
 
+// saveDelay coalesces record writes: an agent running many short calls
+// costs one write of the records file per interval, not one per change.
+const saveDelay = 100 * time.Millisecond
+
 // records holds a container's tool calls in start order and mirrors them to
-// its state folder for `agentcgroup ps`. Callers hold Container.mu.
+// its state folder for `agentcgroup ps`. Callers hold mu.
 type records struct {
+	mu    *sync.Mutex
 	dir   string
 	order []*state.Record
 	byID  map[string]*state.Record
 	ended int
+	timer *time.Timer // a pending write, nil if none
 }
 
-func newRecords(dir string) *records {
-	return &records{dir: dir, byID: make(map[string]*state.Record)}
+func newRecords(mu *sync.Mutex, dir string) *records {
+	return &records{mu: mu, dir: dir, byID: make(map[string]*state.Record)}
 }
 
 func (r *records) add(rec *state.Record) {
@@ -48,7 +56,23 @@ func (r *records) markEnded(rec *state.Record) {
 	}
 }
 
+// save writes the records within saveDelay.
 func (r *records) save(ctx context.Context) {
+	if r.timer == nil {
+		r.timer = time.AfterFunc(saveDelay, func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.flush(ctx)
+		})
+	}
+}
+
+// flush writes the records now.
+func (r *records) flush(ctx context.Context) {
+	if r.timer != nil {
+		r.timer.Stop()
+		r.timer = nil
+	}
 	out := make([]state.Record, len(r.order))
 	for i, rec := range r.order {
 		out[i] = *rec

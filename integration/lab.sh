@@ -5,21 +5,22 @@
 # the command has finished (a known oops while the kernel patches its own text under
 # multi-threaded TCG) is booted again and the command rerun, so that only real failures
 # fail; the command must therefore be safe to rerun from the start.
-#   integration/lab.sh [-m MEM_MB] [-c CPUS] -- command [args...]
+#   integration/lab.sh [-m MEM_MB] [-c CPUS] [-k KERNEL_ARGS] -- command [args...]
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${AGENTCGROUP_CACHE:-$root/.cache}
-mem=4096 cpus=2
+mem=4096 cpus=2 kargs=${AGENTCGROUP_LAB_KERNEL_ARGS:-}
 while [ $# -gt 0 ]; do
 	case $1 in
 	-m) mem=$2; shift 2 ;;
 	-c) cpus=$2; shift 2 ;;
+	-k) kargs=$2; shift 2 ;;
 	--) shift; break ;;
 	*) break ;;
 	esac
 done
-[ $# -gt 0 ] || { echo "usage: $0 [-m MEM_MB] [-c CPUS] -- command..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 [-m MEM_MB] [-c CPUS] [-k KERNEL_ARGS] -- command..." >&2; exit 2; }
 
 kernel=$(ls "$cache"/kernel/boot/vmlinuz-* 2>/dev/null | head -1)
 [ -n "$kernel" ] || { echo "lab: no guest kernel in $cache/kernel; run integration/tools.sh" >&2; exit 1; }
@@ -51,7 +52,7 @@ for attempt in 1 2 3; do
 	rm -f "$out/started" "$out/rc"
 	qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
 		-kernel "$kernel" -initrd "$initrd" \
-		-append "console=ttyS0 quiet panic=-1 oops=panic agentcgroup.dir=$root" \
+		-append "console=ttyS0 quiet panic=-1 oops=panic agentcgroup.dir=$root $kargs" \
 		-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 		-virtfs local,path="$out",mount_tag=out,security_model=none \
 		-display none -monitor none -serial stdio -no-reboot </dev/null || true

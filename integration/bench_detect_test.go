@@ -1,0 +1,130 @@
+//go:build integration
+
+package integration
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/state"
+)
+
+var (
+	benchCalls    = flag.Int("bench.calls", 10000, "tool calls for the placement latency")
+	benchLeak     = flag.Int("bench.leakcalls", 20, "256 MiB tool calls for the charge leak")
+	benchForkExec = flag.Int("bench.forkexec", 20000, "fork+execs for the detector overhead")
+)
+
+// waitOutput polls a container's stdout log (ctr run --log-uri) for a line.
+func waitOutput(b *testing.B, log string, re *regexp.Regexp, timeout time.Duration) []string {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		out, _ := os.ReadFile(log)
+		if m := re.FindStringSubmatch(string(out)); m != nil {
+			return m
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	out, _ := os.ReadFile(log)
+	b.Fatalf("no %q in the container's output within %v: %s", re, timeout, out)
+	return nil
+}
+
+var allDone = regexp.MustCompile(`agentsim: all calls done`)
+
+// runSim starts the agent simulator in a container and returns its log file.
+func runSim(b *testing.B, d *daemon, rt runtime, id string, extra []string, args ...string) string {
+	log := filepath.Join(b.TempDir(), id+".log")
+	d.mustCtr(b, runArgs(rt, true, id, append([]string{"--log-uri", "file://" + log}, extra...), append([]string{"/bin/agentsim"}, args...)...)...)
+	return log
+}
+
+func percentile(v []int64, p float64) int64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+// BenchmarkDetector measures the fork-detected tool calls in the guest:
+// placement latency (fork to in its cgroup), the share of a call's memory
+// charged to C/agent, and the agent's fork+exec cost with the detector
+// attached against exec-only detection. Run with -test.benchtime 1x.
+func BenchmarkDetector(b *testing.B) {
+	d := getDaemon(b, stacks()[0])
+	rt := d.agentcgroup()
+
+	b.Run("placement", func(b *testing.B) {
+		// Batches of 1,000, the records a container keeps.
+		var lat []int64
+		for done := 0; done < *benchCalls; done += 1000 {
+			id := newID("place")
+			log := runSim(b, d, rt, id, nil, "-delay", "0", "-repeat", "1000", "true")
+			waitOutput(b, log, allDone, 30*time.Minute)
+			var recs []state.Record
+			for i := 0; i < 100; i++ {
+				if recs = psTB(b, id); len(recs) == 1000 && ended(recs) == 1000 {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			for _, r := range recs {
+				if r.Kind == "fork" && r.PlacedAfterUs > 0 {
+					lat = append(lat, r.PlacedAfterUs)
+				}
+			}
+			d.remove(id)
+		}
+		p50, p99 := percentile(lat, 0.5), percentile(lat, 0.99)
+		fmt.Printf("placement, fork to in its cgroup, %d calls: p50 %.2f ms, p99 %.2f ms\n", len(lat), float64(p50)/1000, float64(p99)/1000)
+		b.ReportMetric(float64(p50)/1000, "p50-ms")
+		b.ReportMetric(float64(p99)/1000, "p99-ms")
+	})
+
+	b.Run("charge-leak", func(b *testing.B) {
+		id := newID("leak")
+		log := runSim(b, d, rt, id, nil, "-delay", "2s", "-repeat", strconv.Itoa(*benchLeak), "exec /bin/agentsim -alloc 256")
+		agent := filepath.Join(containerCgroup(id), "agent")
+		base, err := cgroupfs.ReadUint(agent, "memory.peak")
+		if err != nil {
+			b.Fatal(err)
+		}
+		waitOutput(b, log, allDone, 30*time.Minute)
+		peak, err := cgroupfs.ReadUint(agent, "memory.peak")
+		if err != nil {
+			b.Fatal(err)
+		}
+		var toolPeak uint64
+		for _, r := range psTB(b, id) {
+			toolPeak = max(toolPeak, r.MemoryPeakBytes)
+		}
+		d.remove(id)
+		leak := float64(peak-base) / float64(256<<20)
+		fmt.Printf("charge leak: C/agent peak %d MiB before the calls, %d MiB after %d calls of 256 MiB (largest call peak %d MiB): %.2f%% of a call charged to the agent\n",
+			base>>20, peak>>20, *benchLeak, toolPeak>>20, 100*leak)
+		b.ReportMetric(100*leak, "leak-%")
+	})
+
+	b.Run("overhead", func(b *testing.B) {
+		re := regexp.MustCompile(`agentsim: (\d+) fork\+exec in (\d+) us`)
+		took := map[string]float64{}
+		for _, detect := range []string{"exec", "fork+exec"} {
+			id := newID("overhead")
+			log := runSim(b, d, rt, id, []string{"--annotation", "io.agentcgroup.detect=" + detect}, "-loop", strconv.Itoa(*benchForkExec), "/bin/true")
+			m := waitOutput(b, log, re, 60*time.Minute)
+			took[detect], _ = strconv.ParseFloat(m[2], 64)
+			d.remove(id)
+		}
+		ratio := took["fork+exec"] / took["exec"]
+		fmt.Printf("overhead: %d fork+exec of /bin/true from C/agent: %.1f s with exec-only detection, %.1f s with the detector (each a tool call): %.3fx\n",
+			*benchForkExec, took["exec"]/1e6, took["fork+exec"]/1e6, ratio)
+		b.ReportMetric(ratio, "ratio")
+	})
+}
