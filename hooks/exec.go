@@ -27,7 +27,9 @@ func (c *Container) PrepareExec(ctx context.Context, execID string, argv []strin
 		return fmt.Errorf("exec id %q cannot name a cgroup: %w", execID, errdefs.ErrInvalidArgument)
 	}
 	dir := filepath.Join(c.path, toolsDir, execID)
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	if err := os.Mkdir(dir, 0o755); errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("exec id %q is taken by a tool call the agent forked (their ids are %s<n>): %w", execID, forkPrefix, errdefs.ErrAlreadyExists)
+	} else if err != nil {
 		return fmt.Errorf("create tool-call cgroup %s: %w", dir, err)
 	}
 	if err := c.setMemory(dir, c.policy.ToolMemoryHigh, c.policy.ToolMemoryMax); err != nil {

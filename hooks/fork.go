@@ -64,22 +64,33 @@ func (c *Container) handleEvents(ctx context.Context, events <-chan bpf.Event) {
 	}
 }
 
+// forkPrefix starts the ID of every fork-detected call.
+const forkPrefix = "fork-"
+
 // spares is how many ready tool-call cgroups a container keeps, so that a
 // short burst of calls is placed without waiting for a cgroup to be made.
 const spares = 2
 
-// makeSpare makes a ready cgroup for the next detected call, named call-<n>
+// makeSpare makes a ready cgroup for the next detected call, named fork-<n>
 // (cgroup v2 cannot rename a cgroup once the program is known; the record's
-// command names it), with the tool-call limits applied.
+// command names it), with the tool-call limits applied. A name an exec
+// already took is skipped.
 func (c *Container) makeSpare(ctx context.Context) {
-	c.mu.Lock()
-	c.seq++
-	id := "call-" + strconv.FormatUint(c.seq, 10)
-	c.mu.Unlock()
-	dir := filepath.Join(c.path, toolsDir, id)
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		log.G(ctx).WithError(err).Warn("create a tool-call cgroup")
-		return
+	var id, dir string
+	for {
+		c.mu.Lock()
+		c.seq++
+		id = forkPrefix + strconv.FormatUint(c.seq, 10)
+		c.mu.Unlock()
+		dir = filepath.Join(c.path, toolsDir, id)
+		err := os.Mkdir(dir, 0o755)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, os.ErrExist) {
+			log.G(ctx).WithError(err).Warn("create a tool-call cgroup")
+			return
+		}
 	}
 	if err := c.setMemory(dir, c.policy.ToolMemoryHigh, c.policy.ToolMemoryMax); err != nil {
 		log.G(ctx).WithError(err).Warn("set tool-call limits")

@@ -100,16 +100,16 @@ func TestTree(t *testing.T) {
 			t.Errorf("agent is %s after a tool call went over its memory.max", s)
 		}
 
+		// The exec'd calls; init's `sleep 1000 &` is a call the agent forked.
 		var recs []state.Record
-		eventually(t, "four ended records", func() bool {
-			recs = ps(t, id)
-			ended := 0
-			for _, r := range recs {
-				if r.End != nil && r.State != state.Running {
-					ended++
+		eventually(t, "four ended exec records", func() bool {
+			recs = recs[:0]
+			for _, r := range ps(t, id) {
+				if r.Kind == "exec" {
+					recs = append(recs, r)
 				}
 			}
-			return ended == 4
+			return len(recs) == 4 && ended(recs) == 4
 		})
 		want := map[string]struct {
 			state string
