@@ -112,7 +112,9 @@ struct {
 	__type(value, __u64);
 } dropped SEC(".maps");
 
-static __always_inline struct event *reserve(void)
+// reserve takes an event from the ring buffer and fills its common fields;
+// a full ring buffer is counted in dropped.
+static __always_inline struct event *reserve(__u32 kind, __u64 agent_cgroup, __u32 pid, __u32 leader)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -120,7 +122,16 @@ static __always_inline struct event *reserve(void)
 		__u64 *n = bpf_map_lookup_elem(&dropped, &zero);
 		if (n)
 			__sync_fetch_and_add(n, 1);
+		return 0;
 	}
+	e->agent_cgroup = agent_cgroup;
+	e->fork_ns = 0;
+	e->kind = kind;
+	e->pid = pid;
+	e->leader = leader;
+	e->exit_status = 0;
+	e->args_len = 0;
+	e->filename[0] = 0;
 	return e;
 }
 
@@ -137,18 +148,9 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 		bpf_map_update_elem(&tools, &ctgid, &inherited, BPF_ANY);
 		if (bpf_get_current_cgroup_id() != inherited.agent_cgroup)
 			return 0; // the parent was moved already; the child follows it
-		struct event *e = reserve();
-		if (!e)
-			return 0;
-		e->agent_cgroup = inherited.agent_cgroup;
-		e->fork_ns = 0;
-		e->kind = EVENT_CHILD;
-		e->pid = ctgid;
-		e->leader = inherited.leader;
-		e->exit_status = 0;
-		e->args_len = 0;
-		e->filename[0] = 0;
-		bpf_ringbuf_submit(e, 0);
+		struct event *e = reserve(EVENT_CHILD, inherited.agent_cgroup, ctgid, inherited.leader);
+		if (e)
+			bpf_ringbuf_submit(e, 0);
 		return 0;
 	}
 
@@ -177,15 +179,10 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 	bpf_map_delete_elem(&pending, &tgid);
 	bpf_map_update_elem(&tools, &tgid, &t, BPF_ANY);
 
-	struct event *e = reserve();
+	struct event *e = reserve(EVENT_TOOL, t.agent_cgroup, tgid, tgid);
 	if (!e)
 		return 0;
-	e->agent_cgroup = t.agent_cgroup;
 	e->fork_ns = fork_ns;
-	e->kind = EVENT_TOOL;
-	e->pid = tgid;
-	e->leader = tgid;
-	e->exit_status = 0;
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), bprm->filename);
 	// argv, read now: a short call may be gone before user space could read
 	// /proc/<pid>/cmdline. exec has just written it into the new mm.
@@ -215,17 +212,10 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	bpf_map_delete_elem(&tools, &tgid);
 	if (call.leader != tgid)
 		return 0;
-	struct event *e = reserve();
+	struct event *e = reserve(EVENT_EXIT, call.agent_cgroup, tgid, tgid);
 	if (!e)
 		return 0;
-	e->agent_cgroup = call.agent_cgroup;
-	e->fork_ns = 0;
-	e->kind = EVENT_EXIT;
-	e->pid = tgid;
-	e->leader = tgid;
 	e->exit_status = p->exit_code;
-	e->args_len = 0;
-	e->filename[0] = 0;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

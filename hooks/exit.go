@@ -33,13 +33,7 @@ func (c *Container) endCall(ctx context.Context, rec *state.Record) {
 	if rec.State != state.Running {
 		return
 	}
-	dir := cgroupfs.Path(rec.Cgroup)
-	if peak, err := cgroupfs.ReadUint(dir, "memory.peak"); err == nil {
-		rec.MemoryPeakBytes = peak
-	}
-	if ev, err := cgroupfs.ReadMemoryEvents(dir); err == nil {
-		rec.MemoryHighEvents, rec.MemoryMaxEvents, rec.OOMKills = ev.High, ev.Max, ev.OOMKill
-	}
+	rec.Measure()
 	switch {
 	case rec.OOMKills > 0:
 		rec.State = state.OOMKilled
@@ -52,8 +46,8 @@ func (c *Container) endCall(ctx context.Context, rec *state.Record) {
 		now := time.Now().UTC()
 		rec.End = &now
 	}
-	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		log.G(ctx).WithError(err).WithField("cgroup", dir).Warn("remove tool-call cgroup")
+	if err := os.Remove(cgroupfs.Path(rec.Cgroup)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		log.G(ctx).WithError(err).WithField("cgroup", rec.Cgroup).Warn("remove tool-call cgroup")
 	}
 	c.calls.markEnded(rec)
 	c.calls.save(ctx)

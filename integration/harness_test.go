@@ -66,7 +66,7 @@ func setup() error {
 			return fmt.Errorf("no go.mod above %s", wd)
 		}
 	}
-	for _, b := range []string{"bin/containerd-shim-agentcgroup-v1", "bin/agentcgroup", "bin/agentsim", ".cache/tools/bin/containerd"} {
+	for _, b := range []string{"bin/containerd-shim-agentcgroup-v1", "bin/agentcgroup", "bin/agentsim", ".cache/tools/bin/containerd", ".cache/tools/containerd-1.7/bin/containerd"} {
 		if _, err := os.Stat(filepath.Join(projectRoot, b)); err != nil {
 			return fmt.Errorf("%s missing: run `make integration`", b)
 		}
@@ -133,8 +133,15 @@ func stacks() []stack {
 	debian := stack{containerd: "/usr/bin/containerd", ctrBin: "/usr/bin/ctr", path: bin + ":" + sys, configVersion: 2}
 	d16runc, d16crun := debian, debian
 	d16runc.name, d16crun.name, d16crun.crun = "containerd-1.6+runc-1.1", "containerd-1.6+crun-1.8", true
-	return []stack{{name: "containerd-2.4+runc-1.5", containerd: filepath.Join(tools, "containerd"), ctrBin: filepath.Join(tools, "ctr"),
-		path: bin + ":" + tools + ":" + sys, configVersion: 3}, d16runc, d16crun}
+	c17 := filepath.Join(tools, "..", "containerd-1.7", "bin")
+	return []stack{
+		{name: "containerd-2.4+runc-1.5", containerd: filepath.Join(tools, "containerd"), ctrBin: filepath.Join(tools, "ctr"),
+			path: bin + ":" + tools + ":" + sys, configVersion: 3},
+		d16runc, d16crun,
+		// containerd 1.7's own runc shim comes first on its PATH; runc 1.5 next.
+		{name: "containerd-1.7+runc-1.5", containerd: filepath.Join(c17, "containerd"), ctrBin: filepath.Join(c17, "ctr"),
+			path: bin + ":" + c17 + ":" + tools + ":" + sys, configVersion: 2},
+	}
 }
 
 // forEachStack runs f as a subtest on every stack's daemon.

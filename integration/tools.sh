@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the demo, the tests and the benchmark need, once per machine.
 # Debian packages through apt-get; containerd 2.4, its runc shim, ctr and runc 1.5 built
-# from the Go module proxy into .cache/tools/bin; Debian's 6.12 kernel for the cgroup v2 guest
+# from the Go module proxy into .cache/tools/bin, containerd 1.7 with its runc shim and ctr
+# into .cache/tools/containerd-1.7/bin; Debian's 6.12 kernel for the cgroup v2 guest
 # unpacked into .cache/kernel. Re-running it is cheap: finished steps are skipped.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ bin=$cache/tools/bin
 mkdir -p "$bin" "$cache/kernel"
 
 CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
+CONTAINERD17_VERSION=${CONTAINERD17_VERSION:-v1.7.35}
 RUNC_VERSION=${RUNC_VERSION:-v1.5.2}
 
 log() { printf '[tools] %s\n' "$*" >&2; }
@@ -27,17 +29,22 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-gobuild() { # name module-path version tags
-	local name=$1 pkg=$2 ver=$3 tags=$4
-	if [ -x "$bin/$name" ] && [ "$(cat "$bin/.$name.version" 2>/dev/null)" = "$ver" ]; then return; fi
+gobuild() { # name module-path version tags [bindir]
+	local name=$1 pkg=$2 ver=$3 tags=$4 dir=${5:-$bin}
+	if [ -x "$dir/$name" ] && [ "$(cat "$dir/.$name.version" 2>/dev/null)" = "$ver" ]; then return; fi
 	log "go install $pkg@$ver"
-	GOBIN=$bin CGO_ENABLED=${CGO:-0} go install -tags "$tags" "$pkg@$ver"
-	echo "$ver" >"$bin/.$name.version"
+	mkdir -p "$dir"
+	GOBIN=$dir CGO_ENABLED=${CGO:-0} go install -tags "$tags" "$pkg@$ver"
+	echo "$ver" >"$dir/.$name.version"
 }
 gobuild containerd github.com/containerd/containerd/v2/cmd/containerd "$CONTAINERD_VERSION" "no_btrfs no_devmapper no_zfs"
 gobuild ctr github.com/containerd/containerd/v2/cmd/ctr "$CONTAINERD_VERSION" ""
 gobuild containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 "$CONTAINERD_VERSION" "no_grpc"
 CGO=1 gobuild runc github.com/opencontainers/runc "$RUNC_VERSION" "seccomp"
+c17=$cache/tools/containerd-1.7/bin
+gobuild containerd github.com/containerd/containerd/cmd/containerd "$CONTAINERD17_VERSION" "no_btrfs no_devmapper no_zfs" "$c17"
+gobuild ctr github.com/containerd/containerd/cmd/ctr "$CONTAINERD17_VERSION" "" "$c17"
+gobuild containerd-shim-runc-v2 github.com/containerd/containerd/cmd/containerd-shim-runc-v2 "$CONTAINERD17_VERSION" "no_grpc" "$c17"
 
 if ! ls "$cache"/kernel/boot/vmlinuz-* >/dev/null 2>&1; then
 	log "downloading the guest kernel"

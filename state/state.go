@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
 )
 
 // DefaultRoot holds one folder per namespace and container.
@@ -70,6 +72,17 @@ const (
 	OOMKilled = "oom-killed"
 	Killed    = "killed"
 )
+
+// Measure reads the call's memory figures from its cgroup, where it still is.
+func (r *Record) Measure() {
+	dir := cgroupfs.Path(r.Cgroup)
+	if peak, err := cgroupfs.ReadUint(dir, "memory.peak"); err == nil {
+		r.MemoryPeakBytes = peak
+	}
+	if ev, err := cgroupfs.ReadMemoryEvents(dir); err == nil {
+		r.MemoryHighEvents, r.MemoryMaxEvents, r.OOMKills = ev.High, ev.Max, ev.OOMKill
+	}
+}
 
 // writeJSON replaces path atomically, so a reader never sees half a file.
 func writeJSON(path string, v any) error {

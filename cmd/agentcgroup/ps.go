@@ -56,14 +56,8 @@ func live(r *state.Record) {
 	if r.State != state.Running {
 		return
 	}
-	dir := cgroupfs.Path(r.Cgroup)
-	if v, err := cgroupfs.ReadUint(dir, "memory.peak"); err == nil {
-		r.MemoryPeakBytes = v
-	}
-	if ev, err := cgroupfs.ReadMemoryEvents(dir); err == nil {
-		r.MemoryHighEvents, r.MemoryMaxEvents, r.OOMKills = ev.High, ev.Max, ev.OOMKill
-	}
-	if kv, err := cgroupfs.ReadKV(dir, "cgroup.events"); err == nil && kv["frozen"] == 1 {
+	r.Measure()
+	if kv, err := cgroupfs.ReadKV(cgroupfs.Path(r.Cgroup), "cgroup.events"); err == nil && kv["frozen"] == 1 {
 		r.State = state.Frozen
 	}
 }
