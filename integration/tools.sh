@@ -41,10 +41,23 @@ gobuild containerd github.com/containerd/containerd/v2/cmd/containerd "$CONTAINE
 gobuild ctr github.com/containerd/containerd/v2/cmd/ctr "$CONTAINERD_VERSION" ""
 gobuild containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 "$CONTAINERD_VERSION" "no_grpc"
 CGO=1 gobuild runc github.com/opencontainers/runc "$RUNC_VERSION" "seccomp"
+# containerd 1.7's go.mod has exclude directives, which `go install pkg@version` refuses:
+# build it from a scratch module that requires it.
 c17=$cache/tools/containerd-1.7/bin
-gobuild containerd github.com/containerd/containerd/cmd/containerd "$CONTAINERD17_VERSION" "no_btrfs no_devmapper no_zfs" "$c17"
-gobuild ctr github.com/containerd/containerd/cmd/ctr "$CONTAINERD17_VERSION" "" "$c17"
-gobuild containerd-shim-runc-v2 github.com/containerd/containerd/cmd/containerd-shim-runc-v2 "$CONTAINERD17_VERSION" "no_grpc" "$c17"
+if [ "$(cat "$c17/.version" 2>/dev/null)" != "$CONTAINERD17_VERSION" ]; then
+	log "go build containerd, ctr, containerd-shim-runc-v2 $CONTAINERD17_VERSION"
+	mod=$cache/tools/containerd-1.7/mod
+	mkdir -p "$mod" "$c17"
+	(
+		cd "$mod"
+		[ -f go.mod ] || go mod init agentcgroup-tools/containerd17 >/dev/null 2>&1
+		go get "github.com/containerd/containerd@$CONTAINERD17_VERSION" >/dev/null 2>&1
+		for cmd in containerd:"no_btrfs no_devmapper no_zfs" ctr:"" containerd-shim-runc-v2:"no_grpc"; do
+			CGO_ENABLED=0 go build -mod=mod -tags "${cmd#*:}" -o "$c17/${cmd%%:*}" "github.com/containerd/containerd/cmd/${cmd%%:*}"
+		done
+	)
+	echo "$CONTAINERD17_VERSION" >"$c17/.version"
+fi
 
 if ! ls "$cache"/kernel/boot/vmlinuz-* >/dev/null 2>&1; then
 	log "downloading the guest kernel"
