@@ -118,7 +118,7 @@ func (c *Container) placeCall(ctx context.Context, ev bpf.Event) {
 	fc := &forkCall{dir: dir, exited: make(chan struct{})}
 	fc.rec = &state.Record{
 		ID: id, Kind: "fork", Command: ev.Args, Pid: ev.Pid, PlacedAfterUs: placed.Microseconds(),
-		Cgroup: path.Join(c.st.Cgroup, toolsDir, id), Start: time.Now().UTC(), State: state.Running,
+		Cgroup: path.Join(c.st.Cgroup, toolsDir, id), Start: time.Now().Add(-placed).UTC(), State: state.Running,
 	}
 	c.mu.Lock()
 	c.forks[ev.Pid] = fc

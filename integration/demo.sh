@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo, run as root on a cgroup v2 host (make demo runs it in the lab
-# guest): containerd 2.4 with the agentcgroup shim, an agent-like container,
-# a few tool calls exec'd into it, and what agentcgroup made of them.
+# guest): containerd 2.4 with the agentcgroup shim, an agent-like container
+# (the agent simulator: it runs its own tool calls as children, as Claude Code
+# does), a few more tool calls exec'd into it, and what agentcgroup made of them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export PATH=$root/bin:$root/.cache/tools/bin:$PATH
@@ -14,6 +15,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 mkdir -p "$work/rootfs/bin" "$work/rootfs"/{proc,sys,dev,tmp,etc}
 cp /bin/busybox "$work/rootfs/bin/"
 for c in $(busybox --list); do [ "$c" = busybox ] || ln -s busybox "$work/rootfs/bin/$c"; done
+cp "$root/bin/agentsim" "$work/rootfs/bin/"
 
 cat >"$work/config.toml" <<TOML
 version = 3
@@ -31,18 +33,30 @@ trap 'kill $cpid 2>/dev/null; wait $cpid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 
 step "an agent container under io.containerd.agentcgroup.v1 (memory limit 1 GiB)"
+echo "the agent runs three tool calls itself: a 300 MiB test run, a git diff, a failing build"
 ctr run -d --runtime io.containerd.agentcgroup.v1 --rootfs "$work/rootfs" --env PATH=/bin --memory-limit $((1 << 30)) \
 	--annotation io.agentcgroup.tool.memory.max=768Mi agent1 \
-	/bin/sh -c 'echo agent framework up; while :; do sleep 1; done'
+	/bin/agentsim -delay 1s \
+	'exec /bin/agentsim -alloc 300 -hold 500ms' \
+	'echo "diff --git a/x b/x" >/dev/null' \
+	'echo "make: *** [all] Error 2" >&2; exit 2'
 cg=/sys/fs/cgroup/default/agent1
 echo "container cgroup C = $cg"
 echo "init (the agent) is in: $(cat $cg/agent/cgroup.procs | xargs) -> C/agent"
+for _ in $(seq 100); do
+	[ "$(agentcgroup ps --json agent1 | grep -c '"kind": "fork"')" -ge 3 ] && ! agentcgroup ps agent1 | grep -q running && break
+	sleep 0.2
+done
 
-step "three tool calls, exec'd the way an orchestrator runs them"
+step "three tool calls exec'd from outside, the way an orchestrator runs them"
 ctr task exec --exec-id pytest-1 agent1 /bin/sh -c 'echo "pytest-1 runs in $(cut -d: -f3 /proc/self/cgroup)"; dd if=/dev/zero of=/dev/null bs=200M count=2 2>/dev/null'
 ctr task exec --exec-id pip-install-2 agent1 /bin/sh -c 'echo "pip-install-2 runs in $(cut -d: -f3 /proc/self/cgroup)"; dd if=/dev/zero of=/dev/null bs=48M count=1 2>/dev/null'
 ctr task exec --exec-id git-diff-3 agent1 /bin/sh -c 'echo "git-diff-3 runs in $(cut -d: -f3 /proc/self/cgroup)"; exit 3' || echo "git-diff-3 exited with $?"
-echo "tool-call cgroups left after the calls ended: $(ls -d $cg/tools/*/ 2>/dev/null | wc -l)"
+busy=0 ready=0
+for d in "$cg"/tools/*/; do
+	if grep -q 'populated 1' "$d/cgroup.events"; then busy=$((busy + 1)); else ready=$((ready + 1)); fi
+done
+echo "tool-call cgroups in use after the calls ended: $busy (and $ready empty, ready for the agent's next calls)"
 
 step "agentcgroup ps agent1"
 agentcgroup ps agent1
