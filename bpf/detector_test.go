@@ -17,9 +17,7 @@ import (
 
 // cgroup2Mount finds the unified hierarchy: /sys/fs/cgroup on a pure v2
 // host, /sys/fs/cgroup/unified on a hybrid one.
-func cgroup2Mount(t *testing.T) string { return cgroup2MountB(t) }
-
-func cgroup2MountB(t testing.TB) string {
+func cgroup2Mount(t testing.TB) string {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
@@ -42,19 +40,15 @@ func agentCgroup(t *testing.T) (string, uint64) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Remove(dir) })
-	id, err := idOf(dir)
+	id, err := cgroupfs.ID(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return dir, id
 }
 
-func idOf(dir string) (uint64, error) { return cgroupfs.ID(dir) }
-
 // runIn runs a shell script as a process created directly in dir.
-func runIn(t *testing.T, dir, script string) { runInB(t, dir, script) }
-
-func runInB(t testing.TB, dir, script string) {
+func runIn(t testing.TB, dir, script string) {
 	fd, err := os.Open(dir)
 	if err != nil {
 		t.Fatal(err)

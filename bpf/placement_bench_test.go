@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
 )
 
 // BenchmarkPlacement measures natively, on this host, the path a detected
@@ -28,7 +30,7 @@ func BenchmarkPlacement(b *testing.B) {
 	}
 	const calls = 10000
 	script := "i=0; while [ $i -lt " + strconv.Itoa(calls) + " ]; do /bin/true; i=$((i+1)); done"
-	parent, err := os.MkdirTemp(cgroup2MountB(b), "agentcgroup-placement-")
+	parent, err := os.MkdirTemp(cgroup2Mount(b), "agentcgroup-placement-")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -39,7 +41,7 @@ func BenchmarkPlacement(b *testing.B) {
 
 	timeLoop := func() time.Duration {
 		start := time.Now()
-		runInB(b, agent, script)
+		runIn(b, agent, script)
 		return time.Since(start)
 	}
 	none := timeLoop()
@@ -49,7 +51,7 @@ func BenchmarkPlacement(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer d.Close()
-	id, err := idOf(agent)
+	id, err := cgroupfs.ID(agent)
 	if err != nil {
 		b.Fatal(err)
 	}

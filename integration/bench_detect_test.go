@@ -70,7 +70,7 @@ func BenchmarkDetector(b *testing.B) {
 			waitOutput(b, log, allDone, 30*time.Minute)
 			var recs []state.Record
 			for i := 0; i < 100; i++ {
-				if recs = psTB(b, id); len(recs) == 1000 && ended(recs) == 1000 {
+				if recs = ps(b, id); len(recs) == 1000 && ended(recs) == 1000 {
 					break
 				}
 				time.Sleep(200 * time.Millisecond)
@@ -108,7 +108,7 @@ func BenchmarkDetector(b *testing.B) {
 			}
 			growth[mib] = peak - base
 			if mib == 256 {
-				for _, r := range psTB(b, id) {
+				for _, r := range ps(b, id) {
 					toolPeak = max(toolPeak, r.MemoryPeakBytes)
 				}
 			}

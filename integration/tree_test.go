@@ -156,9 +156,7 @@ func find(recs []state.Record, id string) *state.Record {
 }
 
 // ps runs `agentcgroup ps --json`.
-func ps(t *testing.T, id string) []state.Record { return psTB(t, id) }
-
-func psTB(t testing.TB, id string) []state.Record {
+func ps(t testing.TB, id string) []state.Record {
 	t.Helper()
 	out, err := exec.Command(filepath.Join(projectRoot, "bin/agentcgroup"), "ps", "--namespace", namespace, "--json", id).Output()
 	if err != nil {

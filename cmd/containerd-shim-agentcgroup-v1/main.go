@@ -17,9 +17,11 @@ import (
 
 func main() {
 	if filepath.Base(os.Args[0]) == state.RuntimeLink {
-		err := wrapRuntime(os.Args)
-		fmt.Fprintf(os.Stderr, "agentcgroup runtime wrapper: %v\n", err)
-		os.Exit(1)
+		if err := wrapRuntime(os.Args); err != nil {
+			fmt.Fprintf(os.Stderr, "agentcgroup runtime wrapper: %v\n", err)
+			os.Exit(1)
+		}
+		return
 	}
 	ctx := context.Background()
 	// The start action is ours, to speak every containerd's start protocol;

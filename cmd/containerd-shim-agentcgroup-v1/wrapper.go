@@ -15,10 +15,11 @@ import (
 	"github.com/agentcgroup/agentcgroup/state"
 )
 
-// wrapRuntime runs the real OCI runtime in place of this process. The runc
-// shim never passes `exec --cgroup`, which both runc and crun have; this
-// wrapper adds it, so that an exec's first instruction already runs in its
-// tool-call cgroup. Everything else passes through unchanged.
+// wrapRuntime runs the real OCI runtime in place of this process; it returns
+// only when it answered itself (nil) or failed. The runc shim never passes
+// `exec --cgroup`, which both runc and crun have; this wrapper adds it, so
+// that an exec's first instruction already runs in its tool-call cgroup.
+// Everything else passes through unchanged.
 func wrapRuntime(argv []string) error {
 	st, err := state.Load(filepath.Dir(argv[0]))
 	if err != nil {
@@ -79,11 +80,7 @@ func psJSON(group string) error {
 	if pids == nil {
 		pids = []uint64{}
 	}
-	if err := json.NewEncoder(os.Stdout).Encode(pids); err != nil {
-		return err
-	}
-	os.Exit(0)
-	return nil
+	return json.NewEncoder(os.Stdout).Encode(pids)
 }
 
 // execArgs adds `--cgroup tools/<execID>` to an `exec` command line when the
