@@ -24,31 +24,22 @@ type records struct {
 	mu    *sync.Mutex
 	dir   string
 	order []*state.Record
-	byID  map[string]*state.Record
 	ended int
 	timer *time.Timer // a pending write, nil if none
 }
 
 func newRecords(mu *sync.Mutex, dir string) *records {
-	return &records{mu: mu, dir: dir, byID: make(map[string]*state.Record)}
+	return &records{mu: mu, dir: dir}
 }
 
-func (r *records) add(rec *state.Record) {
-	r.order = append(r.order, rec)
-	r.byID[rec.ID] = rec
-}
+func (r *records) add(rec *state.Record) { r.order = append(r.order, rec) }
 
-func (r *records) get(id string) *state.Record { return r.byID[id] }
-
-// ended marks a record as ended and drops the oldest ended ones past the bound.
+// markEnded marks a record as ended and drops the oldest ended ones past the bound.
 func (r *records) markEnded(rec *state.Record) {
 	r.ended++
 	for i := 0; r.ended > maxEnded && i < len(r.order); {
-		if old := r.order[i]; old.End != nil {
+		if r.order[i].End != nil {
 			r.order = append(r.order[:i], r.order[i+1:]...)
-			if r.byID[old.ID] == old {
-				delete(r.byID, old.ID)
-			}
 			r.ended--
 			continue
 		}
