@@ -124,14 +124,12 @@ func (d *Detector) Watch(agentCgroup uint64, ch chan<- Event) error {
 	return nil
 }
 
-// Unwatch stops detecting for an agent cgroup and reports whether any other
-// remains watched.
-func (d *Detector) Unwatch(agentCgroup uint64) (others bool) {
+// Unwatch stops detecting for an agent cgroup.
+func (d *Detector) Unwatch(agentCgroup uint64) {
 	_ = d.objs.Agents.Delete(agentCgroup)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.subs, agentCgroup)
-	return len(d.subs) > 0
 }
 
 // Watched is the number of watched agent cgroups.

@@ -160,14 +160,16 @@ func TestDetector(t *testing.T) {
 	}
 
 	// Unwatched: nothing more.
-	if d.Unwatch(id) != true {
-		t.Error("Unwatch says no cgroup remains watched")
+	d.Unwatch(id)
+	if n := d.Watched(); n != 1 {
+		t.Errorf("%d cgroups watched after one of two was unwatched", n)
 	}
 	runIn(t, dir, `/bin/true`)
 	if evs := collect(ch); len(evs) != 0 {
 		t.Errorf("events after Unwatch: %+v", evs)
 	}
-	if others := d.Unwatch(otherID); others {
-		t.Error("Unwatch of the last cgroup says others remain")
+	d.Unwatch(otherID)
+	if n := d.Watched(); n != 0 {
+		t.Errorf("%d cgroups watched after the last was unwatched", n)
 	}
 }

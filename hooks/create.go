@@ -85,7 +85,7 @@ func Create(ctx context.Context, dir string, st state.Container, pid uint32, p p
 		err = c.watch(ctx, d)
 	}
 	if err != nil {
-		if _, derr := c.Teardown(ctx); derr != nil {
+		if derr := c.Teardown(ctx); derr != nil {
 			log.G(ctx).WithError(derr).Warn("cleanup after failed create")
 		}
 		return nil, err

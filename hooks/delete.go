@@ -20,15 +20,10 @@ const killTimeout = 10 * time.Second
 // Teardown runs before the runtime deletes the container: stop detecting its
 // tool calls, kill everything in C (cgroup.kill), wait until C is empty, end
 // the tool calls still recorded as running, and remove C's sub-cgroups. C
-// itself is left to the runtime. It reports whether the detector still
-// watches other containers.
-func (c *Container) Teardown(ctx context.Context) (detectorInUse bool, err error) {
+// itself is left to the runtime.
+func (c *Container) Teardown(ctx context.Context) error {
 	defer c.cancel()
-	detectorInUse = c.unwatch()
-	return detectorInUse, c.teardownTree(ctx)
-}
-
-func (c *Container) teardownTree(ctx context.Context) error {
+	c.unwatch()
 	if err := killTree(ctx, c.path); err != nil {
 		return err
 	}

@@ -163,13 +163,11 @@ func (c *Container) callExited(ev bpf.Event) {
 	}
 }
 
-// unwatch stops detection for the container; it reports whether the
-// detector still watches other containers.
-func (c *Container) unwatch() (others bool) {
-	if c.detector == nil {
-		return false
+// unwatch stops detection for the container.
+func (c *Container) unwatch() {
+	if c.detector != nil {
+		c.detector.Unwatch(c.agentID)
 	}
-	return c.detector.Unwatch(c.agentID)
 }
 
 func movePid(dir string, pid uint32) error {

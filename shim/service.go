@@ -145,9 +145,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		if _, derr := s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: r.ID}); derr != nil {
 			log.G(ctx).WithError(derr).Warn("delete container after failed carve")
 		}
-		if d != nil && d.Watched() == 0 {
-			s.closeDetector(ctx)
-		}
+		s.closeIdleDetector(ctx)
 		return nil, errgrpc.ToGRPC(fmt.Errorf("carve cgroup tree: %w", err))
 	}
 	s.mu.Lock()
@@ -170,11 +168,11 @@ func (s *service) loadDetector(ctx context.Context) *bpf.Detector {
 	return s.detector
 }
 
-// closeDetector detaches and frees the detector once no container uses it.
-func (s *service) closeDetector(ctx context.Context) {
+// closeIdleDetector detaches and frees the detector once no container uses it.
+func (s *service) closeIdleDetector(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.detector != nil {
+	if s.detector != nil && s.detector.Watched() == 0 {
 		if err := s.detector.Close(); err != nil {
 			log.G(ctx).WithError(err).Warn("close the tool-call detector")
 		}
@@ -274,13 +272,10 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		(st.Status == task.Status_RUNNING || st.Status == task.Status_PAUSED) {
 		return s.TTRPCTaskService.Delete(ctx, r)
 	}
-	inUse, err := c.Teardown(ctx)
-	if err != nil {
+	if err := c.Teardown(ctx); err != nil {
 		log.G(ctx).WithError(err).Warn("tear down agent/tools cgroups")
 	}
-	if !inUse {
-		s.closeDetector(ctx)
-	}
+	s.closeIdleDetector(ctx)
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err != nil {
 		return resp, err
