@@ -4,7 +4,9 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +20,8 @@ const (
 	AnnotationToolMax      = Prefix + "tool.memory.max"
 	AnnotationAgentHigh    = Prefix + "agent.memory.high"
 	AnnotationAgentMax     = Prefix + "agent.memory.max"
+	AnnotationAgentLow     = Prefix + "agent.memory.low"
+	AnnotationToolPidsMax  = Prefix + "tool.pids.max"
 	AnnotationPriority     = Prefix + "priority"
 	AnnotationStallTimeout = Prefix + "tool.stall-timeout"
 	AnnotationDetect       = Prefix + "detect"
@@ -47,39 +51,72 @@ type Policy struct {
 	ToolMemoryMax   Limit
 	AgentMemoryHigh Limit
 	AgentMemoryMax  Limit
-	Priority        Priority
-	StallTimeout    time.Duration
-	Detect          Detect
+	// AgentMemoryLow protects the agent framework from reclaim caused by its
+	// tool calls (and, where C has memory.low, by the host).
+	AgentMemoryLow Limit
+	// ToolPidsMax bounds the tasks of one tool call (0: no bound), so that a
+	// fork bomb stays inside its call.
+	ToolPidsMax  int64
+	Priority     Priority
+	StallTimeout time.Duration
+	Detect       Detect
 }
 
-// Default is the policy of a container without annotations or config. Tool
-// calls get no limit of their own below the container's: the container's
-// memory.max stays the bound, and each call is still measured and torn down
-// on its own. The README explains each value.
+// Default is the policy of a container without annotations or config, sized
+// for agent workloads: a framework of about 185 MB that must survive, and
+// tool calls that burst to 0.5-2 GB for a second or two. Percentages are of
+// the container's memory.max; without one they mean no limit. The README
+// explains each value.
 func Default() Policy {
 	return Policy{
-		ToolMemoryHigh:  Max,
-		ToolMemoryMax:   Max,
+		// A call is throttled well before it can take C's whole limit...
+		ToolMemoryHigh: Limit{Percent: 75},
+		// ...and killed (alone, memory.oom.group) before C's own OOM could
+		// pick a victim in C/agent.
+		ToolMemoryMax:   Limit{Percent: 90},
 		AgentMemoryHigh: Max,
 		AgentMemoryMax:  Max,
-		Priority:        PriorityNormal,
-		StallTimeout:    5 * time.Minute,
-		Detect:          DetectForkExec,
+		// The framework's steady 185 MB plus headroom is not reclaimed to make
+		// room for a tool call.
+		AgentMemoryLow: Limit{Bytes: 256 << 20},
+		// Far above any build or test run, far below a host's pid_max.
+		ToolPidsMax:  4096,
+		Priority:     PriorityNormal,
+		StallTimeout: 5 * time.Minute,
+		Detect:       DetectForkExec,
 	}
 }
 
-// InvalidError names the key, the value and what is allowed.
+// InvalidError names the key, the value, what is allowed and where the value
+// came from ("annotation", or the config's Policy table).
 type InvalidError struct {
-	Key, Value, Allowed string
+	Source, Key, Value, Allowed string
 }
 
 func (e *InvalidError) Error() string {
-	return fmt.Sprintf("invalid annotation %s=%q: allowed: %s", e.Key, e.Value, e.Allowed)
+	return fmt.Sprintf("invalid %s %s=%q: allowed: %s", e.Source, e.Key, e.Value, e.Allowed)
 }
 
 // Is makes an InvalidError an errdefs.ErrInvalidArgument, so it reaches the
 // client as gRPC InvalidArgument.
 func (e *InvalidError) Is(target error) bool { return target == errdefs.ErrInvalidArgument }
+
+// DeniedError is an annotation that the shim's config does not honour.
+type DeniedError struct {
+	Key     string
+	Allowed []string
+}
+
+func (e *DeniedError) Error() string {
+	allowed := "none"
+	if len(e.Allowed) > 0 {
+		allowed = strings.Join(e.Allowed, ", ")
+	}
+	return fmt.Sprintf("annotation %s is not honoured by this shim's config (AllowedAnnotations: %s)", e.Key, allowed)
+}
+
+// Is makes a DeniedError an errdefs.ErrPermissionDenied.
+func (e *DeniedError) Is(target error) bool { return target == errdefs.ErrPermissionDenied }
 
 type field struct {
 	allowed string
@@ -114,8 +151,21 @@ var fields = map[string]field{
 	AnnotationToolMax:   limitField(func(p *Policy) *Limit { return &p.ToolMemoryMax }),
 	AnnotationAgentHigh: limitField(func(p *Policy) *Limit { return &p.AgentMemoryHigh }),
 	AnnotationAgentMax:  limitField(func(p *Policy) *Limit { return &p.AgentMemoryMax }),
-	AnnotationPriority:  oneOf(func(p *Policy) *Priority { return &p.Priority }, PriorityHigh, PriorityNormal, PriorityLow),
-	AnnotationDetect:    oneOf(func(p *Policy) *Detect { return &p.Detect }, DetectForkExec, DetectExec, DetectOff),
+	AnnotationAgentLow:  limitField(func(p *Policy) *Limit { return &p.AgentMemoryLow }),
+	AnnotationToolPidsMax: {`a number of tasks of at least 8, or "max"`, func(p *Policy, v string) error {
+		if v == "max" {
+			p.ToolPidsMax = 0
+			return nil
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 8 {
+			return fmt.Errorf("bad count")
+		}
+		p.ToolPidsMax = n
+		return nil
+	}},
+	AnnotationPriority: oneOf(func(p *Policy) *Priority { return &p.Priority }, PriorityHigh, PriorityNormal, PriorityLow),
+	AnnotationDetect:   oneOf(func(p *Policy) *Detect { return &p.Detect }, DetectForkExec, DetectExec, DetectOff),
 	AnnotationStallTimeout: {"a Go duration of at least 1s (90s, 5m)", func(p *Policy, v string) error {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < time.Second {
@@ -136,27 +186,67 @@ func Keys() []string {
 	return keys
 }
 
-// Apply returns base with the io.agentcgroup.* annotations applied. Other
-// annotations are ignored; an unknown key under the prefix is an error, so
-// that a typo does not silently fall back to a default.
-func Apply(base Policy, annotations map[string]string) (Policy, error) {
+// Apply returns base with the settings applied; source names where they come
+// from in errors. Keys outside the prefix are ignored; an unknown key under
+// it is an error, so that a typo does not silently fall back to a default.
+func Apply(base Policy, source string, settings map[string]string) (Policy, error) {
 	p := base
-	keys := make([]string, 0, len(annotations))
-	for k := range annotations {
+	for _, k := range ownKeys(settings) {
+		v := settings[k]
+		f, ok := fields[k]
+		if !ok {
+			return base, &InvalidError{Source: source, Key: k, Value: v, Allowed: "no such key; known keys are " + strings.Join(Keys(), ", ")}
+		}
+		if err := f.set(&p, v); err != nil {
+			return base, &InvalidError{Source: source, Key: k, Value: v, Allowed: f.allowed}
+		}
+	}
+	return p, nil
+}
+
+// ownKeys returns the keys under the prefix, sorted so that the first bad key
+// reported is stable.
+func ownKeys(m map[string]string) []string {
+	var keys []string
+	for k := range m {
 		if strings.HasPrefix(k, Prefix) {
 			keys = append(keys, k)
 		}
 	}
-	sort.Strings(keys) // the first bad key reported is stable
-	for _, k := range keys {
-		v := annotations[k]
-		f, ok := fields[k]
-		if !ok {
-			return base, &InvalidError{Key: k, Value: v, Allowed: "no such key; known keys are " + strings.Join(Keys(), ", ")}
-		}
-		if err := f.set(&p, v); err != nil {
-			return base, &InvalidError{Key: k, Value: v, Allowed: f.allowed}
+	sort.Strings(keys)
+	return keys
+}
+
+// Resolve is a container's policy: Default, then the shim config's Policy
+// table (keys without the prefix), then the container's annotations where
+// allowed lists them (nil allows every key). An annotation the config does
+// not allow fails creation rather than being dropped: the pod's author learns
+// that it has no effect.
+func Resolve(config map[string]string, allowed []string, annotations map[string]string) (Policy, error) {
+	withPrefix := make(map[string]string, len(config))
+	for k, v := range config {
+		withPrefix[Prefix+k] = v
+	}
+	base, err := Apply(Default(), "config Policy key", withPrefix)
+	if err != nil {
+		return Policy{}, err
+	}
+	if allowed != nil {
+		for _, k := range ownKeys(annotations) {
+			if _, known := fields[k]; known && !slices.Contains(allowed, k) {
+				return Policy{}, &DeniedError{Key: k, Allowed: allowed}
+			}
 		}
 	}
-	return p, nil
+	return Apply(base, "annotation", annotations)
+}
+
+// CheckAllowed validates a config's list of honoured annotation keys.
+func CheckAllowed(allowed []string) error {
+	for _, k := range allowed {
+		if _, ok := fields[k]; !ok {
+			return fmt.Errorf("AllowedAnnotations: unknown annotation %q; known keys are %s: %w", k, strings.Join(Keys(), ", "), errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
 }

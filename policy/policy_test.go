@@ -49,8 +49,10 @@ func TestResolve(t *testing.T) {
 }
 
 func TestApply(t *testing.T) {
-	p, err := Apply(Default(), map[string]string{
+	p, err := Apply(Default(), "annotation", map[string]string{
 		AnnotationToolHigh:     "1Gi",
+		AnnotationAgentLow:     "200Mi",
+		AnnotationToolPidsMax:  "64",
 		AnnotationToolMax:      "90%",
 		AnnotationAgentMax:     "512Mi",
 		AnnotationPriority:     "low",
@@ -62,7 +64,8 @@ func TestApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	if p.ToolMemoryHigh.Bytes != 1<<30 || p.ToolMemoryMax.Percent != 90 || p.AgentMemoryMax.Bytes != 512<<20 ||
-		!p.AgentMemoryHigh.IsMax() || p.Priority != PriorityLow || p.StallTimeout != 90*time.Second || p.Detect != DetectExec {
+		!p.AgentMemoryHigh.IsMax() || p.Priority != PriorityLow || p.StallTimeout != 90*time.Second || p.Detect != DetectExec ||
+		p.AgentMemoryLow.Bytes != 200<<20 || p.ToolPidsMax != 64 {
 		t.Errorf("unexpected policy %+v", p)
 	}
 }
@@ -75,9 +78,12 @@ func TestApplyErrors(t *testing.T) {
 		{AnnotationDetect, "ebpf", "fork+exec, exec, off"},
 		{AnnotationStallTimeout, "5", "Go duration"},
 		{AnnotationStallTimeout, "10ms", "at least 1s"},
+		{AnnotationToolPidsMax, "3", "at least 8"},
+		{AnnotationToolPidsMax, "-1", "at least 8"},
+		{AnnotationAgentLow, "lots", "Ki, Mi"},
 		{"io.agentcgroup.tool.memory.hihg", "1G", "known keys are io.agentcgroup.agent.memory.high"},
 	} {
-		_, err := Apply(Default(), map[string]string{tc.key: tc.value})
+		_, err := Apply(Default(), "annotation", map[string]string{tc.key: tc.value})
 		var ie *InvalidError
 		if !errors.As(err, &ie) || !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Fatalf("%s=%s: err %v, want an InvalidError that is ErrInvalidArgument", tc.key, tc.value, err)
@@ -88,5 +94,40 @@ func TestApplyErrors(t *testing.T) {
 				t.Errorf("%s=%s: error %q does not name %q", tc.key, tc.value, msg, want)
 			}
 		}
+	}
+}
+
+func TestResolvePolicy(t *testing.T) {
+	p, err := Resolve(map[string]string{"tool.memory.max": "1Gi", "priority": "low"}, nil,
+		map[string]string{AnnotationPriority: "high"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.ToolMemoryMax.Bytes != 1<<30 || p.Priority != PriorityHigh || p.ToolMemoryHigh.Percent != 75 {
+		t.Errorf("config then annotations: %+v", p)
+	}
+
+	// The config's value is checked like an annotation and named as config.
+	_, err = Resolve(map[string]string{"tool.memory.max": "huge"}, nil, nil)
+	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "config Policy key io.agentcgroup.tool.memory.max") {
+		t.Errorf("bad config value: %v", err)
+	}
+
+	// An untrusted container cannot raise its priority where the config
+	// allows only detect.
+	allowed := []string{AnnotationDetect}
+	if _, err := Resolve(nil, allowed, map[string]string{AnnotationDetect: "exec"}); err != nil {
+		t.Errorf("allowed key refused: %v", err)
+	}
+	_, err = Resolve(nil, allowed, map[string]string{AnnotationPriority: "high"})
+	var de *DeniedError
+	if !errors.As(err, &de) || !errors.Is(err, errdefs.ErrPermissionDenied) || !strings.Contains(err.Error(), AnnotationPriority) {
+		t.Errorf("denied key: %v", err)
+	}
+	if _, err := Resolve(nil, []string{}, map[string]string{AnnotationToolMax: "max"}); err == nil {
+		t.Error("an empty allow-list honoured an annotation")
+	}
+	if err := CheckAllowed([]string{"io.agentcgroup.priorty"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("CheckAllowed of a typo: %v", err)
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/containerd/typeurl/v2"
 	"github.com/pelletier/go-toml/v2"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/agentcgroup/agentcgroup/policy"
 )
 
 // DefaultConfigPath is read when the runtime options name no config.
@@ -35,6 +37,18 @@ type Config struct {
 	CriuImagePath string
 	CriuWorkPath  string
 
+	// Policy holds the defaults of every policy annotation, keyed without
+	// the io.agentcgroup. prefix (tool.memory.max = "90%"; dotted keys may
+	// be written bare, as nested tables, or quoted).
+	Policy map[string]any
+	// AllowedAnnotations lists the policy annotations a container may set;
+	// absent allows all, [] none.
+	AllowedAnnotations *[]string
+	// Pool is the cgroup (relative to the cgroup2 mount) whose containers
+	// share memory pressure and whose memory.pressure is watched; empty
+	// means each container's parent cgroup.
+	Pool string
+
 	// TypeUrl and ConfigPath may appear in a ConfigBody built from a CRI
 	// options table; they are accepted and have no further meaning.
 	TypeUrl    string
@@ -49,6 +63,32 @@ func (c *Config) runcOptions() *options.Options {
 	}
 }
 
+// policy resolves a container's policy from the config and its annotations.
+func (c *Config) policy(annotations map[string]string) (policy.Policy, error) {
+	defaults := make(map[string]string)
+	flatten("", c.Policy, defaults)
+	var allowed []string
+	if c.AllowedAnnotations != nil {
+		allowed = *c.AllowedAnnotations
+		if allowed == nil {
+			allowed = []string{}
+		}
+	}
+	return policy.Resolve(defaults, allowed, annotations)
+}
+
+// flatten turns nested TOML tables into dotted keys; values keep their TOML
+// text form, so that tool.pids.max = 512 and = "512" mean the same.
+func flatten(prefix string, m map[string]any, out map[string]string) {
+	for k, v := range m {
+		if sub, ok := v.(map[string]any); ok {
+			flatten(prefix+k+".", sub, out)
+			continue
+		}
+		out[prefix+k] = fmt.Sprint(v)
+	}
+}
+
 // parseConfig decodes a TOML config strictly: an unknown key is an error
 // naming it, so a typo is not silently ignored.
 func parseConfig(src string, body []byte) (*Config, error) {
@@ -60,6 +100,14 @@ func parseConfig(src string, body []byte) (*Config, error) {
 			return nil, fmt.Errorf("config %s: unknown key(s):\n%s: %w", src, strict.String(), errdefs.ErrInvalidArgument)
 		}
 		return nil, fmt.Errorf("config %s: %v: %w", src, err, errdefs.ErrInvalidArgument)
+	}
+	if c.AllowedAnnotations != nil {
+		if err := policy.CheckAllowed(*c.AllowedAnnotations); err != nil {
+			return nil, fmt.Errorf("config %s: %w", src, err)
+		}
+	}
+	if _, err := c.policy(nil); err != nil {
+		return nil, fmt.Errorf("config %s: %w", src, err)
 	}
 	return &c, nil
 }

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/agentcgroup/agentcgroup/policy"
 )
 
 func mustAny(t *testing.T, v any) *anypb.Any {
@@ -71,6 +73,9 @@ func TestRuntimeOptionsErrors(t *testing.T) {
 		"wrong type":        {mustAny(t, &runtimeoptions.Options{ConfigBody: []byte("SystemdCgroup = \"yes\"\n")}), "SystemdCgroup"},
 		"missing path":      {mustAny(t, &runtimeoptions.Options{ConfigPath: filepath.Join(dir, "nope.toml")}), "nope.toml"},
 		"unsupported type":  {mustAny(t, &emptypb.Empty{}), "google.protobuf.Empty"},
+		"bad policy value":  {mustAny(t, &runtimeoptions.Options{ConfigBody: []byte("[Policy]\ntool.memory.max = \"12X\"\n")}), "io.agentcgroup.tool.memory.max=\"12X\""},
+		"unknown policy":    {mustAny(t, &runtimeoptions.Options{ConfigBody: []byte("[Policy]\npriorty = \"low\"\n")}), "io.agentcgroup.priorty"},
+		"unknown allowed":   {mustAny(t, &runtimeoptions.Options{ConfigBody: []byte("AllowedAnnotations = [\"io.agentcgroup.prio\"]\n")}), "io.agentcgroup.prio"},
 		"unregistered type": {&anypb.Any{TypeUrl: "example.com/Nope", Value: []byte{1}}, "example.com/Nope"},
 	} {
 		_, _, err := runtimeOptions(tc.in, def)
@@ -80,6 +85,37 @@ func TestRuntimeOptionsErrors(t *testing.T) {
 		if name != "missing path" && !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("%s: err %v is not InvalidArgument", name, err)
 		}
+	}
+}
+
+func TestConfigPolicy(t *testing.T) {
+	c, err := parseConfig("body", []byte(`
+AllowedAnnotations = ["io.agentcgroup.detect"]
+[Policy]
+tool.memory.max = "1Gi"
+"tool.memory.high" = "512Mi"
+tool.pids.max = 128
+priority = "low"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.policy(map[string]string{"io.agentcgroup.detect": "exec"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.ToolMemoryMax.Bytes != 1<<30 || p.ToolMemoryHigh.Bytes != 512<<20 || p.ToolPidsMax != 128 || p.Priority != policy.PriorityLow || p.Detect != policy.DetectExec {
+		t.Errorf("policy %+v", p)
+	}
+	if _, err := c.policy(map[string]string{"io.agentcgroup.priority": "high"}); !errors.Is(err, errdefs.ErrPermissionDenied) {
+		t.Errorf("an annotation outside AllowedAnnotations: %v", err)
+	}
+	none, err := parseConfig("body", []byte("AllowedAnnotations = []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := none.policy(map[string]string{"io.agentcgroup.detect": "off"}); !errors.Is(err, errdefs.ErrPermissionDenied) {
+		t.Errorf("AllowedAnnotations = [] honoured an annotation: %v", err)
 	}
 }
 

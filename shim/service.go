@@ -91,14 +91,14 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	opts, _, err := runtimeOptions(r.Options, s.configPath)
+	opts, config, err := runtimeOptions(r.Options, s.configPath)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
 	if !opts.SystemdCgroup && spec.Linux != nil && systemdCgroupsPath(spec.Linux.CgroupsPath) {
 		opts.SystemdCgroup = true
 	}
-	pol, err := policy.Apply(policy.Default(), spec.Annotations)
+	pol, err := config.policy(spec.Annotations)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
