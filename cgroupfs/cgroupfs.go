@@ -1,6 +1,7 @@
 // Package cgroupfs has the small cgroup v2 file operations that
 // containerd/cgroups/v3 lacks: memory.peak, memory.events as typed values,
-// cgroup.events and waiting for a cgroup to empty.
+// cgroup.events and waiting for a cgroup to empty, PSI triggers and kernfs
+// notifications in one epoll set, freezing and killing a subtree.
 package cgroupfs
 
 import (
@@ -65,8 +66,13 @@ func WriteLimit(dir, name string, v int64) error {
 	if v != policy.Unlimited {
 		s = strconv.FormatInt(v, 10)
 	}
-	if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0); err != nil {
-		return fmt.Errorf("write %s=%s: %w", filepath.Join(dir, name), s, err)
+	return WriteString(dir, name, s)
+}
+
+// WriteString writes v to a cgroup file such as memory.oom.group.
+func WriteString(dir, name, v string) error {
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0); err != nil {
+		return fmt.Errorf("write %s=%s: %w", filepath.Join(dir, name), v, err)
 	}
 	return nil
 }

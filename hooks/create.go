@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
 
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/log"
 
 	"github.com/agentcgroup/agentcgroup/bpf"
@@ -47,31 +49,52 @@ type Container struct {
 	detector *bpf.Detector
 	agentID  uint64
 
+	// pub publishes freezes, thaws and kills to containerd (nil: none).
+	pub events.Publisher
+	// poller watches memory pressure and the calls' events (nil: the
+	// kernel has no PSI; the kernel's own limits still hold).
+	poller *cgroupfs.Poller
+
 	mu      sync.Mutex
-	pending map[string][]string // exec ID -> argv, between Exec and Start
+	pending map[string]pendingExec
+	live    map[string]*call // running tool calls by ID
 	forks   map[uint32]*forkCall
 	seq     uint64
 	spare   []string // ready tool-call cgroups, used by the event handler only
 	calls   *records
 }
 
+// Env is what a container's hooks use of the shim.
+type Env struct {
+	// Detector finds the tool calls the agent forks (nil: execs only).
+	Detector *bpf.Detector
+	// Publisher sends tool-call events to containerd (nil: none).
+	Publisher events.Publisher
+}
+
 // Create carves the tree for a container whose init (pid, still waiting in
 // `runc init`) is in cgroup C: it creates C/agent and C/tools, moves init into
 // C/agent, enables the controllers down the tree and applies the agent limits.
 // With a detector (policy detect=fork+exec), the tool calls that the agent
-// forks get their cgroups too. On error nothing of the tree is left, and
-// init is gone with it.
-func Create(ctx context.Context, dir string, st state.Container, pid uint32, p policy.Policy, d *bpf.Detector) (*Container, error) {
+// forks get their cgroups too. It then starts the graduated response. On
+// error nothing of the tree is left, and init is gone with it. st.Pool names
+// the container's pool; empty means C's parent.
+func Create(ctx context.Context, dir string, st state.Container, pid uint32, p policy.Policy, env Env) (*Container, error) {
 	group, err := cgroupsv2.PidGroupPath(int(pid))
 	if err != nil {
 		return nil, fmt.Errorf("read cgroup of init %d: %w", pid, err)
 	}
 	st.Cgroup = group
+	st.Priority = string(p.Priority)
+	if st.Pool == "" {
+		st.Pool = path.Dir(group)
+	}
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c := &Container{
 		dir: dir, st: st, path: cgroupfs.Path(group), policy: p,
-		ctx: cctx, cancel: cancel,
-		pending: make(map[string][]string),
+		ctx: cctx, cancel: cancel, pub: env.Publisher,
+		pending: make(map[string]pendingExec),
+		live:    make(map[string]*call),
 		forks:   make(map[uint32]*forkCall),
 	}
 	c.calls = newRecords(&c.mu, dir)
@@ -81,8 +104,13 @@ func Create(ctx context.Context, dir string, st state.Container, pid uint32, p p
 		return nil, fmt.Errorf("save state: %w", err)
 	}
 	err = c.carve(pid)
-	if err == nil && d != nil && p.Detect == policy.DetectForkExec {
-		err = c.watch(ctx, d)
+	if err == nil && env.Detector != nil && p.Detect == policy.DetectForkExec {
+		err = c.watch(ctx, env.Detector)
+	}
+	if err == nil {
+		if gerr := c.govern(ctx); gerr != nil {
+			log.G(ctx).WithError(gerr).Warn("no memory pressure watch: tool calls are throttled and OOM-killed by the kernel's limits only, never frozen")
+		}
 	}
 	if err != nil {
 		if derr := c.Teardown(ctx); derr != nil {
@@ -120,11 +148,7 @@ func (c *Container) carve(pid uint32) error {
 	if err := writeSubtreeControl(filepath.Join(c.path, toolsDir), ctrls); err != nil {
 		return err
 	}
-	agentPath := filepath.Join(c.path, agentDir)
-	if err := c.setMemory(agentPath, c.policy.AgentMemoryHigh, c.policy.AgentMemoryMax); err != nil {
-		return err
-	}
-	return nil
+	return c.setAgentLimits(filepath.Join(c.path, agentDir))
 }
 
 // enable returns the delegated controllers that dir has.
@@ -145,25 +169,6 @@ func writeSubtreeControl(dir string, ctrls []string) error {
 	v := "+" + strings.Join(ctrls, " +")
 	if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(v), 0); err != nil {
 		return fmt.Errorf("enable controllers %q in %s: %w", v, dir, err)
-	}
-	return nil
-}
-
-// setMemory applies memory.high and memory.max; "max" is the kernel's default
-// for a new cgroup and is not written.
-func (c *Container) setMemory(dir string, high, max policy.Limit) error {
-	if !cgroupfs.HasController(filepath.Dir(dir), "memory") {
-		return nil
-	}
-	for _, l := range []struct {
-		file  string
-		limit policy.Limit
-	}{{"memory.high", high}, {"memory.max", max}} {
-		if v := l.limit.Resolve(c.containerMax); v != policy.Unlimited {
-			if err := cgroupfs.WriteLimit(dir, l.file, v); err != nil {
-				return err
-			}
-		}
 	}
 	return nil
 }

@@ -3,7 +3,6 @@ package hooks
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -24,11 +23,14 @@ const killTimeout = 10 * time.Second
 func (c *Container) Teardown(ctx context.Context) error {
 	defer c.cancel()
 	c.unwatch()
+	if c.poller != nil {
+		c.poller.Close()
+	}
 	if err := killTree(ctx, c.path); err != nil {
 		return err
 	}
-	for _, rec := range c.running() {
-		c.endCall(ctx, rec)
+	for _, cl := range c.running() {
+		c.endCall(ctx, cl)
 	}
 	c.mu.Lock()
 	c.calls.flush(ctx) // the last records, and no write pending after teardown
@@ -45,8 +47,8 @@ func killTree(ctx context.Context, dir string) error {
 	if err != nil || !populated {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0); err != nil {
-		return fmt.Errorf("kill %s: %w", dir, err)
+	if err := cgroupfs.Kill(dir); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, killTimeout)
 	defer cancel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -12,7 +13,6 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
-	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/state"
 )
 
@@ -21,8 +21,9 @@ import (
 func ExecCgroup(execID string) string { return path.Join(toolsDir, execID) }
 
 // PrepareExec creates C/tools/<execID> with the tool-call limits before the
-// exec's first instruction runs in it.
-func (c *Container) PrepareExec(ctx context.Context, execID string, argv []string) error {
+// exec's first instruction runs in it. stderr, if not nil, is the exec's
+// stderr, on which a killed call's reason is written at its end.
+func (c *Container) PrepareExec(ctx context.Context, execID string, argv []string, stderr io.WriteCloser) error {
 	if execID == "" || execID != filepath.Base(execID) || execID == "." || execID == ".." {
 		return fmt.Errorf("exec id %q cannot name a cgroup: %w", execID, errdefs.ErrInvalidArgument)
 	}
@@ -32,14 +33,20 @@ func (c *Container) PrepareExec(ctx context.Context, execID string, argv []strin
 	} else if err != nil {
 		return fmt.Errorf("create tool-call cgroup %s: %w", dir, err)
 	}
-	if err := c.setMemory(dir, c.policy.ToolMemoryHigh, c.policy.ToolMemoryMax); err != nil {
+	if err := c.setToolLimits(dir); err != nil {
 		os.Remove(dir)
 		return err
 	}
 	c.mu.Lock()
-	c.pending[execID] = argv
+	c.pending[execID] = pendingExec{argv, stderr}
 	c.mu.Unlock()
 	return nil
+}
+
+// pendingExec is an exec between Exec and Start.
+type pendingExec struct {
+	argv   []string
+	stderr io.WriteCloser
 }
 
 // WaitFunc waits for a process to exit and returns its exit status.
@@ -48,52 +55,30 @@ type WaitFunc func(ctx context.Context) (status uint32, exitedAt time.Time, err 
 // StartedExec records a started exec as a running tool call.
 func (c *Container) StartedExec(ctx context.Context, execID string, pid uint32, wait WaitFunc) {
 	c.mu.Lock()
-	argv := c.pending[execID]
+	pe := c.pending[execID]
 	delete(c.pending, execID)
-	rec := &state.Record{
-		ID: execID, Kind: "exec", Command: argv, Pid: pid,
-		Cgroup: path.Join(c.st.Cgroup, toolsDir, execID),
-		Start:  time.Now().UTC(), State: state.Running,
-	}
 	c.mu.Unlock()
-	c.track(ctx, rec, wait)
-}
-
-// track records a started tool call. The call ends when its process has
-// exited (wait returns) and its cgroup is empty: then its memory figures are
-// read into the record and its cgroup is removed.
-func (c *Container) track(ctx context.Context, rec *state.Record, wait WaitFunc) {
-	c.mu.Lock()
-	c.calls.add(rec)
-	c.calls.save(ctx)
-	c.mu.Unlock()
-
-	go func() {
-		status, at, err := wait(c.ctx)
-		if err != nil && !errors.Is(err, context.Canceled) {
-			log.G(ctx).WithError(err).WithField("call", rec.ID).Warn("wait for tool call")
-		}
-		c.mu.Lock()
-		if err == nil {
-			rec.ExitCode = &status
-			at := at.UTC()
-			rec.End = &at
-		}
-		c.mu.Unlock()
-		if err := waitEmpty(c.ctx, cgroupfs.Path(rec.Cgroup)); err != nil {
-			return // the container's teardown ends the call
-		}
-		c.endCall(ctx, rec)
-	}()
+	c.track(ctx, &call{
+		rec: &state.Record{
+			ID: execID, Kind: "exec", Command: pe.argv, Pid: pid,
+			Cgroup: path.Join(c.st.Cgroup, toolsDir, execID),
+			Start:  time.Now().UTC(), State: state.Running,
+		},
+		dir:  filepath.Join(c.path, toolsDir, execID),
+		tell: pe.stderr,
+	}, wait)
 }
 
 // AbortExec removes the cgroup of an exec that never started.
 func (c *Container) AbortExec(ctx context.Context, execID string) {
 	c.mu.Lock()
-	_, ok := c.pending[execID]
+	pe, ok := c.pending[execID]
 	delete(c.pending, execID)
 	c.mu.Unlock()
 	if ok {
+		if pe.stderr != nil {
+			pe.stderr.Close()
+		}
 		if err := os.Remove(filepath.Join(c.path, toolsDir, execID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			log.G(ctx).WithError(err).WithField("exec", execID).Warn("remove cgroup of an exec that did not start")
 		}

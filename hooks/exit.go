@@ -25,15 +25,29 @@ func waitEmpty(ctx context.Context, dir string) error {
 const sigkillStatus = 128 + 9
 
 // endCall reads the ended call's memory figures into its record, says how it
-// ended and removes its cgroup. It runs once per call, from whichever of the
-// call's own watcher and the container's teardown gets there first.
-func (c *Container) endCall(ctx context.Context, rec *state.Record) {
+// ended (and tells the agent and containerd why it was killed) and removes
+// its cgroup. It runs once per call, from whichever of the call's own
+// watcher and the container's teardown gets there first.
+func (c *Container) endCall(ctx context.Context, cl *call) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if rec.State != state.Running {
+	rec := cl.rec
+	if _, live := c.live[rec.ID]; !live {
 		return
 	}
+	delete(c.live, rec.ID)
+	if c.poller != nil {
+		c.poller.Remove(memoryEventsKey{cl})
+		c.poller.Remove(cgroupEventsKey{cl})
+	}
+	now := time.Now()
+	cl.settle(now)
+	if !cl.throttledAt.IsZero() {
+		rec.ThrottledSeconds += now.Sub(cl.throttledAt).Seconds()
+	}
 	rec.Measure()
+	ev, _ := cgroupfs.ReadMemoryEvents(cl.dir)
+	rec.Reason = c.killReason(cl, ev.OOM > 0)
 	switch {
 	case rec.OOMKills > 0:
 		rec.State = state.OOMKilled
@@ -43,26 +57,33 @@ func (c *Container) endCall(ctx context.Context, rec *state.Record) {
 		rec.State = state.Exited
 	}
 	if rec.End == nil {
-		now := time.Now().UTC()
-		rec.End = &now
+		end := now.UTC()
+		rec.End = &end
 	}
-	if err := os.Remove(cgroupfs.Path(rec.Cgroup)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(cl.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		log.G(ctx).WithError(err).WithField("cgroup", rec.Cgroup).Warn("remove tool-call cgroup")
 	}
 	c.calls.markEnded(rec)
 	c.calls.save(ctx)
-	log.G(ctx).WithFields(log.Fields{"call": rec.ID, "state": rec.State, "memory_peak": rec.MemoryPeakBytes}).Debug("tool call ended")
+	fields := log.Fields{"call": rec.ID, "state": rec.State, "memory_peak": rec.MemoryPeakBytes}
+	if rec.Reason != "" {
+		log.G(ctx).WithFields(fields).Warn(rec.Reason)
+		c.publish(ctx, topicKilled, cl, rec.Reason)
+	} else {
+		log.G(ctx).WithFields(fields).Debug("tool call ended")
+	}
+	if cl.tell != nil {
+		go tell(ctx, cl.tell, rec.Reason)
+	}
 }
 
 // running returns the calls still running.
-func (c *Container) running() []*state.Record {
+func (c *Container) running() []*call {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []*state.Record
-	for _, rec := range c.calls.order {
-		if rec.State == state.Running {
-			out = append(out, rec)
-		}
+	out := make([]*call, 0, len(c.live))
+	for _, cl := range c.live {
+		out = append(out, cl)
 	}
 	return out
 }

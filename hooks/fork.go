@@ -21,8 +21,7 @@ import (
 // forkCall is a tool call the detector found: the agent forked it and it
 // executed a new program.
 type forkCall struct {
-	rec    *state.Record
-	dir    string
+	*call
 	status uint32
 	exited chan struct{} // closed with the leader's exit
 }
@@ -92,7 +91,7 @@ func (c *Container) makeSpare(ctx context.Context) {
 			return
 		}
 	}
-	if err := c.setMemory(dir, c.policy.ToolMemoryHigh, c.policy.ToolMemoryMax); err != nil {
+	if err := c.setToolLimits(dir); err != nil {
 		log.G(ctx).WithError(err).Warn("set tool-call limits")
 	}
 	c.spare = append(c.spare, id)
@@ -115,15 +114,17 @@ func (c *Container) placeCall(ctx context.Context, ev bpf.Event) {
 		log.G(ctx).WithError(err).WithField("call", id).Warn("move tool call into its cgroup")
 	}
 	placed := ev.SinceFork()
-	fc := &forkCall{dir: dir, exited: make(chan struct{})}
-	fc.rec = &state.Record{
-		ID: id, Kind: "fork", Command: ev.Args, Pid: ev.Pid, PlacedAfterUs: placed.Microseconds(),
-		Cgroup: path.Join(c.st.Cgroup, toolsDir, id), Start: time.Now().Add(-placed).UTC(), State: state.Running,
-	}
+	fc := &forkCall{exited: make(chan struct{}), call: &call{
+		dir: dir,
+		rec: &state.Record{
+			ID: id, Kind: "fork", Command: ev.Args, Pid: ev.Pid, PlacedAfterUs: placed.Microseconds(),
+			Cgroup: path.Join(c.st.Cgroup, toolsDir, id), Start: time.Now().Add(-placed).UTC(), State: state.Running,
+		},
+	}}
 	c.mu.Lock()
 	c.forks[ev.Pid] = fc
 	c.mu.Unlock()
-	c.track(ctx, fc.rec, func(ctx context.Context) (uint32, time.Time, error) {
+	c.track(ctx, fc.call, func(ctx context.Context) (uint32, time.Time, error) {
 		select {
 		case <-fc.exited:
 			return fc.status, time.Now(), nil

@@ -72,10 +72,16 @@ func shimSockets(d *daemon) []string {
 // naming the key, the value and what is allowed; nothing is left behind.
 func TestBadInput(t *testing.T) {
 	forEachStack(t, func(t *testing.T, d *daemon) {
-		badCfg := filepath.Join(d.dir, "bad.toml")
-		if err := os.WriteFile(badCfg, []byte("BinaryNmae = \"crun\"\n"), 0o644); err != nil {
-			t.Fatal(err)
+		config := func(name, body string) string {
+			path := filepath.Join(d.dir, name)
+			if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return path
 		}
+		badCfg := config("bad.toml", "BinaryNmae = \"crun\"\n")
+		badPolicy := config("bad-policy.toml", "[Policy]\ntool.pids.max = 2\n")
+		strict := config("strict.toml", "AllowedAnnotations = [\"io.agentcgroup.detect\"]\n")
 		for _, tc := range []struct {
 			extra []string
 			want  []string
@@ -84,7 +90,12 @@ func TestBadInput(t *testing.T) {
 			{[]string{"--annotation", "io.agentcgroup.priority=urgent"}, []string{"io.agentcgroup.priority", `"urgent"`, "high, normal, low"}},
 			{[]string{"--annotation", "io.agentcgroup.tool.stall-timeout=soon"}, []string{"io.agentcgroup.tool.stall-timeout", `"soon"`, "Go duration"}},
 			{[]string{"--annotation", "io.agentcgroup.tools.memory.max=1G"}, []string{"io.agentcgroup.tools.memory.max", "known keys"}},
+			{[]string{"--annotation", "io.agentcgroup.agent.memory.low=some"}, []string{"io.agentcgroup.agent.memory.low", `"some"`, "Mi"}},
+			{[]string{"--annotation", "io.agentcgroup.tool.pids.max=0"}, []string{"io.agentcgroup.tool.pids.max", `"0"`, "at least 8"}},
 			{[]string{"--runtime-config-path", badCfg}, []string{"BinaryNmae", "unknown key"}},
+			{[]string{"--runtime-config-path", badPolicy}, []string{"config Policy key io.agentcgroup.tool.pids.max", `"2"`, "at least 8"}},
+			{[]string{"--runtime-config-path", strict, "--annotation", "io.agentcgroup.priority=high"},
+				[]string{"io.agentcgroup.priority", "not honoured", "AllowedAnnotations: io.agentcgroup.detect"}},
 		} {
 			id := newID("bad")
 			args := append([]string{"run", "--runtime", "io.containerd.agentcgroup.v1", "--env", "PATH=/bin"}, tc.extra...)

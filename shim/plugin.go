@@ -28,7 +28,8 @@ func init() {
 				return nil, err
 			}
 			sd := ss.(shutdown.Service)
-			inner, err := task.NewTaskService(ic.Context, pp.(shim.Publisher), sd)
+			publisher := pp.(shim.Publisher)
+			inner, err := task.NewTaskService(ic.Context, publisher, sd)
 			if err != nil {
 				return nil, err
 			}
@@ -36,7 +37,7 @@ func init() {
 			// address file if it was there when it started; the start action
 			// may write it a moment later, and names the debug socket too.
 			sd.RegisterCallback(func(context.Context) error { return removeSockets(".") })
-			return newService(inner)
+			return newService(inner, publisher)
 		},
 	})
 }

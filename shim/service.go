@@ -4,17 +4,22 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/fifo"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
@@ -35,6 +40,7 @@ type service struct {
 	configPath string
 	stateRoot  string
 	self       string // this binary, run as the OCI runtime wrapper
+	publisher  events.Publisher
 
 	warnOnce sync.Once
 	mu       sync.Mutex
@@ -46,7 +52,7 @@ type service struct {
 	detectorErr error
 }
 
-func newService(inner taskAPI.TTRPCTaskService) (*service, error) {
+func newService(inner taskAPI.TTRPCTaskService, publisher events.Publisher) (*service, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -56,6 +62,7 @@ func newService(inner taskAPI.TTRPCTaskService) (*service, error) {
 		configPath:       DefaultConfigPath,
 		stateRoot:        state.DefaultRoot,
 		self:             self,
+		publisher:        publisher,
 		tasks:            make(map[string]*hooks.Container),
 	}, nil
 }
@@ -120,6 +127,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		if st, err = s.prepareRuntime(ns, r.ID, opts.BinaryName); err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
+		st.Pool = config.Pool
 		dir = state.Dir(s.stateRoot, ns, r.ID)
 		opts.BinaryName = filepath.Join(dir, state.RuntimeLink)
 		defer func() {
@@ -139,7 +147,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if pol.Detect == policy.DetectForkExec {
 		d = s.loadDetector(ctx)
 	}
-	c, err := hooks.Create(ctx, dir, st, resp.Pid, pol, d)
+	c, err := hooks.Create(ctx, dir, st, resp.Pid, pol, hooks.Env{Detector: d, Publisher: s.publisher})
 	if err != nil {
 		// Create's cleanup killed init; remove the container as runc knows it.
 		if _, derr := s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: r.ID}); derr != nil {
@@ -222,13 +230,36 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emp
 			argv = p.Args
 		}
 	}
-	if err := c.PrepareExec(ctx, r.ExecID, argv); err != nil {
+	stderr := openStderr(ctx, r)
+	if err := c.PrepareExec(ctx, r.ExecID, argv, stderr); err != nil {
+		if stderr != nil {
+			stderr.Close()
+		}
 		if _, derr := s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: r.ID, ExecID: r.ExecID}); derr != nil {
 			log.G(ctx).WithError(derr).Warn("delete exec after failed tool-call cgroup")
 		}
 		return nil, errgrpc.ToGRPC(err)
 	}
 	return resp, nil
+}
+
+// openStderr opens the writing end of an exec's stderr FIFO, on which the
+// shim tells the agent why a tool call was killed. The open completes in the
+// background once the client reads; nil where stderr is no FIFO (a terminal,
+// a binary:// or file:// logger, none).
+func openStderr(ctx context.Context, r *taskAPI.ExecProcessRequest) io.WriteCloser {
+	if r.Terminal || r.Stderr == "" || strings.Contains(r.Stderr, "://") {
+		return nil
+	}
+	if fi, err := os.Stat(r.Stderr); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+		return nil
+	}
+	w, err := fifo.OpenFifo(context.WithoutCancel(ctx), r.Stderr, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		log.G(ctx).WithError(err).WithField("exec", r.ExecID).Warn("open exec stderr")
+		return nil
+	}
+	return w
 }
 
 // Start starts the container or an exec; a started exec becomes a running

@@ -38,6 +38,10 @@ type Container struct {
 	// Cgroup is the container's cgroup C, relative to the cgroup2 mount
 	// (e.g. /default/t1); empty until the tree is carved.
 	Cgroup string `json:"cgroup,omitempty"`
+	// Priority and Pool are what the other shims of the pool read to decide
+	// whose tool calls freeze first under the pool's memory pressure.
+	Priority string `json:"priority,omitempty"`
+	Pool     string `json:"pool,omitempty"`
 }
 
 // Record is one tool call, as `agentcgroup ps` shows it.
@@ -61,6 +65,13 @@ type Record struct {
 	PlacedAfterUs    int64   `json:"placed_after_us,omitempty"`
 	ThrottledSeconds float64 `json:"throttled_seconds"`
 	FrozenSeconds    float64 `json:"frozen_seconds"`
+	// Freezes counts how often the call was frozen; FreezeLatencyUs is the
+	// last one's time from the pressure notification to frozen.
+	Freezes         int   `json:"freezes,omitempty"`
+	FreezeLatencyUs int64 `json:"freeze_latency_us,omitempty"`
+	// Reason says why a killed or oom-killed call died, with its peak and
+	// the limit it met, as the agent is told.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Tool call states.

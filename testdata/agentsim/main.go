@@ -6,7 +6,7 @@
 //
 //	agentsim [-delay 100ms] [-repeat N] CMD...   run each CMD with sh -c (N times), then wait
 //	agentsim -loop N PROG                        fork+exec PROG N times, print the time taken, wait
-//	agentsim -alloc MiB [-hold 1s]               allocate and touch MiB, then exit
+//	agentsim -alloc MiB [-ramp 2s] [-hold 1s]    allocate and touch MiB (spread over -ramp), then exit
 package main
 
 import (
@@ -25,11 +25,12 @@ func main() {
 	delay := flag.Duration("delay", 100*time.Millisecond, "pause before each tool call")
 	alloc := flag.Int("alloc", 0, "allocate and touch this many MiB, then exit")
 	hold := flag.Duration("hold", 0, "with -alloc, keep the memory this long")
+	ramp := flag.Duration("ramp", 0, "with -alloc, spread the allocation over this long")
 	repeat := flag.Int("repeat", 1, "run the list of calls this many times")
 	loop := flag.Int("loop", 0, "fork+exec the program given as argument this many times")
 	flag.Parse()
 	if *alloc > 0 {
-		allocate(*alloc, *hold)
+		allocate(*alloc, *ramp, *hold)
 		return
 	}
 	stop := make(chan os.Signal, 1)
@@ -78,11 +79,19 @@ func spinThreads(n int) chan struct{} {
 	return done
 }
 
-func allocate(mib int, hold time.Duration) {
-	buf := make([]byte, mib<<20)
-	for i := 0; i < len(buf); i += 4096 {
-		buf[i] = 1
+// allocate touches mib MiB, one MiB at a time, evenly over ramp.
+func allocate(mib int, ramp, hold time.Duration) {
+	chunks := make([][]byte, mib)
+	start := time.Now()
+	for i := range chunks {
+		chunks[i] = make([]byte, 1<<20)
+		for j := 0; j < len(chunks[i]); j += 4096 {
+			chunks[i][j] = 1
+		}
+		if ramp > 0 {
+			time.Sleep(time.Until(start.Add(ramp * time.Duration(i+1) / time.Duration(mib))))
+		}
 	}
 	time.Sleep(hold)
-	runtime.KeepAlive(buf)
+	runtime.KeepAlive(chunks)
 }

@@ -1,0 +1,224 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/state"
+)
+
+func annotations(kv ...string) []string {
+	var out []string
+	for _, a := range kv {
+		out = append(out, "--annotation", "io.agentcgroup."+a)
+	}
+	return out
+}
+
+func count(recs []state.Record, pred func(r state.Record) bool) int {
+	n := 0
+	for _, r := range recs {
+		if pred(r) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestToolOOM: tool calls that allocate past their memory.max die alone,
+// whole; the agent in C/agent keeps running and starts the next call. An
+// exec'd call's stderr says why; every record says oom-killed and every kill
+// is published as an event. 50 calls on the first stack (half exec'd, half
+// forked by the agent), 6 on the others.
+func TestToolOOM(t *testing.T) {
+	first := true
+	forEachStack(t, func(t *testing.T, d *daemon) {
+		n := 3
+		if first {
+			n, first = 25, false
+		}
+		rt := d.agentcgroup()
+		id := newID("oom")
+		ev := watchEvents(t, d)
+		d.start(t, rt, id, annotations("tool.memory.max=64Mi"),
+			"/bin/agentsim", "-delay", "200ms", "-repeat", strconv.Itoa(n), "exec /bin/agentsim -alloc 128")
+		agent := d.pid(t, id)
+		const told = "agentcgroup: tool call killed: out of memory at its own limit memory.max=64.0 MiB"
+		for i := range n {
+			r := d.ctr(t, "task", "exec", "--exec-id", fmt.Sprintf("big-%d", i), id, "/bin/agentsim", "-alloc", "128")
+			if r.code != 137 || !strings.Contains(r.stderr, told) {
+				t.Errorf("exec'd call %d: %v; want exit 137 and %q on stderr", i, r, told)
+			}
+			if p := d.pid(t, id); p != agent || d.status(t, id) != "RUNNING" {
+				t.Fatalf("after call %d the agent is %s (pid %d, was %d)", i, d.status(t, id), p, agent)
+			}
+		}
+		if r := d.ctr(t, "task", "exec", "--exec-id", "next", id, "/bin/sh", "-c", "echo alive"); r.code != 0 || strings.TrimSpace(r.stdout) != "alive" {
+			t.Errorf("the agent's next call: %v", r)
+		}
+		var recs []state.Record
+		eventually(t, fmt.Sprintf("%d oom-killed calls", 2*n), func() bool {
+			recs = ps(t, id)
+			return count(recs, func(r state.Record) bool { return r.State == state.OOMKilled }) == 2*n
+		})
+		for _, r := range recs {
+			if r.State == state.OOMKilled && (!strings.Contains(r.Reason, "out of memory") || r.MemoryPeakBytes < 60<<20 || r.MemoryPeakBytes > 64<<20) {
+				t.Errorf("record %s: reason %q, peak %d", r.ID, r.Reason, r.MemoryPeakBytes)
+			}
+		}
+		if forks := count(recs, func(r state.Record) bool { return r.Kind == "fork" && r.State == state.OOMKilled }); forks != n {
+			t.Errorf("oom-killed fork calls = %d, want %d", forks, n)
+		}
+		if p := d.pid(t, id); p != agent {
+			t.Errorf("agent pid %d, was %d", p, agent)
+		}
+		if !ev.saw(t, "/agentcgroup/tool-call/killed", id) {
+			t.Error("no /agentcgroup/tool-call/killed event")
+		}
+		d.remove(id)
+		assertGone(t, id)
+	})
+}
+
+// TestThrottle: a call a little over its memory.high is throttled by the
+// kernel, not killed, and finishes; its record counts the throttling.
+func TestThrottle(t *testing.T) {
+	forEachStack(t, func(t *testing.T, d *daemon) {
+		id := newID("high")
+		d.start(t, d.agentcgroup(), id, annotations("tool.memory.high=40Mi"), "/bin/agentsim")
+		r := d.ctr(t, "task", "exec", "--exec-id", "over-high", id, "/bin/agentsim", "-alloc", "44")
+		if r.code != 0 {
+			t.Fatalf("throttled call: %v", r)
+		}
+		var rec *state.Record
+		eventually(t, "the call's record", func() bool {
+			rec = find(ps(t, id), "over-high")
+			return rec != nil && rec.End != nil
+		})
+		if rec.State != state.Exited || rec.MemoryHighEvents == 0 || rec.ThrottledSeconds <= 0 || rec.OOMKills != 0 {
+			t.Errorf("record %+v: want exited, high events, throttled time, no OOM kill", rec)
+		}
+		d.remove(id)
+		assertGone(t, id)
+	})
+}
+
+// TestStallTimeout: a call throttled so hard that it cannot progress is
+// killed after the stall timeout, and the agent is told why.
+func TestStallTimeout(t *testing.T) {
+	forEachStack(t, func(t *testing.T, d *daemon) {
+		id := newID("stall")
+		d.start(t, d.agentcgroup(), id, annotations("tool.memory.high=24Mi", "tool.stall-timeout=2s"), "/bin/agentsim")
+		start := time.Now()
+		r := d.ctr(t, "task", "exec", "--exec-id", "stuck", id, "/bin/agentsim", "-alloc", "256")
+		took := time.Since(start)
+		if r.code != 137 || !strings.Contains(r.stderr, "agentcgroup: tool call killed: no progress for 2s while throttled at its memory.high") {
+			t.Errorf("stalled call: %v", r)
+		}
+		if took < 2*time.Second {
+			t.Errorf("killed after %v, before the stall timeout", took)
+		}
+		var rec *state.Record
+		eventually(t, "the call's record", func() bool {
+			rec = find(ps(t, id), "stuck")
+			return rec != nil && rec.End != nil
+		})
+		if rec.State != state.Killed || !strings.Contains(rec.Reason, "no progress") {
+			t.Errorf("record %+v: want killed for no progress", rec)
+		}
+		if d.status(t, id) != "RUNNING" {
+			t.Error("the agent did not survive")
+		}
+		d.remove(id)
+		assertGone(t, id)
+	})
+}
+
+// TestForkBomb: a fork bomb in a tool call is held at its pids.max; the
+// agent survives and runs its next call; delete takes everything.
+func TestForkBomb(t *testing.T) {
+	forEachStack(t, func(t *testing.T, d *daemon) {
+		id := newID("bomb")
+		d.start(t, d.agentcgroup(), id, annotations("tool.pids.max=64"), "/bin/agentsim")
+		go d.run(nil, "task", "exec", "--exec-id", "bomb", id, "/bin/sh", "-c", "b() { b | b & }; b; sleep 60")
+		dir := filepath.Join(containerCgroup(id), "tools", "bomb")
+		eventually(t, "the bomb at its pids.max", func() bool {
+			ev, err := cgroupfs.ReadKV(dir, "pids.events")
+			return err == nil && ev["max"] > 0
+		})
+		if cur, err := cgroupfs.ReadUint(dir, "pids.current"); err != nil || cur > 64 {
+			t.Errorf("pids.current = %d, %v; want at most 64", cur, err)
+		}
+		if r := d.ctr(t, "task", "exec", "--exec-id", "next", id, "/bin/sh", "-c", "echo alive"); r.code != 0 || strings.TrimSpace(r.stdout) != "alive" {
+			t.Errorf("the agent's next call: %v", r)
+		}
+		d.remove(id)
+		assertGone(t, id)
+	})
+}
+
+// TestPoolFreeze: two containers of one pool, priority high and low, whose
+// calls together overrun the pool's memory. The low one's call is frozen and
+// the high one's finishes; then the low one is thawed and finishes.
+func TestPoolFreeze(t *testing.T) {
+	forEachStack(t, func(t *testing.T, d *daemon) {
+		pool := "/" + newID("pool")
+		dir := cgroupfs.Path(pool)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(dir) })
+		if err := cgroupfs.WriteString(cgroupfs.Root, "cgroup.subtree_control", "+memory"); err != nil {
+			t.Fatal(err)
+		}
+		if err := cgroupfs.WriteString(dir, "memory.high", strconv.Itoa(200<<20)); err != nil {
+			t.Fatal(err)
+		}
+		hi, lo := newID("hi"), newID("lo")
+		for _, c := range []struct{ id, prio string }{{hi, "high"}, {lo, "low"}} {
+			extra := append(annotations("priority="+c.prio), "--cgroup", pool+"/"+c.id)
+			d.start(t, d.agentcgroup(), c.id, extra, "/bin/agentsim")
+		}
+		var wg sync.WaitGroup
+		results := make([]result, 2)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			results[0] = d.ctr(t, "task", "exec", "--exec-id", "hold", hi, "/bin/agentsim", "-alloc", "120", "-hold", "5s")
+		}()
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Second)
+			results[1] = d.ctr(t, "task", "exec", "--exec-id", "ramp", lo, "/bin/agentsim", "-alloc", "150", "-ramp", "3s", "-hold", "500ms")
+		}()
+		wg.Wait()
+		for i, r := range results {
+			if r.code != 0 {
+				t.Errorf("call %d: %v", i, r)
+			}
+		}
+		var h, l *state.Record
+		eventually(t, "both records", func() bool {
+			h, l = find(ps(t, hi), "hold"), find(ps(t, lo), "ramp")
+			return h != nil && l != nil && h.End != nil && l.End != nil
+		})
+		if h.Freezes != 0 || h.State != state.Exited {
+			t.Errorf("high-priority call: %+v; want never frozen, exited", h)
+		}
+		if l.Freezes == 0 || l.FrozenSeconds <= 0 || l.State != state.Exited {
+			t.Errorf("low-priority call: %+v; want frozen, thawed, exited", l)
+		}
+		t.Logf("low call frozen %d times for %.1fs, freeze took %d us", l.Freezes, l.FrozenSeconds, l.FreezeLatencyUs)
+		d.remove(hi)
+		d.remove(lo)
+	})
+}
