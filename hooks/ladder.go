@@ -29,6 +29,10 @@ const (
 	// stallShare: a throttled call whose tasks were all stalled on memory
 	// ("full") for half of a window made no progress in it.
 	stallShare = 0.5
+	// throttleQuiet ends a throttle spell: the kernel sleeps a throttled
+	// task up to 2 s per allocation batch, so a call stuck over its
+	// memory.high may report no new "high" event for that long.
+	throttleQuiet = 3 * time.Second
 	// contended: a scope's pressure is contention (and worth a freeze) when
 	// its usage is this close to its limit; below, the pressure comes from a
 	// call's own memory.high, which freezing another call would not relieve.
@@ -324,7 +328,7 @@ func (c *Container) review(ctx context.Context, lad *ladder, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, cl := range c.live {
-		if !cl.throttledAt.IsZero() && now.Sub(cl.lastHigh) >= 2*psiWindow {
+		if !cl.throttledAt.IsZero() && now.Sub(cl.lastHigh) >= throttleQuiet {
 			cl.rec.ThrottledSeconds += cl.lastHigh.Sub(cl.throttledAt).Seconds()
 			cl.throttledAt = time.Time{}
 			if cl.rec.State == state.Throttled {

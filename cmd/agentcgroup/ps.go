@@ -73,7 +73,8 @@ func printJSON(w io.Writer, recs []state.Record) error {
 
 func printTable(w io.Writer, recs []state.Record) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tPID\tSTATE\tEXIT\tSTART\tDURATION\tMEM PEAK\tHIGH EVENTS\tCOMMAND")
+	fmt.Fprintln(tw, "ID\tPID\tSTATE\tEXIT\tSTART\tDURATION\tMEM PEAK\tHIGH EVENTS\tTHROTTLED\tFROZEN\tCOMMAND")
+	var reasons []string
 	for _, r := range recs {
 		exit, dur := "-", time.Since(r.Start)
 		if r.ExitCode != nil {
@@ -86,10 +87,20 @@ func printTable(w io.Writer, recs []state.Record) error {
 		if len(cmd) > 60 {
 			cmd = cmd[:57] + "..."
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.ID, r.Pid, r.State, exit,
-			r.Start.Local().Format(time.TimeOnly), dur.Round(time.Millisecond), bytesIEC(r.MemoryPeakBytes), r.MemoryHighEvents, cmd)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%.1fs\t%.1fs\t%s\n", r.ID, r.Pid, r.State, exit,
+			r.Start.Local().Format(time.TimeOnly), dur.Round(time.Millisecond), bytesIEC(r.MemoryPeakBytes), r.MemoryHighEvents,
+			r.ThrottledSeconds, r.FrozenSeconds, cmd)
+		if r.Reason != "" {
+			reasons = append(reasons, r.ID+": "+r.Reason)
+		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range reasons {
+		fmt.Fprintln(w, r)
+	}
+	return nil
 }
 
 func bytesIEC(b uint64) string {
