@@ -73,8 +73,10 @@ func TestForkDetection(t *testing.T) {
 			}
 			os.Remove(filepath.Join(rootfs, out(a, name)))
 		}
-		if peak := forks[3].MemoryPeakBytes; peak < 48<<20 {
-			t.Errorf("allocating call's peak = %d, want at least 48 MiB charged to the call", peak)
+		// What the call touches before it is placed stays with C/agent (the
+		// charge-leak benchmark measures it); most of the 48 MiB must not.
+		if peak := forks[3].MemoryPeakBytes; peak < 40<<20 {
+			t.Errorf("allocating call's peak = %d, want most of its 48 MiB charged to the call", peak)
 		}
 
 		var other []state.Record

@@ -320,7 +320,7 @@ func runArgs(rt runtime, detach bool, id string, extra []string, argv ...string)
 }
 
 // start runs a detached container and registers its removal.
-func (d *daemon) start(t *testing.T, rt runtime, id string, extra []string, argv ...string) {
+func (d *daemon) start(t testing.TB, rt runtime, id string, extra []string, argv ...string) {
 	t.Helper()
 	d.mustCtr(t, runArgs(rt, true, id, extra, argv...)...)
 	t.Cleanup(func() { d.remove(id) })

@@ -180,45 +180,15 @@ func TestForkBomb(t *testing.T) {
 // the high one's finishes; then the low one is thawed and finishes.
 func TestPoolFreeze(t *testing.T) {
 	forEachStack(t, func(t *testing.T, d *daemon) {
-		pool := "/" + newID("pool")
-		dir := cgroupfs.Path(pool)
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.Remove(dir) })
-		if err := cgroupfs.WriteString(cgroupfs.Root, "cgroup.subtree_control", "+memory"); err != nil {
-			t.Fatal(err)
-		}
-		if err := cgroupfs.WriteString(dir, "memory.high", strconv.Itoa(200<<20)); err != nil {
-			t.Fatal(err)
-		}
 		ev := subscribeToolEvents(t, d)
-		hi, lo := newID("hi"), newID("lo")
-		for _, c := range []struct{ id, prio string }{{hi, "high"}, {lo, "low"}} {
-			extra := append(annotations("priority="+c.prio), "--cgroup", pool+"/"+c.id)
-			d.start(t, d.agentcgroup(), c.id, extra, "/bin/agentsim")
-		}
-		var wg sync.WaitGroup
-		results := make([]result, 2)
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			results[0] = d.ctr(t, "task", "exec", "--exec-id", "hold", hi, "/bin/agentsim", "-alloc", "120", "-hold", "5s")
-		}()
-		go func() {
-			defer wg.Done()
-			time.Sleep(time.Second)
-			results[1] = d.ctr(t, "task", "exec", "--exec-id", "ramp", lo, "/bin/agentsim", "-alloc", "150", "-ramp", "3s", "-hold", "500ms")
-		}()
-		wg.Wait()
-		for i, r := range results {
-			if r.code != 0 {
-				t.Errorf("call %d: %v", i, r)
-			}
+		_, hi, lo := newPool(t, d)
+		rh, rl := contend(t, d, hi, lo, "1")
+		if rh.code != 0 || rl.code != 0 {
+			t.Errorf("calls: high %v, low %v", rh, rl)
 		}
 		var h, l *state.Record
 		eventually(t, "both records", func() bool {
-			h, l = find(ps(t, hi), "hold"), find(ps(t, lo), "ramp")
+			h, l = find(ps(t, hi), "hold-1"), find(ps(t, lo), "ramp-1")
 			return h != nil && l != nil && h.End != nil && l.End != nil
 		})
 		if h.Freezes != 0 || h.State != state.Exited {
@@ -227,13 +197,54 @@ func TestPoolFreeze(t *testing.T) {
 		if l.Freezes == 0 || l.FrozenSeconds <= 0 || l.State != state.Exited {
 			t.Errorf("low-priority call: %+v; want frozen, thawed, exited", l)
 		}
-		if ev.saw("/agentcgroup/tool-call/frozen", lo, "ramp") == nil || ev.saw("/agentcgroup/tool-call/thawed", lo, "ramp") == nil {
+		if ev.saw("/agentcgroup/tool-call/frozen", lo, "ramp-1") == nil || ev.saw("/agentcgroup/tool-call/thawed", lo, "ramp-1") == nil {
 			t.Error("no frozen and thawed events for the low-priority call")
 		}
 		t.Logf("low call frozen %d times for %.1fs, freeze took %d us", l.Freezes, l.FrozenSeconds, l.FreezeLatencyUs)
-		d.remove(hi)
-		d.remove(lo)
 	})
+}
+
+// poolBudget is the pool's memory.high in the pool scenario: the two calls
+// of contend need 270 MiB together.
+const poolBudget = 200 << 20
+
+// newPool makes a pool cgroup whose memory.high is poolBudget, with an
+// agent container of priority high and one of priority low in it.
+func newPool(tb testing.TB, d *daemon) (pool, hi, lo string) {
+	pool = "/" + newID("pool")
+	dir := cgroupfs.Path(pool)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.Remove(dir) })
+	if err := cgroupfs.WriteString(dir, "memory.high", strconv.Itoa(poolBudget)); err != nil {
+		tb.Fatal(err)
+	}
+	hi, lo = newID("hi"), newID("lo")
+	for _, c := range []struct{ id, prio string }{{hi, "high"}, {lo, "low"}} {
+		extra := append(annotations("priority="+c.prio), "--cgroup", pool+"/"+c.id)
+		d.start(tb, d.agentcgroup(), c.id, extra, "/bin/agentsim")
+	}
+	tb.Cleanup(func() { d.remove(hi); d.remove(lo) })
+	return pool, hi, lo
+}
+
+// contend runs one round of the pool scenario: the high container's call
+// holds 120 MiB for 5 s; a second later the low one's ramps to 150 MiB.
+func contend(tb testing.TB, d *daemon, hi, lo, round string) (rh, rl result) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		rh, _ = d.run(nil, "task", "exec", "--exec-id", "hold-"+round, hi, "/bin/agentsim", "-alloc", "120", "-hold", "5s")
+	}()
+	go func() {
+		defer wg.Done()
+		time.Sleep(time.Second)
+		rl, _ = d.run(nil, "task", "exec", "--exec-id", "ramp-"+round, lo, "/bin/agentsim", "-alloc", "150", "-ramp", "3s", "-hold", "500ms")
+	}()
+	wg.Wait()
+	return rh, rl
 }
 
 // toolEvents subscribes to containerd's /agentcgroup/ events and decodes them
