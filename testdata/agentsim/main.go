@@ -7,6 +7,8 @@
 //	agentsim [-delay 100ms] [-repeat N] CMD...   run each CMD with sh -c (N times), then wait
 //	agentsim -loop N PROG                        fork+exec PROG N times, print the time taken, wait
 //	agentsim -alloc MiB [-ramp 2s] [-hold 1s]    allocate and touch MiB (spread over -ramp), then exit
+//	agentsim -trace FILE [-speed 10] [-seed N]   replay an agent run (see replay.go), then wait
+//	agentsim -steps 0:120,0.4:300 -for 1s        a replayed tool call: hold MiB levels, exit after -for
 package main
 
 import (
@@ -28,7 +30,29 @@ func main() {
 	ramp := flag.Duration("ramp", 0, "with -alloc, spread the allocation over this long")
 	repeat := flag.Int("repeat", 1, "run the list of calls this many times")
 	loop := flag.Int("loop", 0, "fork+exec the program given as argument this many times")
+	tracePath := flag.String("trace", "", "replay this agent trace file")
+	speed := flag.Float64("speed", 10, "with -trace, run the trace this many times faster")
+	seed := flag.Int64("seed", 0, "with -trace, shifts the start by up to one (compressed) second")
+	steps := flag.String("steps", "", "as a replayed tool call: seconds:MiB levels to hold")
+	holdFor := flag.Duration("for", 0, "with -steps, exit after this long")
 	flag.Parse()
+	if *steps != "" {
+		if err := follow(*steps, *holdFor); err != nil {
+			fmt.Fprintln(os.Stderr, "agentsim:", err)
+			os.Exit(2)
+		}
+		return
+	}
+	if *tracePath != "" {
+		if err := replayTrace(*tracePath, *speed, *seed); err != nil {
+			fmt.Fprintln(os.Stderr, "agentsim:", err)
+			os.Exit(2)
+		}
+		stop := make(chan os.Signal, 1)
+		signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+		<-stop
+		return
+	}
 	if *alloc > 0 {
 		allocate(*alloc, *ramp, *hold)
 		return
@@ -81,17 +105,14 @@ func spinThreads(n int) chan struct{} {
 
 // allocate touches mib MiB, one MiB at a time, evenly over ramp.
 func allocate(mib int, ramp, hold time.Duration) {
-	chunks := make([][]byte, mib)
+	var mem [][]byte
 	start := time.Now()
-	for i := range chunks {
-		chunks[i] = make([]byte, 1<<20)
-		for j := 0; j < len(chunks[i]); j += 4096 {
-			chunks[i][j] = 1
-		}
+	for i := range mib {
+		mem = touch(mem, i+1)
 		if ramp > 0 {
 			time.Sleep(time.Until(start.Add(ramp * time.Duration(i+1) / time.Duration(mib))))
 		}
 	}
 	time.Sleep(hold)
-	runtime.KeepAlive(chunks)
+	runtime.KeepAlive(mem)
 }

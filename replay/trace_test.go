@@ -1,0 +1,87 @@
+package replay
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const good = `{"task": "t", "columns": ["t_seconds", "memory_mb", "cpu_percent"],
+ "samples": [[0, 12, 90], [1, 185, 50], [2, 185, 40], [3, 900, 99], [4, 185, 30], [5, 186, 10]],
+ "tool_calls": [{"start": 2.5, "end": 3.5, "tool": "Bash", "command": "pytest"},
+                {"start": 0.5, "end": 0.6, "tool": "Read", "command": null}]}`
+
+func TestParse(t *testing.T) {
+	tr, err := Parse("good.json", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Calls[0].Tool != "Read" || tr.Calls[1].Command != "pytest" {
+		t.Errorf("calls not in start order: %+v", tr.Calls)
+	}
+	if b := tr.BaselineMB(); b != 185 {
+		t.Errorf("baseline %v, want 185 (samples outside calls, after the first)", b)
+	}
+	if m := tr.MemoryAt(2.5); m != 542.5 {
+		t.Errorf("MemoryAt(2.5) = %v, want 542.5", m)
+	}
+	p := tr.Profile(tr.Calls[1], 185)
+	if len(p) != 2 || p[0] != (Step{0, 357.5}) || p[1] != (Step{0.5, 715}) {
+		t.Errorf("profile %+v", p)
+	}
+	if d := tr.Duration(); d != 5 {
+		t.Errorf("duration %v", d)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct{ json, field string }{
+		{`{"columns": ["t_seconds", "memory_mb"], "samples": [[0, 1]]}`, "task"},
+		{`{"task": "t", "columns": ["t", "m"], "samples": [[0, 1]]}`, "columns"},
+		{`{"task": "t", "columns": ["t_seconds", "memory_mb"], "samples": []}`, "samples"},
+		{`{"task": "t", "columns": ["t_seconds", "memory_mb"], "samples": [[0, 1], [1, "a"]]}`, "samples[1].memory_mb"},
+		{`{"task": "t", "columns": ["t_seconds", "memory_mb"], "samples": [[0, 1], [1]]}`, "samples[1]"},
+		{`{"task": "t", "columns": ["t_seconds", "memory_mb"], "samples": [[2, 1], [1, 1]]}`, "samples[1].t_seconds"},
+		{`{"task": "t", "columns": ["t_seconds", "memory_mb"], "samples": [[0, -1]]}`, "samples[0].memory_mb"},
+		{`{"task": "t", "columns": ["t_seconds", "memory_mb"], "samples": [[0, 1]], "tool_calls": [{"start": 1, "end": 0.5, "tool": "Bash"}]}`, "tool_calls[0].end"},
+		{`{"task": "t", "columns": ["t_seconds", "memory_mb"], "samples": [[0, 1]], "tool_calls": [{"end": 1, "tool": "Bash"}]}`, "tool_calls[0].start"},
+		{`{"task": "t", "columns": ["t_seconds", "memory_mb"], "samples": [[0, 1]], "tool_calls": [{"start": 0, "end": 1}]}`, "tool_calls[0].tool"},
+	} {
+		_, err := Parse("broken.json", []byte(tc.json))
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field || !strings.Contains(err.Error(), "broken.json") {
+			t.Errorf("%s: error %v, want one naming broken.json and field %s", tc.json, err, tc.field)
+		}
+	}
+	if _, err := Parse("x.json", []byte("not json")); err == nil || !strings.Contains(err.Error(), "x.json") {
+		t.Errorf("not JSON: %v", err)
+	}
+	if _, err := Load("/nonexistent/trace.json"); err == nil || !strings.Contains(err.Error(), "/nonexistent/trace.json") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+// The shared traces are the benchmark's input: every one must load, with a
+// framework baseline near the paper's 185 MB.
+func TestSharedTraces(t *testing.T) {
+	files, _ := filepath.Glob("../../shared/traces/*.json")
+	if len(files) == 0 {
+		t.Fatal("no traces in ../shared/traces (the checkout must have ../shared beside it)")
+	}
+	calls := 0
+	for _, f := range files {
+		tr, err := Load(f)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		calls += len(tr.Calls)
+		if b := tr.BaselineMB(); b < 50 || b > 1000 {
+			t.Errorf("%s: baseline %v MB", f, b)
+		}
+	}
+	if calls != 1151 {
+		t.Errorf("%d tool calls in %d traces, want the README's 1,151", calls, len(files))
+	}
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/agentcgroup/agentcgroup/replay"
+)
+
+// replayTrace replays an agent run: this process holds the framework's own
+// memory level for the whole run, and each tool call is forked at its time
+// (`sh -c` for Bash calls, as agents run them) as `agentsim -steps`, which
+// holds the memory the trace shows above that level during the call's
+// window. Times are divided by speed; seed shifts the start by up to one
+// compressed second, so that agents replaying the same trace do not align.
+// It prints one summary line when the last call has ended.
+func replayTrace(path string, speed float64, seed int64) error {
+	if speed <= 0 {
+		return fmt.Errorf("-speed %v: must be positive", speed)
+	}
+	t, err := replay.Load(path)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	base := t.BaselineMB()
+	agent := touch(nil, int(base))
+	busy := spinThreads(4)
+	defer close(busy)
+
+	start := time.Now().Add(time.Duration(rand.New(rand.NewPCG(uint64(seed), 0)).Float64() * float64(time.Second)))
+	scale := func(s float64) time.Duration { return time.Duration(s / speed * float64(time.Second)) }
+	var wg sync.WaitGroup
+	var failed, killed atomic.Int64
+	for i, c := range t.Calls {
+		time.Sleep(time.Until(start.Add(scale(c.Start))))
+		var levels []string
+		for _, s := range t.Profile(c, base) {
+			levels = append(levels, fmt.Sprintf("%.3f:%d", s.At/speed, int(s.MB)))
+		}
+		argv := []string{self, "-steps", strings.Join(levels, ","), "-for", scale(c.End - c.Start).String()}
+		if c.Tool == "Bash" {
+			argv = []string{"/bin/sh", "-c", "exec " + strings.Join(argv, " ")}
+		}
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("call %d (%s): %w", i, c.Tool, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if cmd.Wait() != nil {
+				failed.Add(1)
+				if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+					killed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	fmt.Printf("agentsim: replay done: task=%s calls=%d failed=%d killed=%d baseline_mb=%.0f seconds=%.3f\n",
+		t.Task, len(t.Calls), failed.Load(), killed.Load(), base, time.Since(start).Seconds())
+	runtime.KeepAlive(agent)
+	return nil
+}
+
+// follow holds the memory levels of a replayed tool call ("seconds:MiB,...")
+// and returns after d.
+func follow(spec string, d time.Duration) error {
+	start := time.Now()
+	var mem [][]byte
+	for _, step := range strings.Split(spec, ",") {
+		at, mib, ok := strings.Cut(step, ":")
+		sec, err1 := strconv.ParseFloat(at, 64)
+		n, err2 := strconv.Atoi(mib)
+		if !ok || err1 != nil || err2 != nil || sec < 0 || n < 0 {
+			return fmt.Errorf("-steps: %q is not seconds:MiB", step)
+		}
+		time.Sleep(time.Until(start.Add(time.Duration(sec * float64(time.Second)))))
+		if n < len(mem) {
+			mem = mem[:n]
+			debug.FreeOSMemory()
+		}
+		mem = touch(mem, n)
+	}
+	time.Sleep(time.Until(start.Add(d)))
+	runtime.KeepAlive(mem)
+	return nil
+}
+
+// touch grows mem to mib MiB of touched pages.
+func touch(mem [][]byte, mib int) [][]byte {
+	for len(mem) < mib {
+		b := make([]byte, 1<<20)
+		for j := 0; j < len(b); j += 4096 {
+			b[j] = 1
+		}
+		mem = append(mem, b)
+	}
+	return mem
+}
