@@ -7,7 +7,7 @@
 //	agentsim [-delay 100ms] [-repeat N] CMD...   run each CMD with sh -c (N times), then wait
 //	agentsim -loop N PROG                        fork+exec PROG N times, print the time taken, wait
 //	agentsim -alloc MiB [-ramp 2s] [-hold 1s]    allocate and touch MiB (spread over -ramp), then exit
-//	agentsim -trace FILE [-speed 10] [-seed N]   replay an agent run (see replay.go), then wait
+//	agentsim -trace FILE [-speed 10] [-seed N]   replay an agent run (see replay.go), then exit
 //	agentsim -steps 0:120,0.4:300 -for 1s        a replayed tool call: hold MiB levels, exit after -for
 package main
 
@@ -44,13 +44,12 @@ func main() {
 		return
 	}
 	if *tracePath != "" {
+		// As a container's init, its exit is the agent's: 0 for a
+		// completed run, 137 for an agent the kernel killed.
 		if err := replayTrace(*tracePath, *speed, *seed); err != nil {
 			fmt.Fprintln(os.Stderr, "agentsim:", err)
 			os.Exit(2)
 		}
-		stop := make(chan os.Signal, 1)
-		signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-		<-stop
 		return
 	}
 	if *alloc > 0 {

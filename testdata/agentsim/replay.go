@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +46,8 @@ func replayTrace(path string, speed float64, seed int64) error {
 	scale := func(s float64) time.Duration { return time.Duration(s / speed * float64(time.Second)) }
 	var wg sync.WaitGroup
 	var failed, killed atomic.Int64
+	var mu sync.Mutex
+	stretch := make([]float64, 0, len(t.Calls)) // wall time over the trace's, compressed
 	for i, c := range t.Calls {
 		time.Sleep(time.Until(start.Add(scale(c.Start))))
 		var levels []string
@@ -57,13 +60,21 @@ func replayTrace(path string, speed float64, seed int64) error {
 		}
 		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		want := scale(c.End - c.Start)
+		began := time.Now()
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("call %d (%s): %w", i, c.Tool, err)
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if cmd.Wait() != nil {
+			err := cmd.Wait()
+			if want > 0 {
+				mu.Lock()
+				stretch = append(stretch, float64(time.Since(began))/float64(want))
+				mu.Unlock()
+			}
+			if err != nil {
 				failed.Add(1)
 				if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
 					killed.Add(1)
@@ -72,8 +83,15 @@ func replayTrace(path string, speed float64, seed int64) error {
 		}()
 	}
 	wg.Wait()
-	fmt.Printf("agentsim: replay done: task=%s calls=%d failed=%d killed=%d baseline_mb=%.0f seconds=%.3f\n",
-		t.Task, len(t.Calls), failed.Load(), killed.Load(), base, time.Since(start).Seconds())
+	slices.Sort(stretch)
+	pct := func(p float64) float64 {
+		if len(stretch) == 0 {
+			return 0
+		}
+		return stretch[min(len(stretch)-1, int(p*float64(len(stretch))))]
+	}
+	fmt.Printf("agentsim: replay done: task=%s calls=%d failed=%d killed=%d baseline_mb=%.0f seconds=%.3f stretch_p50=%.3f stretch_p95=%.3f\n",
+		t.Task, len(t.Calls), failed.Load(), killed.Load(), base, time.Since(start).Seconds(), pct(0.5), pct(0.95))
 	runtime.KeepAlive(agent)
 	return nil
 }
