@@ -2,8 +2,10 @@
 PREFIX ?= /usr/local
 GO ?= go
 # Static, no cgo: the shim runs beside any containerd; no_grpc keeps the runc
-# task service's gRPC server out, as the runc shim is built.
-GOFLAGS_BUILD = -trimpath -tags no_grpc -ldflags '-s -w -extldflags -static'
+# task service's gRPC server out, as the runc shim is built. The CLI talks
+# to containerd over gRPC (replay) and is built without it.
+GOFLAGS_STATIC = -trimpath -ldflags '-s -w -extldflags -static'
+GOFLAGS_BUILD = $(GOFLAGS_STATIC) -tags no_grpc
 BINARIES = bin/containerd-shim-agentcgroup-v1 bin/agentcgroup bin/agentsim
 
 .PHONY: all install test unit integration demo bench generate clean lint
@@ -12,6 +14,9 @@ all: $(BINARIES)
 
 bin/%: FORCE
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/$*
+
+bin/agentcgroup: FORCE
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_STATIC) -o $@ ./cmd/agentcgroup
 
 # The agent simulator, a static program for test containers' rootfs.
 bin/agentsim: FORCE

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentcgroup/agentcgroup/replay"
+	"github.com/agentcgroup/agentcgroup/replay/trace"
 	"github.com/agentcgroup/agentcgroup/state"
 )
 
@@ -18,7 +18,7 @@ import (
 func TestReplay(t *testing.T) {
 	traces := filepath.Join(projectRoot, "..", "shared", "traces")
 	const name = "RDFLib__rdflib-1117.json"
-	tr, err := replay.Load(filepath.Join(traces, name))
+	tr, err := trace.Load(filepath.Join(traces, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestReplay(t *testing.T) {
 	})
 }
 
-func bashCalls(tr *replay.Trace) int {
+func bashCalls(tr *trace.Trace) int {
 	n := 0
 	for _, c := range tr.Calls {
 		if c.Tool == "Bash" {

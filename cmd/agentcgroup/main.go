@@ -15,7 +15,7 @@ func main() {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "state-dir", Value: "/run/agentcgroup", Usage: "the shims' state folder"},
 		},
-		Commands: []*cli.Command{psCommand},
+		Commands: []*cli.Command{psCommand, replayCommand},
 	}
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "agentcgroup:", err)

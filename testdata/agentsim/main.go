@@ -7,7 +7,7 @@
 //	agentsim [-delay 100ms] [-repeat N] CMD...   run each CMD with sh -c (N times), then wait
 //	agentsim -loop N PROG                        fork+exec PROG N times, print the time taken, wait
 //	agentsim -alloc MiB [-ramp 2s] [-hold 1s]    allocate and touch MiB (spread over -ramp), then exit
-//	agentsim -trace FILE [-speed 10] [-seed N]   replay an agent run (see replay.go), then exit
+//	agentsim -trace FILE [-speed 10] [-scale 1] [-seed N]  replay an agent run (see replay.go), then exit
 //	agentsim -steps 0:120,0.4:300 -for 1s        a replayed tool call: hold MiB levels, exit after -for
 package main
 
@@ -33,6 +33,7 @@ func main() {
 	tracePath := flag.String("trace", "", "replay this agent trace file")
 	speed := flag.Float64("speed", 10, "with -trace, run the trace this many times faster")
 	seed := flag.Int64("seed", 0, "with -trace, shifts the start by up to one (compressed) second")
+	memScale := flag.Float64("scale", 1, "with -trace, multiply every memory level by this")
 	steps := flag.String("steps", "", "as a replayed tool call: seconds:MiB levels to hold")
 	holdFor := flag.Duration("for", 0, "with -steps, exit after this long")
 	flag.Parse()
@@ -46,7 +47,7 @@ func main() {
 	if *tracePath != "" {
 		// As a container's init, its exit is the agent's: 0 for a
 		// completed run, 137 for an agent the kernel killed.
-		if err := replayTrace(*tracePath, *speed, *seed); err != nil {
+		if err := replayTrace(*tracePath, *speed, *memScale, *seed); err != nil {
 			fmt.Fprintln(os.Stderr, "agentsim:", err)
 			os.Exit(2)
 		}

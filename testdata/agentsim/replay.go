@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -15,21 +16,21 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/agentcgroup/agentcgroup/replay"
+	"github.com/agentcgroup/agentcgroup/replay/trace"
 )
 
-// replayTrace replays an agent run: this process holds the framework's own
+// replayTrace replays an agent run, with every memory level times scale,: this process holds the framework's own
 // memory level for the whole run, and each tool call is forked at its time
 // (`sh -c` for Bash calls, as agents run them) as `agentsim -steps`, which
 // holds the memory the trace shows above that level during the call's
 // window. Times are divided by speed; seed shifts the start by up to one
 // compressed second, so that agents replaying the same trace do not align.
 // It prints one summary line when the last call has ended.
-func replayTrace(path string, speed float64, seed int64) error {
-	if speed <= 0 {
-		return fmt.Errorf("-speed %v: must be positive", speed)
+func replayTrace(path string, speed, scale float64, seed int64) error {
+	if speed <= 0 || scale <= 0 {
+		return fmt.Errorf("-speed %v, -scale %v: both must be positive", speed, scale)
 	}
-	t, err := replay.Load(path)
+	t, err := trace.Load(path)
 	if err != nil {
 		return err
 	}
@@ -38,29 +39,29 @@ func replayTrace(path string, speed float64, seed int64) error {
 		return err
 	}
 	base := t.BaselineMB()
-	agent := touch(nil, int(base))
+	agent := touch(nil, int(base*scale))
 	busy := spinThreads(4)
 	defer close(busy)
 
 	start := time.Now().Add(time.Duration(rand.New(rand.NewPCG(uint64(seed), 0)).Float64() * float64(time.Second)))
-	scale := func(s float64) time.Duration { return time.Duration(s / speed * float64(time.Second)) }
+	at := func(s float64) time.Duration { return time.Duration(s / speed * float64(time.Second)) }
 	var wg sync.WaitGroup
 	var failed, killed atomic.Int64
 	var mu sync.Mutex
 	stretch := make([]float64, 0, len(t.Calls)) // wall time over the trace's, compressed
 	for i, c := range t.Calls {
-		time.Sleep(time.Until(start.Add(scale(c.Start))))
+		time.Sleep(time.Until(start.Add(at(c.Start))))
 		var levels []string
 		for _, s := range t.Profile(c, base) {
-			levels = append(levels, fmt.Sprintf("%.3f:%d", s.At/speed, int(s.MB)))
+			levels = append(levels, fmt.Sprintf("%.3f:%d", s.At/speed, int(s.MB*scale)))
 		}
-		argv := []string{self, "-steps", strings.Join(levels, ","), "-for", scale(c.End - c.Start).String()}
+		argv := []string{self, "-steps", strings.Join(levels, ","), "-for", at(c.End - c.Start).String()}
 		if c.Tool == "Bash" {
 			argv = []string{"/bin/sh", "-c", "exec " + strings.Join(argv, " ")}
 		}
 		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		want := scale(c.End - c.Start)
+		want := at(c.End - c.Start)
 		began := time.Now()
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("call %d (%s): %w", i, c.Tool, err)
@@ -91,7 +92,9 @@ func replayTrace(path string, speed float64, seed int64) error {
 		return stretch[min(len(stretch)-1, int(p*float64(len(stretch))))]
 	}
 	fmt.Printf("agentsim: replay done: task=%s calls=%d failed=%d killed=%d baseline_mb=%.0f seconds=%.3f stretch_p50=%.3f stretch_p95=%.3f\n",
-		t.Task, len(t.Calls), failed.Load(), killed.Load(), base, time.Since(start).Seconds(), pct(0.5), pct(0.95))
+		t.Task, len(t.Calls), failed.Load(), killed.Load(), base*scale, time.Since(start).Seconds(), pct(0.5), pct(0.95))
+	sum, _ := json.Marshal(trace.Summary{Task: t.Task, Calls: len(t.Calls), Failed: int(failed.Load()), Killed: int(killed.Load()), Stretch: stretch})
+	fmt.Printf("%s%s\n", trace.SummaryPrefix, sum)
 	runtime.KeepAlive(agent)
 	return nil
 }

@@ -1,9 +1,9 @@
-// Package replay reads agent workload traces (the format of
+// Package trace reads agent workload traces (the format of
 // ../shared/traces: memory every second and every tool call of a real agent
 // run) and turns them into what the agent simulator replays: the agent
 // framework's own memory level and, for each tool call, the memory above
 // that level during the call's window.
-package replay
+package trace
 
 import (
 	"encoding/json"
@@ -214,4 +214,18 @@ func (t *Trace) Profile(c Call, baseline float64) []Step {
 		}
 	}
 	return steps
+}
+
+// SummaryPrefix starts the line on which the simulator reports a replayed
+// run, followed by a Summary in JSON.
+const SummaryPrefix = "agentsim-summary: "
+
+// Summary is what the simulator reports of a replayed run.
+type Summary struct {
+	Task   string `json:"task"`
+	Calls  int    `json:"calls"`
+	Failed int    `json:"failed"`
+	Killed int    `json:"killed"`
+	// Stretch is, per call, its wall time over the trace's (compressed).
+	Stretch []float64 `json:"stretch"`
 }

@@ -1,4 +1,4 @@
-package replay
+package trace
 
 import (
 	"errors"
@@ -65,7 +65,7 @@ func TestParseErrors(t *testing.T) {
 // The shared traces are the benchmark's input: every one must load, with a
 // framework baseline near the paper's 185 MB.
 func TestSharedTraces(t *testing.T) {
-	files, _ := filepath.Glob("../../shared/traces/*.json")
+	files, _ := filepath.Glob("../../../shared/traces/*.json")
 	if len(files) == 0 {
 		t.Fatal("no traces in ../shared/traces (the checkout must have ../shared beside it)")
 	}

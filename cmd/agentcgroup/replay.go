@@ -1,0 +1,186 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/agentcgroup/agentcgroup/policy"
+	"github.com/agentcgroup/agentcgroup/replay"
+)
+
+// defaultTraces is where the project's checkout finds the shared traces.
+const defaultTraces = "../shared/traces"
+
+var replayCommand = &cli.Command{
+	Name:  "replay",
+	Usage: "replay real agent traces in N containers at once under one memory budget, in four arms, and compare",
+	Description: `Each agent container runs the agent simulator (/bin/agentsim in --rootfs) on one trace
+(round-robin over --traces), all under a pool cgroup whose memory.max is --budget:
+(a) runc shim, pool limit only; (b) runc shim, memory.max = budget/N per container;
+(c) runc shim, memory.high = budget/N; (d) agentcgroup with its default policy.
+Writes table.md, pool.svg and results.json into --out; with --sweep N1,N2,... also
+sweep.md and sweep.svg (the largest N per arm with no agent-framework kill).`,
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "address", Value: "/run/containerd/containerd.sock", Usage: "containerd's socket"},
+		&cli.StringFlag{Name: "namespace", Value: "agentcgroup-replay", Usage: "containerd namespace of the agent containers"},
+		&cli.StringFlag{Name: "traces", Usage: "folder of trace files (default " + defaultTraces + " when present)"},
+		&cli.StringFlag{Name: "rootfs", Required: true, Usage: "root filesystem with /bin/agentsim and /bin/sh"},
+		&cli.IntFlag{Name: "agents", Value: 8, Usage: "agent containers at once (N)"},
+		&cli.StringFlag{Name: "budget", Value: "1536Mi", Usage: "the pool's memory.max"},
+		&cli.Float64Flag{Name: "speed", Value: 10, Usage: "time compression of the traces"},
+		&cli.Float64Flag{Name: "scale", Value: 0.5, Usage: "memory factor of the traces (fit the host)"},
+		&cli.Int64Flag{Name: "seed", Value: 1, Usage: "seed of the agents' start offsets"},
+		&cli.StringFlag{Name: "arms", Value: "a,b,c,d", Usage: "which arms to run"},
+		&cli.StringFlag{Name: "pool", Value: "/agentcgroup-replay", Usage: "parent cgroup of the arms' pools"},
+		&cli.StringFlag{Name: "sweep", Usage: "comma-separated numbers of agents to sweep at the fixed budget"},
+		&cli.StringFlag{Name: "out", Value: "replay-results", Usage: "folder for the table, plots and raw results"},
+	},
+	Action: runReplay,
+}
+
+func runReplay(c *cli.Context) error {
+	traces := c.String("traces")
+	if traces == "" {
+		if _, err := os.Stat(defaultTraces); err != nil {
+			return fmt.Errorf("--traces: no folder given and %s does not exist", defaultTraces)
+		}
+		traces = defaultTraces
+	}
+	traces, err := filepath.Abs(traces)
+	if err != nil {
+		return err
+	}
+	if _, _, err := replay.ListTraces(traces); err != nil {
+		return err
+	}
+	budget, err := policy.ParseLimit(c.String("budget"))
+	if err != nil || budget.Bytes == 0 {
+		return fmt.Errorf("--budget %q: want a size such as 1536Mi or 2G", c.String("budget"))
+	}
+	arms, err := pickArms(c.String("arms"))
+	if err != nil {
+		return err
+	}
+	counts := []int{c.Int("agents")}
+	if s := c.String("sweep"); s != "" {
+		if counts, err = parseCounts(s); err != nil {
+			return err
+		}
+	}
+	if c.Float64("speed") <= 0 || c.Float64("scale") <= 0 {
+		return fmt.Errorf("--speed and --scale must be positive")
+	}
+	cfg := replay.Config{
+		Address: c.String("address"), Namespace: c.String("namespace"),
+		Rootfs: c.String("rootfs"), Traces: traces,
+		Budget: budget.Bytes, Speed: c.Float64("speed"), Scale: c.Float64("scale"), Seed: c.Int64("seed"),
+		Pool: c.String("pool"), Progress: os.Stderr,
+	}
+	out := c.String("out")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var points []replay.SweepPoint
+	var last []*replay.ArmResult
+	for _, n := range counts {
+		cfg.Agents = n
+		last = nil
+		for _, arm := range arms {
+			fmt.Fprintf(os.Stderr, "arm (%s) %s: %d agents, budget %s\n", arm.Name, arm.Label, n, c.String("budget"))
+			res, err := replay.Run(ctx, cfg, arm)
+			if err != nil {
+				return fmt.Errorf("arm %s with %d agents: %w", arm.Name, n, err)
+			}
+			last = append(last, res)
+			points = append(points, replay.SweepPoint{Arm: arm.Name, Agents: n, Totals: res.Totals()})
+		}
+	}
+	if err := writeResults(out, cfg, last, points, len(counts) > 1); err != nil {
+		return err
+	}
+	replay.WriteTable(os.Stdout, last)
+	if len(counts) > 1 {
+		fmt.Println()
+		replay.WriteSweep(os.Stdout, points, cfg.Budget)
+	}
+	fmt.Fprintf(os.Stderr, "results in %s\n", out)
+	return nil
+}
+
+func writeResults(out string, cfg replay.Config, last []*replay.ArmResult, points []replay.SweepPoint, sweep bool) error {
+	table, err := os.Create(filepath.Join(out, "table.md"))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(table, "%d agents, budget %.0f MiB, speed %gx, memory scale %g, traces %s\n\n",
+		cfg.Agents, float64(cfg.Budget)/(1<<20), cfg.Speed, cfg.Scale, cfg.Traces)
+	replay.WriteTable(table, last)
+	if err := table.Close(); err != nil {
+		return err
+	}
+	if err := replay.PlotPool(filepath.Join(out, "pool.svg"), last, cfg.Budget); err != nil {
+		return fmt.Errorf("plot: %w", err)
+	}
+	raw, err := json.MarshalIndent(struct {
+		Config replay.Config
+		Last   []*replay.ArmResult
+		Sweep  []replay.SweepPoint
+	}{cfg, last, points}, "", " ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(out, "results.json"), raw, 0o644); err != nil {
+		return err
+	}
+	if !sweep {
+		return nil
+	}
+	f, err := os.Create(filepath.Join(out, "sweep.md"))
+	if err != nil {
+		return err
+	}
+	replay.WriteSweep(f, points, cfg.Budget)
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return replay.PlotSweep(filepath.Join(out, "sweep.svg"), points)
+}
+
+func pickArms(s string) ([]replay.Arm, error) {
+	var out []replay.Arm
+	for _, name := range strings.Split(s, ",") {
+		found := false
+		for _, a := range replay.Arms {
+			if a.Name == strings.TrimSpace(name) {
+				out, found = append(out, a), true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("--arms: unknown arm %q; the arms are a, b, c, d", name)
+		}
+	}
+	return out, nil
+}
+
+func parseCounts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("--sweep: %q is not a number of agents", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}

@@ -1,0 +1,398 @@
+package replay
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/replay/trace"
+	"github.com/agentcgroup/agentcgroup/state"
+)
+
+// Arm is one way users run agents on a host, compared on the same traces.
+type Arm struct {
+	Name, Label string
+	runtime     string
+	limit       func(perAgent int64) oci.SpecOpts // nil: none
+}
+
+// Arms are the four arms of the benchmark, in order.
+var Arms = []Arm{
+	{Name: "a", Label: "runc, pool limit only", runtime: "io.containerd.runc.v2"},
+	{Name: "b", Label: "runc, memory.max = budget/N", runtime: "io.containerd.runc.v2",
+		limit: func(n int64) oci.SpecOpts { return oci.WithMemoryLimit(uint64(n)) }},
+	{Name: "c", Label: "runc, memory.high = budget/N", runtime: "io.containerd.runc.v2",
+		limit: func(n int64) oci.SpecOpts { return withUnified("memory.high", strconv.FormatInt(n, 10)) }},
+	{Name: "d", Label: "agentcgroup, default policy", runtime: "io.containerd.agentcgroup.v1"},
+}
+
+func withUnified(key, value string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if s.Linux.Resources == nil {
+			s.Linux.Resources = &specs.LinuxResources{}
+		}
+		if s.Linux.Resources.Unified == nil {
+			s.Linux.Resources.Unified = map[string]string{}
+		}
+		s.Linux.Resources.Unified[key] = value
+		return nil
+	}
+}
+
+// Config is one run of the benchmark.
+type Config struct {
+	Address, Namespace string
+	// Rootfs holds /bin/agentsim and /bin/sh; Traces is mounted at /traces.
+	Rootfs, Traces string
+	Agents         int
+	Budget         int64   // the pool's memory.max
+	Speed, Scale   float64 // the simulator's time compression and memory factor
+	Seed           int64
+	// Pool is the parent cgroup of the arms' pools.
+	Pool     string
+	Progress io.Writer
+	// Timeout bounds one arm (zero: ten times the longest trace, compressed, plus a minute).
+	Timeout time.Duration
+}
+
+// AgentResult is one agent's run.
+type AgentResult struct {
+	ID, Task    string
+	ExitStatus  uint32
+	Completed   bool // exited 0
+	AgentKilled bool // the agent framework itself was killed (SIGKILL)
+	Summary     *trace.Summary
+	Frozen      int // tool calls frozen at least once (agentcgroup only)
+}
+
+// PoolSample is the pool every 100 ms; the counters are cumulative.
+type PoolSample struct {
+	At        time.Duration
+	Bytes     uint64
+	Throttles uint64 // memory.events "high" in the pool's subtree
+	OOMKills  uint64
+	Frozen    int // tool calls frozen at that moment
+}
+
+// ArmResult is one arm's run.
+type ArmResult struct {
+	Arm      Arm
+	Agents   []AgentResult
+	Samples  []PoolSample
+	Makespan time.Duration
+	Peak     uint64
+}
+
+// ListTraces loads every trace in dir, in name order, so that a broken file
+// fails the run before any container starts.
+func ListTraces(dir string) ([]string, []*trace.Trace, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(files) == 0 {
+		return nil, nil, fmt.Errorf("no trace files (*.json) in %s", dir)
+	}
+	traces := make([]*trace.Trace, len(files))
+	for i, f := range files {
+		if traces[i], err = trace.Load(f); err != nil {
+			return nil, nil, err
+		}
+	}
+	return files, traces, nil
+}
+
+// Run runs the agents of one arm at once under a pool cgroup whose
+// memory.max is the budget and returns what happened.
+func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
+	files, traces, err := ListTraces(cfg.Traces)
+	if err != nil {
+		return nil, err
+	}
+	timeout := cfg.Timeout
+	if timeout == 0 {
+		longest := 0.0
+		for i := range cfg.Agents {
+			longest = max(longest, traces[i%len(traces)].Duration())
+		}
+		timeout = time.Duration(10*longest/cfg.Speed*float64(time.Second)) + time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	client, err := containerd.New(cfg.Address, containerd.WithDefaultNamespace(cfg.Namespace))
+	if err != nil {
+		return nil, fmt.Errorf("connect to containerd at %s: %w", cfg.Address, err)
+	}
+	defer client.Close()
+
+	pool := filepath.Join(cfg.Pool, arm.Name)
+	poolDir, err := makePool(pool, cfg.Budget)
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(poolDir)
+	logs, err := os.MkdirTemp("", "agentcgroup-replay-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(logs)
+
+	res := &ArmResult{Arm: arm, Agents: make([]AgentResult, cfg.Agents)}
+	start := time.Now()
+	stopSampling := sample(poolDir, start, res)
+
+	var wg sync.WaitGroup
+	var done sync.WaitGroup
+	errs := make(chan error, cfg.Agents)
+	var finished int
+	var mu sync.Mutex
+	for i := range cfg.Agents {
+		ar := &res.Agents[i]
+		ar.ID = fmt.Sprintf("replay-%s-%d", arm.Name, i)
+		ar.Task = traces[i%len(traces)].Task
+		exited, cleanup, err := startAgent(ctx, client, cfg, arm, pool, ar.ID, filepath.Base(files[i%len(files)]), int64(i), logs)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return nil, err
+		}
+		wg.Add(1)
+		done.Add(1)
+		go func() {
+			defer wg.Done()
+			st := <-exited
+			code, _, _ := st.Result()
+			ar.ExitStatus = code
+			ar.Completed = code == 0
+			ar.AgentKilled = code == 128+uint32(syscall.SIGKILL)
+			ar.Summary = readSummary(filepath.Join(logs, ar.ID+".log"))
+			if recs, err := state.LoadRecords(state.Dir(state.DefaultRoot, cfg.Namespace, ar.ID)); err == nil {
+				for _, r := range recs {
+					if r.Freezes > 0 {
+						ar.Frozen++
+					}
+				}
+			}
+			if err := cleanup(); err != nil {
+				errs <- fmt.Errorf("remove %s: %w", ar.ID, err)
+			}
+			mu.Lock()
+			finished++
+			mu.Unlock()
+			done.Done()
+		}()
+	}
+	progress := time.NewTicker(time.Second)
+	allDone := make(chan struct{})
+	go func() { done.Wait(); close(allDone) }()
+loop:
+	for {
+		select {
+		case <-allDone:
+			break loop
+		case <-progress.C:
+			if cfg.Progress != nil {
+				mu.Lock()
+				n := finished
+				mu.Unlock()
+				last := res.last()
+				fmt.Fprintf(cfg.Progress, "\r[arm %s] %s %d/%d agents done, pool %s of %s, %s",
+					arm.Name, bar(n, cfg.Agents), n, cfg.Agents, mib(last.Bytes), mib(uint64(cfg.Budget)), time.Since(start).Round(time.Second))
+			}
+		}
+	}
+	progress.Stop()
+	wg.Wait()
+	res.Makespan = time.Since(start)
+	stopSampling()
+	if cfg.Progress != nil {
+		fmt.Fprintf(cfg.Progress, "\r[arm %s] %s %d/%d agents done in %s%20s\n", arm.Name, bar(1, 1), cfg.Agents, cfg.Agents, res.Makespan.Round(time.Second), "")
+	}
+	close(errs)
+	var errList []error
+	for err := range errs {
+		errList = append(errList, err)
+	}
+	if ctx.Err() != nil {
+		errList = append(errList, fmt.Errorf("arm %s did not finish within %s", arm.Name, timeout))
+	}
+	return res, errors.Join(errList...)
+}
+
+func (r *ArmResult) last() PoolSample {
+	if len(r.Samples) == 0 {
+		return PoolSample{}
+	}
+	return r.Samples[len(r.Samples)-1]
+}
+
+func bar(n, of int) string {
+	const width = 20
+	full := width * n / max(of, 1)
+	return "[" + strings.Repeat("#", full) + strings.Repeat(".", width-full) + "]"
+}
+
+func mib(b uint64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+
+// makePool creates the arm's pool cgroup with memory.max = budget and no
+// swap, so that the budget is what the agents have.
+func makePool(pool string, budget int64) (string, error) {
+	dir := cgroupfs.Path(pool)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create pool cgroup: %w", err)
+	}
+	parent := filepath.Dir(dir)
+	if err := cgroupfs.WriteString(parent, "cgroup.subtree_control", "+memory +pids"); err != nil {
+		return "", err
+	}
+	if err := cgroupfs.WriteLimit(dir, "memory.max", budget); err != nil {
+		return "", err
+	}
+	_ = cgroupfs.WriteString(dir, "memory.swap.max", "0") // absent without swap accounting
+	return dir, nil
+}
+
+// startAgent starts one agent container replaying a trace and returns its
+// exit channel and a function that deletes it.
+func startAgent(ctx context.Context, client *containerd.Client, cfg Config, arm Arm, pool, id, traceFile string, seed int64, logs string) (<-chan containerd.ExitStatus, func() error, error) {
+	opts := []oci.SpecOpts{
+		oci.WithRootFSPath(cfg.Rootfs),
+		oci.WithEnv([]string{"PATH=/bin"}),
+		oci.WithProcessArgs("/bin/agentsim", "-trace", "/traces/"+traceFile,
+			"-speed", strconv.FormatFloat(cfg.Speed, 'f', -1, 64), "-scale", strconv.FormatFloat(cfg.Scale, 'f', -1, 64),
+			"-seed", strconv.FormatInt(cfg.Seed+seed, 10)),
+		oci.WithMounts([]specs.Mount{{Destination: "/traces", Type: "bind", Source: cfg.Traces, Options: []string{"rbind", "ro"}}}),
+		oci.WithCgroup(filepath.Join(pool, id)),
+	}
+	if arm.limit != nil {
+		opts = append(opts, arm.limit(cfg.Budget/int64(cfg.Agents)))
+	}
+	// A container left by an interrupted run goes first.
+	if old, err := client.LoadContainer(ctx, id); err == nil {
+		if t, err := old.Task(ctx, nil); err == nil {
+			_ = t.Kill(ctx, syscall.SIGKILL)
+			if ch, err := t.Wait(ctx); err == nil {
+				<-ch
+			}
+			_, _ = t.Delete(ctx)
+		}
+		_ = old.Delete(ctx)
+	}
+	c, err := client.NewContainer(ctx, id, containerd.WithNewSpec(opts...), containerd.WithRuntime(arm.runtime, nil))
+	if err != nil {
+		return nil, nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	task, err := c.NewTask(ctx, cio.LogFile(filepath.Join(logs, id+".log")))
+	if err != nil {
+		_ = c.Delete(ctx)
+		return nil, nil, fmt.Errorf("create task %s (runtime %s): %w", id, arm.runtime, err)
+	}
+	cleanup := func() error {
+		dctx := context.WithoutCancel(ctx)
+		if _, err := task.Delete(dctx, containerd.WithProcessKill); err != nil {
+			return err
+		}
+		return c.Delete(dctx)
+	}
+	exited, err := task.Wait(ctx)
+	if err == nil {
+		err = task.Start(ctx)
+	}
+	if err != nil {
+		_ = cleanup()
+		return nil, nil, fmt.Errorf("start %s: %w", id, err)
+	}
+	return exited, cleanup, nil
+}
+
+// readSummary reads the simulator's summary from its output; nil if the
+// agent died before it could write one.
+func readSummary(path string) *trace.Summary {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	s.Buffer(make([]byte, 1<<20), 1<<24)
+	for s.Scan() {
+		if line, ok := strings.CutPrefix(s.Text(), trace.SummaryPrefix); ok {
+			var sum trace.Summary
+			if json.Unmarshal([]byte(line), &sum) == nil {
+				return &sum
+			}
+		}
+	}
+	return nil
+}
+
+// sample records the pool every 100 ms until the returned function is called.
+func sample(dir string, start time.Time, res *ArmResult) (stop func()) {
+	quit := make(chan struct{})
+	finished := make(chan struct{})
+	var mu sync.Mutex
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			s := PoolSample{At: time.Since(start)}
+			s.Bytes, _ = cgroupfs.ReadUint(dir, "memory.current")
+			if ev, err := cgroupfs.ReadMemoryEvents(dir); err == nil {
+				s.OOMKills = ev.OOMKill
+			}
+			s.Throttles, s.Frozen = subtreeEvents(dir)
+			mu.Lock()
+			res.Samples = append(res.Samples, s)
+			res.Peak = max(res.Peak, s.Bytes)
+			mu.Unlock()
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(quit); <-finished }
+}
+
+// subtreeEvents sums memory.events "high" of the containers in the pool
+// (their own memory.high, arm c, and their tool calls', arm d) and counts the
+// frozen tool calls.
+func subtreeEvents(pool string) (throttles uint64, frozen int) {
+	containers, _ := os.ReadDir(pool)
+	for _, c := range containers {
+		if !c.IsDir() {
+			continue
+		}
+		dir := filepath.Join(pool, c.Name())
+		if ev, err := cgroupfs.ReadMemoryEvents(dir); err == nil {
+			throttles += ev.High
+		}
+		calls, _ := os.ReadDir(filepath.Join(dir, "tools"))
+		for _, call := range calls {
+			if v, err := cgroupfs.ReadUint(filepath.Join(dir, "tools", call.Name()), "cgroup.freeze"); err == nil && v == 1 {
+				frozen++
+			}
+		}
+	}
+	return throttles, frozen
+}
