@@ -148,7 +148,10 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.Remove(poolDir)
+	defer func() {
+		os.Remove(poolDir)
+		os.Remove(filepath.Dir(poolDir)) // fails while another arm's pool remains
+	}()
 	logs, err := os.MkdirTemp("", "agentcgroup-replay-")
 	if err != nil {
 		return nil, err
@@ -184,6 +187,10 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 			ar.Completed = code == 0
 			ar.AgentKilled = code == 128+uint32(syscall.SIGKILL)
 			ar.Summary = readSummary(filepath.Join(logs, ar.ID+".log"))
+			if !ar.Completed && !ar.AgentKilled {
+				// Not a benchmark outcome: the simulator could not run.
+				errs <- fmt.Errorf("agent %s exited %d: %s", ar.ID, code, lastLine(filepath.Join(logs, ar.ID+".log")))
+			}
 			if recs, err := state.LoadRecords(state.Dir(state.DefaultRoot, cfg.Namespace, ar.ID)); err == nil {
 				for _, r := range recs {
 					if r.Freezes > 0 {
@@ -342,6 +349,13 @@ func readSummary(path string) *trace.Summary {
 		}
 	}
 	return nil
+}
+
+// lastLine is the last line of an agent's output, which names what went wrong.
+func lastLine(path string) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
 }
 
 // sample records the pool every 100 ms until the returned function is called.
