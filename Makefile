@@ -8,7 +8,7 @@ GOFLAGS_STATIC = -trimpath -ldflags '-s -w -extldflags -static'
 GOFLAGS_BUILD = $(GOFLAGS_STATIC) -tags no_grpc
 BINARIES = bin/containerd-shim-agentcgroup-v1 bin/agentcgroup bin/agentsim
 
-.PHONY: all install test unit integration demo bench generate clean lint
+.PHONY: all install test unit integration demo bench replay generate clean lint
 
 all: $(BINARIES)
 
@@ -51,6 +51,12 @@ integration: all $(TEST_BINARY)
 demo: all
 	integration/tools.sh
 	integration/run.sh integration/demo.sh
+
+# The replay benchmark (issue 5): real agent traces, four arms, one budget.
+# REPLAYFLAGS go to `agentcgroup replay`, e.g. REPLAYFLAGS='--sweep 4,8,12,16'.
+replay: all
+	integration/tools.sh
+	AGENTCGROUP_LAB_RESULTS=$(CURDIR)/docs/replay integration/run.sh integration/replay.sh $(REPLAYFLAGS)
 
 # Benchmarks, not tests: the detector natively on this host, then the shims
 # and the detector on a cgroup v2 host (here or the lab guest).

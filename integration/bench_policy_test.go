@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
-	"github.com/agentcgroup/agentcgroup/state"
 )
 
 var benchFreezes = flag.Int("bench.freezes", 20, "pool contention rounds for the freeze reaction time")
@@ -45,12 +44,7 @@ func BenchmarkFreezeReaction(b *testing.B) {
 		default:
 			reactions = append(reactions, at[1].Sub(at[0]).Microseconds())
 		}
-		var rec *state.Record
-		eventually(b, "the low call's record", func() bool {
-			rec = find(ps(b, lo), "ramp-"+r)
-			return rec != nil && rec.End != nil
-		})
-		if rec.FreezeLatencyUs > 0 {
+		if rec := endedRecord(b, lo, "ramp-"+r); rec.FreezeLatencyUs > 0 {
 			inShim = append(inShim, rec.FreezeLatencyUs)
 		}
 	}

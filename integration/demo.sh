@@ -4,33 +4,9 @@
 # (the agent simulator: it runs its own tool calls as children, as Claude Code
 # does), a few more tool calls exec'd into it, and what agentcgroup made of them.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-export PATH=$root/bin:$root/.cache/tools/bin:$PATH
-work=$(mktemp -d /tmp/agentcgroup-demo.XXXXXX)
-sock=$work/containerd.sock
+. "$(dirname "$0")/stack.sh"
 ctr() { command ctr --address "$sock" "$@"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-
-# A rootfs with busybox is all the image an agent-like container needs here.
-mkdir -p "$work/rootfs/bin" "$work/rootfs"/{proc,sys,dev,tmp,etc}
-cp /bin/busybox "$work/rootfs/bin/"
-for c in $(busybox --list); do [ "$c" = busybox ] || ln -s busybox "$work/rootfs/bin/$c"; done
-cp "$root/bin/agentsim" "$work/rootfs/bin/"
-
-cat >"$work/config.toml" <<TOML
-version = 3
-root = "$work/root"
-state = "$work/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"]
-[grpc]
-  address = "$sock"
-[ttrpc]
-  address = "$sock.ttrpc"
-TOML
-containerd --config "$work/config.toml" >"$work/containerd.log" 2>&1 &
-cpid=$!
-trap 'kill $cpid 2>/dev/null; wait $cpid 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 
 step "an agent container under io.containerd.agentcgroup.v1 (memory limit 1 GiB)"
 echo "the agent runs three tool calls itself: a 300 MiB test run, a git diff, a failing build"

@@ -5,17 +5,20 @@
 # the command has finished (a known oops while the kernel patches its own text under
 # multi-threaded TCG) is booted again and the command rerun, so that only real failures
 # fail; the command must therefore be safe to rerun from the start.
-#   integration/lab.sh [-m MEM_MB] [-c CPUS] [-k KERNEL_ARGS] -- command [args...]
+#   integration/lab.sh [-m MEM_MB] [-c CPUS] [-k KERNEL_ARGS] [-o HOST_DIR] -- command [args...]
+# -o (or $AGENTCGROUP_LAB_RESULTS) makes HOST_DIR writable in the guest at the same path, for
+# results the command must leave on the host (the rest of the host is read-only there).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${AGENTCGROUP_CACHE:-$root/.cache}
-mem=4096 cpus=2 kargs=${AGENTCGROUP_LAB_KERNEL_ARGS:-}
+mem=4096 cpus=2 kargs=${AGENTCGROUP_LAB_KERNEL_ARGS:-} results=${AGENTCGROUP_LAB_RESULTS:-}
 while [ $# -gt 0 ]; do
 	case $1 in
 	-m) mem=$2; shift 2 ;;
 	-c) cpus=$2; shift 2 ;;
 	-k) kargs=$2; shift 2 ;;
+	-o) results=$2; shift 2 ;;
 	--) shift; break ;;
 	*) break ;;
 	esac
@@ -47,6 +50,13 @@ out=$(mktemp -d /tmp/agentcgroup-lab.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 printf '%q ' "$@" >"$out/cmd"
 pwd >"$out/cwd"
+results_fs=()
+if [ -n "$results" ]; then
+	mkdir -p "$results"
+	results=$(cd "$results" && pwd)
+	echo "$results" >"$out/results"
+	results_fs=(-virtfs "local,path=$results,mount_tag=results,security_model=none")
+fi
 
 for attempt in 1 2 3; do
 	rm -f "$out/started" "$out/rc"
@@ -54,7 +64,7 @@ for attempt in 1 2 3; do
 		-kernel "$kernel" -initrd "$initrd" \
 		-append "console=ttyS0 quiet panic=-1 oops=panic agentcgroup.dir=$root $kargs" \
 		-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-		-virtfs local,path="$out",mount_tag=out,security_model=none \
+		-virtfs local,path="$out",mount_tag=out,security_model=none "${results_fs[@]}" \
 		-display none -monitor none -serial stdio -no-reboot </dev/null || true
 	[ -f "$out/rc" ] && exit "$(cat "$out/rc")"
 	echo "lab: the guest kernel died before the command finished (attempt $attempt); booting again" >&2

@@ -30,6 +30,17 @@ func annotations(kv ...string) []string {
 	return out
 }
 
+// endedRecord waits for the record of a call that has ended.
+func endedRecord(t testing.TB, id, call string) *state.Record {
+	t.Helper()
+	var rec *state.Record
+	eventually(t, "the record of "+call, func() bool {
+		rec = find(ps(t, id), call)
+		return rec != nil && rec.End != nil
+	})
+	return rec
+}
+
 func count(recs []state.Record, pred func(r state.Record) bool) int {
 	n := 0
 	for _, r := range recs {
@@ -108,11 +119,7 @@ func TestThrottle(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("throttled call: %v", r)
 		}
-		var rec *state.Record
-		eventually(t, "the call's record", func() bool {
-			rec = find(ps(t, id), "over-high")
-			return rec != nil && rec.End != nil
-		})
+		rec := endedRecord(t, id, "over-high")
 		if rec.State != state.Exited || rec.MemoryHighEvents == 0 || rec.ThrottledSeconds <= 0 || rec.OOMKills != 0 {
 			t.Errorf("record %+v: want exited, high events, throttled time, no OOM kill", rec)
 		}
@@ -136,11 +143,7 @@ func TestStallTimeout(t *testing.T) {
 		if took < 2*time.Second {
 			t.Errorf("killed after %v, before the stall timeout", took)
 		}
-		var rec *state.Record
-		eventually(t, "the call's record", func() bool {
-			rec = find(ps(t, id), "stuck")
-			return rec != nil && rec.End != nil
-		})
+		rec := endedRecord(t, id, "stuck")
 		if rec.State != state.Killed || !strings.Contains(rec.Reason, "no progress") {
 			t.Errorf("record %+v: want killed for no progress", rec)
 		}

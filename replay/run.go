@@ -163,7 +163,6 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 	stopSampling := sample(poolDir, start, res)
 
 	var wg sync.WaitGroup
-	var done sync.WaitGroup
 	errs := make(chan error, cfg.Agents)
 	var finished int
 	var mu sync.Mutex
@@ -178,7 +177,6 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 			return nil, err
 		}
 		wg.Add(1)
-		done.Add(1)
 		go func() {
 			defer wg.Done()
 			st := <-exited
@@ -204,12 +202,11 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 			mu.Lock()
 			finished++
 			mu.Unlock()
-			done.Done()
 		}()
 	}
 	progress := time.NewTicker(time.Second)
 	allDone := make(chan struct{})
-	go func() { done.Wait(); close(allDone) }()
+	go func() { wg.Wait(); close(allDone) }()
 loop:
 	for {
 		select {
@@ -227,7 +224,6 @@ loop:
 		}
 	}
 	progress.Stop()
-	wg.Wait()
 	res.Makespan = time.Since(start)
 	stopSampling()
 	if cfg.Progress != nil {
