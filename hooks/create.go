@@ -49,8 +49,9 @@ type Container struct {
 	detector *bpf.Detector
 	agentID  uint64
 
-	// pub publishes freezes, thaws and kills to containerd (nil: none).
-	pub events.Publisher
+	// events queues freezes, thaws and kills for containerd (nil: none, or
+	// torn down); guarded by mu.
+	events chan event
 	// poller watches memory pressure and the calls' events (nil: the
 	// kernel has no PSI; the kernel's own limits still hold).
 	poller *cgroupfs.Poller
@@ -92,12 +93,16 @@ func Create(ctx context.Context, dir string, st state.Container, pid uint32, p p
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c := &Container{
 		dir: dir, st: st, path: cgroupfs.Path(group), policy: p,
-		ctx: cctx, cancel: cancel, pub: env.Publisher,
+		ctx: cctx, cancel: cancel,
 		pending: make(map[string]pendingExec),
 		live:    make(map[string]*call),
 		forks:   make(map[uint32]*forkCall),
 	}
 	c.calls = newRecords(&c.mu, dir)
+	if env.Publisher != nil {
+		c.events = make(chan event, eventQueue)
+		go c.sendEvents(context.WithoutCancel(ctx), env.Publisher)
+	}
 	// Saved first, so that a crash from here on is cleaned up by `delete`.
 	if err := state.Save(dir, &c.st); err != nil {
 		cancel()

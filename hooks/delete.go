@@ -22,6 +22,11 @@ const killTimeout = 10 * time.Second
 // itself is left to the runtime.
 func (c *Container) Teardown(ctx context.Context) error {
 	defer c.cancel()
+	defer func() { // no call publishes after teardown; queued events still go
+		c.mu.Lock()
+		c.closeEvents()
+		c.mu.Unlock()
+	}()
 	c.unwatch()
 	if c.poller != nil {
 		c.poller.Close()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/log"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -25,8 +26,18 @@ const (
 // stderr.
 const TellPrefix = "agentcgroup: "
 
+// eventQueue bounds the events waiting for containerd; the queue keeps a
+// slow containerd from holding the container's lock (and with it placement).
+const eventQueue = 256
+
+type event struct {
+	topic string
+	ev    *structpb.Struct
+}
+
+// publish queues an event about a call; callers hold c.mu.
 func (c *Container) publish(ctx context.Context, topic string, cl *call, reason string) {
-	if c.pub == nil {
+	if c.events == nil {
 		return
 	}
 	cmd := make([]any, len(cl.rec.Command))
@@ -43,11 +54,32 @@ func (c *Container) publish(ctx context.Context, topic string, cl *call, reason 
 		"priority":          string(c.policy.Priority),
 		"memory_peak_bytes": float64(peak(cl)),
 	})
-	if err == nil {
-		err = c.pub.Publish(ctx, topic, ev)
-	}
 	if err != nil {
-		log.G(ctx).WithError(err).WithField("topic", topic).Warn("publish tool-call event")
+		log.G(ctx).WithError(err).WithField("topic", topic).Warn("build tool-call event")
+		return
+	}
+	select {
+	case c.events <- event{topic, ev}:
+	default:
+		log.G(ctx).WithField("topic", topic).Warn("tool-call event dropped: containerd is not taking events")
+	}
+}
+
+// sendEvents publishes the queued events in order until the queue is closed.
+func (c *Container) sendEvents(ctx context.Context, pub events.Publisher) {
+	for e := range c.events {
+		if err := pub.Publish(ctx, e.topic, e.ev); err != nil {
+			log.G(ctx).WithError(err).WithField("topic", e.topic).Warn("publish tool-call event")
+		}
+	}
+}
+
+// closeEvents ends the queue once no call can publish any more; callers
+// hold c.mu.
+func (c *Container) closeEvents() {
+	if c.events != nil {
+		close(c.events)
+		c.events = nil
 	}
 }
 
