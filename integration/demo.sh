@@ -28,6 +28,10 @@ step "three tool calls exec'd from outside, the way an orchestrator runs them"
 ctr task exec --exec-id pytest-1 agent1 /bin/sh -c 'echo "pytest-1 runs in $(cut -d: -f3 /proc/self/cgroup)"; dd if=/dev/zero of=/dev/null bs=200M count=2 2>/dev/null'
 ctr task exec --exec-id pip-install-2 agent1 /bin/sh -c 'echo "pip-install-2 runs in $(cut -d: -f3 /proc/self/cgroup)"; dd if=/dev/zero of=/dev/null bs=48M count=1 2>/dev/null'
 ctr task exec --exec-id git-diff-3 agent1 /bin/sh -c 'echo "git-diff-3 runs in $(cut -d: -f3 /proc/self/cgroup)"; exit 3' || echo "git-diff-3 exited with $?"
+
+step "a tool call that outgrows its limit (tool.memory.max=768Mi): it dies alone, the agent is told why"
+ctr task exec --exec-id big-build-4 agent1 /bin/agentsim -alloc 900 || echo "big-build-4 exited with $?"
+echo "the agent is still $(ctr task ls | awk '$1 == "agent1" {print $3}'), pid $(cat $cg/agent/cgroup.procs | xargs)"
 busy=0 ready=0
 for d in "$cg"/tools/*/; do
 	if grep -q 'populated 1' "$d/cgroup.events"; then busy=$((busy + 1)); else ready=$((ready + 1)); fi
