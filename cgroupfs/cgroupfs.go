@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -125,6 +126,29 @@ func Populated(dir string) (bool, error) {
 	return kv["populated"] == 1, nil
 }
 
+// SetFrozen freezes or thaws every process in dir (cgroup.freeze). The
+// kernel completes the freeze asynchronously; cgroup.events "frozen 1" says
+// when it has.
+func SetFrozen(dir string, frozen bool) error {
+	v := "0"
+	if frozen {
+		v = "1"
+	}
+	return WriteString(dir, "cgroup.freeze", v)
+}
+
+// Frozen reports cgroup.events "frozen".
+func Frozen(dir string) (bool, error) {
+	kv, err := ReadKV(dir, "cgroup.events")
+	if err != nil {
+		return false, err
+	}
+	return kv["frozen"] == 1, nil
+}
+
+// Kill kills every process in dir and below (cgroup.kill).
+func Kill(dir string) error { return WriteString(dir, "cgroup.kill", "1") }
+
 // Controllers lists cgroup.controllers: what the parent made available.
 func Controllers(dir string) ([]string, error) {
 	b, err := readFile(dir, "cgroup.controllers")
@@ -137,15 +161,7 @@ func Controllers(dir string) ([]string, error) {
 // HasController reports whether controller is available in dir.
 func HasController(dir, controller string) bool {
 	cs, err := Controllers(dir)
-	if err != nil {
-		return false
-	}
-	for _, c := range cs {
-		if c == controller {
-			return true
-		}
-	}
-	return false
+	return err == nil && slices.Contains(cs, controller)
 }
 
 // RemoveTree removes dir and every cgroup below it, deepest first. The

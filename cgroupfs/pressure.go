@@ -43,29 +43,6 @@ func ReadPressure(dir string) (Pressure, error) {
 	return p, nil
 }
 
-// SetFrozen freezes or thaws every process in dir (cgroup.freeze). The
-// kernel completes the freeze asynchronously; cgroup.events "frozen 1" says
-// when it has.
-func SetFrozen(dir string, frozen bool) error {
-	v := "0"
-	if frozen {
-		v = "1"
-	}
-	return WriteString(dir, "cgroup.freeze", v)
-}
-
-// Frozen reports cgroup.events "frozen".
-func Frozen(dir string) (bool, error) {
-	kv, err := ReadKV(dir, "cgroup.events")
-	if err != nil {
-		return false, err
-	}
-	return kv["frozen"] == 1, nil
-}
-
-// Kill kills every process in dir and below (cgroup.kill).
-func Kill(dir string) error { return WriteString(dir, "cgroup.kill", "1") }
-
 // ReadMeminfo reads /proc/meminfo in kB: the host's memory, which bounds the
 // cgroups without a limit of their own.
 func ReadMeminfo() (map[string]uint64, error) {

@@ -45,8 +45,7 @@ func (c *Container) endCall(ctx context.Context, cl *call) {
 	if !cl.throttledAt.IsZero() {
 		rec.ThrottledSeconds += now.Sub(cl.throttledAt).Seconds()
 	}
-	rec.Measure()
-	ev, _ := cgroupfs.ReadMemoryEvents(cl.dir)
+	ev := rec.Measure()
 	rec.Reason = c.killReason(cl, ev.OOM > 0)
 	switch {
 	case rec.OOMKills > 0:

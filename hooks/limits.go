@@ -22,10 +22,10 @@ func (c *Container) setAgentLimits(dir string) error {
 	if !cgroupfs.HasController(filepath.Dir(dir), "memory") {
 		return nil
 	}
-	return c.writeLimits(dir, map[string]policy.Limit{
-		"memory.low":  c.policy.AgentMemoryLow,
-		"memory.high": c.policy.AgentMemoryHigh,
-		"memory.max":  c.policy.AgentMemoryMax,
+	return c.writeLimits(dir, []limitFile{
+		{"memory.low", c.policy.AgentMemoryLow},
+		{"memory.high", c.policy.AgentMemoryHigh},
+		{"memory.max", c.policy.AgentMemoryMax},
 	})
 }
 
@@ -35,9 +35,9 @@ func (c *Container) setAgentLimits(dir string) error {
 func (c *Container) setToolLimits(dir string) error {
 	parent := filepath.Dir(dir)
 	if cgroupfs.HasController(parent, "memory") {
-		if err := c.writeLimits(dir, map[string]policy.Limit{
-			"memory.high": c.policy.ToolMemoryHigh,
-			"memory.max":  c.policy.ToolMemoryMax,
+		if err := c.writeLimits(dir, []limitFile{
+			{"memory.high", c.policy.ToolMemoryHigh},
+			{"memory.max", c.policy.ToolMemoryMax},
 		}); err != nil {
 			return err
 		}
@@ -53,12 +53,18 @@ func (c *Container) setToolLimits(dir string) error {
 	return nil
 }
 
-// writeLimits writes resolved limits; "max" is the kernel's default for a new
-// cgroup (and 0 for memory.low) and is not written.
-func (c *Container) writeLimits(dir string, limits map[string]policy.Limit) error {
-	for file, l := range limits {
-		if v := l.Resolve(c.containerMax); v != policy.Unlimited {
-			if err := cgroupfs.WriteLimit(dir, file, v); err != nil {
+// limitFile is a limit and the file it goes to.
+type limitFile struct {
+	file  string
+	limit policy.Limit
+}
+
+// writeLimits writes resolved limits in order; "max" is the kernel's default
+// for a new cgroup (and 0 for memory.low) and is not written.
+func (c *Container) writeLimits(dir string, limits []limitFile) error {
+	for _, l := range limits {
+		if v := l.limit.Resolve(c.containerMax); v != policy.Unlimited {
+			if err := cgroupfs.WriteLimit(dir, l.file, v); err != nil {
 				return err
 			}
 		}

@@ -96,12 +96,7 @@ func TestForkDetection(t *testing.T) {
 	eventually(t, "no detector program loaded", func() bool { return detectorPrograms(t) == 0 })
 }
 
+// ended counts the calls that have ended.
 func ended(recs []state.Record) int {
-	n := 0
-	for _, r := range recs {
-		if r.End != nil && r.State != state.Running {
-			n++
-		}
-	}
-	return n
+	return count(recs, func(r state.Record) bool { return r.End != nil && r.State != state.Running })
 }

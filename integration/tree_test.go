@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,13 +36,13 @@ func TestTree(t *testing.T) {
 			t.Errorf("C/tools holds processes: %q", procs)
 		}
 		agentProcs := strings.Fields(readTrim(t, filepath.Join(c, "agent", "cgroup.procs")))
-		if init := strconv.Itoa(d.pid(t, id)); !contains(agentProcs, init) {
+		if init := strconv.Itoa(d.pid(t, id)); !slices.Contains(agentProcs, init) {
 			t.Errorf("init %s not in C/agent (%v)", init, agentProcs)
 		}
 		for _, dir := range []string{c, filepath.Join(c, "tools")} {
 			ctrls := strings.Fields(readTrim(t, filepath.Join(dir, "cgroup.subtree_control")))
 			for _, want := range []string{"cpu", "memory", "pids"} {
-				if !contains(ctrls, want) {
+				if !slices.Contains(ctrls, want) {
 					t.Errorf("%s/cgroup.subtree_control = %v, lacks %s", dir, ctrls, want)
 				}
 			}
@@ -135,15 +136,6 @@ func TestTree(t *testing.T) {
 		d.remove(id)
 		assertGone(t, id)
 	})
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func find(recs []state.Record, id string) *state.Record {

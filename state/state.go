@@ -84,15 +84,18 @@ const (
 	Killed    = "killed"
 )
 
-// Measure reads the call's memory figures from its cgroup, where it still is.
-func (r *Record) Measure() {
+// Measure reads the call's memory figures from its cgroup, where it still
+// is, and returns the memory.events it read (zero if it could not).
+func (r *Record) Measure() cgroupfs.MemoryEvents {
 	dir := cgroupfs.Path(r.Cgroup)
 	if peak, err := cgroupfs.ReadUint(dir, "memory.peak"); err == nil {
 		r.MemoryPeakBytes = peak
 	}
-	if ev, err := cgroupfs.ReadMemoryEvents(dir); err == nil {
+	ev, err := cgroupfs.ReadMemoryEvents(dir)
+	if err == nil {
 		r.MemoryHighEvents, r.MemoryMaxEvents, r.OOMKills = ev.High, ev.Max, ev.OOMKill
 	}
+	return ev
 }
 
 // writeJSON replaces path atomically, so a reader never sees half a file.
