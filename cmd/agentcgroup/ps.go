@@ -53,11 +53,11 @@ var psCommand = &cli.Command{
 
 // live refreshes a running call's figures from its cgroup.
 func live(r *state.Record) {
-	if r.State != state.Running {
+	if r.End != nil {
 		return
 	}
 	r.Measure()
-	if kv, err := cgroupfs.ReadKV(cgroupfs.Path(r.Cgroup), "cgroup.events"); err == nil && kv["frozen"] == 1 {
+	if frozen, err := cgroupfs.Frozen(cgroupfs.Path(r.Cgroup)); err == nil && frozen {
 		r.State = state.Frozen
 	}
 }
