@@ -19,7 +19,7 @@ type Totals struct {
 
 // Totals sums up an arm.
 func (r *ArmResult) Totals() Totals {
-	t := Totals{Agents: len(r.Agents), Makespan: r.Makespan, PeakBytes: r.Peak}
+	t := Totals{Agents: len(r.Agents), Makespan: r.Makespan}
 	var stretch []float64
 	for _, a := range r.Agents {
 		if a.Completed {
@@ -45,6 +45,7 @@ func (r *ArmResult) Totals() Totals {
 	var sum float64
 	for _, s := range r.Samples {
 		sum += float64(s.Bytes)
+		t.PeakBytes = max(t.PeakBytes, s.Bytes)
 	}
 	if len(r.Samples) > 0 {
 		t.MeanBytes = uint64(sum / float64(len(r.Samples)))

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -97,7 +98,6 @@ type ArmResult struct {
 	Agents   []AgentResult
 	Samples  []PoolSample
 	Makespan time.Duration
-	Peak     uint64
 }
 
 // ListTraces loads every trace in dir, in name order, so that a broken file
@@ -160,12 +160,12 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 
 	res := &ArmResult{Arm: arm, Agents: make([]AgentResult, cfg.Agents)}
 	start := time.Now()
-	stopSampling := sample(poolDir, start, res)
+	samples := startSampler(poolDir, start)
+	defer samples.stop() // on an early return; stopping twice is harmless
 
 	var wg sync.WaitGroup
-	errs := make(chan error, cfg.Agents)
-	var finished int
-	var mu sync.Mutex
+	errs := make(chan error, 2*cfg.Agents) // an exit and a removal error each, at most
+	var finished atomic.Int64
 	for i := range cfg.Agents {
 		ar := &res.Agents[i]
 		ar.ID = fmt.Sprintf("replay-%s-%d", arm.Name, i)
@@ -199,9 +199,7 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 			if err := cleanup(); err != nil {
 				errs <- fmt.Errorf("remove %s: %w", ar.ID, err)
 			}
-			mu.Lock()
-			finished++
-			mu.Unlock()
+			finished.Add(1)
 		}()
 	}
 	progress := time.NewTicker(time.Second)
@@ -214,18 +212,15 @@ loop:
 			break loop
 		case <-progress.C:
 			if cfg.Progress != nil {
-				mu.Lock()
-				n := finished
-				mu.Unlock()
-				last := res.last()
+				n := int(finished.Load())
 				fmt.Fprintf(cfg.Progress, "\r[arm %s] %s %d/%d agents done, pool %s of %s, %s",
-					arm.Name, bar(n, cfg.Agents), n, cfg.Agents, mib(last.Bytes), mib(uint64(cfg.Budget)), time.Since(start).Round(time.Second))
+					arm.Name, bar(n, cfg.Agents), n, cfg.Agents, mib(samples.last().Bytes), mib(uint64(cfg.Budget)), time.Since(start).Round(time.Second))
 			}
 		}
 	}
 	progress.Stop()
 	res.Makespan = time.Since(start)
-	stopSampling()
+	res.Samples = samples.stop()
 	if cfg.Progress != nil {
 		fmt.Fprintf(cfg.Progress, "\r[arm %s] %s %d/%d agents done in %s%20s\n", arm.Name, bar(1, 1), cfg.Agents, cfg.Agents, res.Makespan.Round(time.Second), "")
 	}
@@ -238,13 +233,6 @@ loop:
 		errList = append(errList, fmt.Errorf("arm %s did not finish within %s", arm.Name, timeout))
 	}
 	return res, errors.Join(errList...)
-}
-
-func (r *ArmResult) last() PoolSample {
-	if len(r.Samples) == 0 {
-		return PoolSample{}
-	}
-	return r.Samples[len(r.Samples)-1]
 }
 
 func bar(n, of int) string {
@@ -354,34 +342,58 @@ func lastLine(path string) string {
 	return lines[len(lines)-1]
 }
 
-// sample records the pool every 100 ms until the returned function is called.
-func sample(dir string, start time.Time, res *ArmResult) (stop func()) {
-	quit := make(chan struct{})
-	finished := make(chan struct{})
-	var mu sync.Mutex
+// sampler records the pool every 100 ms; the progress line reads the last
+// sample while it runs.
+type sampler struct {
+	mu      sync.Mutex
+	samples []PoolSample
+	quit    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+}
+
+func startSampler(dir string, start time.Time) *sampler {
+	s := &sampler{quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
-		defer close(finished)
+		defer close(s.done)
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
-			s := PoolSample{At: time.Since(start)}
-			s.Bytes, _ = cgroupfs.ReadUint(dir, "memory.current")
+			p := PoolSample{At: time.Since(start)}
+			p.Bytes, _ = cgroupfs.ReadUint(dir, "memory.current")
 			if ev, err := cgroupfs.ReadMemoryEvents(dir); err == nil {
-				s.OOMKills = ev.OOMKill
+				p.OOMKills = ev.OOMKill
 			}
-			s.Throttles, s.Frozen = subtreeEvents(dir)
-			mu.Lock()
-			res.Samples = append(res.Samples, s)
-			res.Peak = max(res.Peak, s.Bytes)
-			mu.Unlock()
+			p.Throttles, p.Frozen = subtreeEvents(dir)
+			s.mu.Lock()
+			s.samples = append(s.samples, p)
+			s.mu.Unlock()
 			select {
-			case <-quit:
+			case <-s.quit:
 				return
 			case <-t.C:
 			}
 		}
 	}()
-	return func() { close(quit); <-finished }
+	return s
+}
+
+func (s *sampler) last() PoolSample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.samples) == 0 {
+		return PoolSample{}
+	}
+	return s.samples[len(s.samples)-1]
+}
+
+// stop ends the sampling and returns the samples.
+func (s *sampler) stop() []PoolSample {
+	s.once.Do(func() { close(s.quit) })
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.samples
 }
 
 // subtreeEvents sums memory.events "high" of the containers in the pool
