@@ -4,17 +4,23 @@
 // The tool-call detector. A tool call is a process that a process in a
 // watched agent cgroup forks and that then executes a new program. The
 // decision is made here, in the kernel, from cgroup IDs: a fork outside
-// every watched agent cgroup costs one or two hash lookups and emits nothing.
+// every watched agent cgroup costs one hash lookup and emits nothing.
 //
 //   fork  by a watched agent (not a thread) -> the child is pending
 //   exec  of a pending process              -> a new tool call: event TOOL
-//   fork  by a tool call's process          -> the child belongs to the call;
-//         while the parent is still in the agent cgroup (not yet moved),
-//         event CHILD, so that user space moves it too
+//   fork  by a tool call's process still in the agent cgroup (not yet
+//         moved) -> the child belongs to the call: event CHILD, so that
+//         user space moves it too; once moved, the kernel keeps a call's
+//         children in its cgroup and nothing is needed here
 //   exit  of a tool call's leader           -> event EXIT with its status
 //
 // A process already in the agent cgroup that execs again (the framework
 // re-exec'ing itself) is not pending, so it stays the agent.
+//
+// User space may place a pending process before its exec completes (the
+// shim holds execve through seccomp user notification): it then adds the
+// process to tools itself, so that its exit is reported even if no exec
+// succeeds. stats counts the calls whose new program started unplaced.
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -104,13 +110,25 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
-// dropped counts events lost to a full ring buffer.
+enum stat {
+	STAT_DROPPED = 0,  // events lost to a full ring buffer
+	STAT_UNPLACED = 1, // tool calls whose program started in the agent cgroup
+	STAT_MAX,
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, STAT_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
-} dropped SEC(".maps");
+} stats SEC(".maps");
+
+static __always_inline void count(__u32 stat)
+{
+	__u64 *n = bpf_map_lookup_elem(&stats, &stat);
+	if (n)
+		*n += 1; // per CPU, with preemption off in these programs
+}
 
 // reserve takes an event from the ring buffer and fills its common fields;
 // a full ring buffer is counted in dropped.
@@ -118,10 +136,7 @@ static __always_inline struct event *reserve(__u32 kind, __u64 agent_cgroup, __u
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		__u32 zero = 0;
-		__u64 *n = bpf_map_lookup_elem(&dropped, &zero);
-		if (n)
-			__sync_fetch_and_add(n, 1);
+		count(STAT_DROPPED);
 		return 0;
 	}
 	e->agent_cgroup = agent_cgroup;
@@ -140,29 +155,21 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
 	if (child->pid != child->tgid)
 		return 0; // a thread, not a process
+	__u64 cgroup = bpf_get_current_cgroup_id();
+	if (!bpf_map_lookup_elem(&agents, &cgroup))
+		return 0; // outside every watched agent cgroup, moved tool calls included
 	__u32 ptgid = parent->tgid, ctgid = child->tgid;
 
 	struct tool *t = bpf_map_lookup_elem(&tools, &ptgid);
-	if (t) {
+	if (t) { // a call's process not moved yet: its child is the call's too
 		struct tool inherited = *t;
 		bpf_map_update_elem(&tools, &ctgid, &inherited, BPF_ANY);
-		if (bpf_get_current_cgroup_id() != inherited.agent_cgroup)
-			return 0; // the parent was moved already; the child follows it
-		struct event *e = reserve(EVENT_CHILD, inherited.agent_cgroup, ctgid, inherited.leader);
+		struct event *e = reserve(EVENT_CHILD, cgroup, ctgid, inherited.leader);
 		if (e)
 			bpf_ringbuf_submit(e, 0);
 		return 0;
 	}
-
-	struct forked f = {.fork_ns = bpf_ktime_get_ns()};
-	struct forked *parent_pending = bpf_map_lookup_elem(&pending, &ptgid);
-	if (parent_pending) {
-		f.agent_cgroup = parent_pending->agent_cgroup; // forked before exec by a pending process
-	} else {
-		f.agent_cgroup = bpf_get_current_cgroup_id();
-		if (!bpf_map_lookup_elem(&agents, &f.agent_cgroup))
-			return 0; // not forked by a watched agent
-	}
+	struct forked f = {.agent_cgroup = cgroup, .fork_ns = bpf_ktime_get_ns()};
 	bpf_map_update_elem(&pending, &ctgid, &f, BPF_ANY);
 	return 0;
 }
@@ -176,6 +183,8 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 		return 0;
 	struct tool t = {.agent_cgroup = f->agent_cgroup, .leader = tgid};
 	__u64 fork_ns = f->fork_ns;
+	if (bpf_get_current_cgroup_id() == t.agent_cgroup)
+		count(STAT_UNPLACED);
 	bpf_map_delete_elem(&pending, &tgid);
 	bpf_map_update_elem(&tools, &tgid, &t, BPF_ANY);
 

@@ -52,12 +52,16 @@ type Event struct {
 }
 
 // SinceFork is how long ago, on CLOCK_MONOTONIC, a Tool's leader was forked.
-func (e Event) SinceFork() time.Duration {
+func (e Event) SinceFork() time.Duration { return Since(e.Forked) }
+
+// Since is how long ago t was, on CLOCK_MONOTONIC (the clock of the
+// detector's times).
+func Since(t time.Duration) time.Duration {
 	var now unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &now); err != nil {
 		return 0
 	}
-	return time.Duration(now.Nano()) - e.Forked
+	return time.Duration(now.Nano()) - t
 }
 
 // ExitCode is the shell's view of a wait status: the exit code, or 128+signal.
@@ -140,9 +144,21 @@ func (d *Detector) Watched() int {
 }
 
 // Dropped is the number of events lost to a full ring buffer.
-func (d *Detector) Dropped() (uint64, error) {
+func (d *Detector) Dropped() (uint64, error) { return d.stat(statDropped) }
+
+// Unplaced is the number of tool calls whose new program started while
+// still in the agent cgroup, before the shim had placed them.
+func (d *Detector) Unplaced() (uint64, error) { return d.stat(statUnplaced) }
+
+// The indexes of the stats map (enum stat in detector.c).
+const (
+	statDropped  uint32 = 0
+	statUnplaced uint32 = 1
+)
+
+func (d *Detector) stat(i uint32) (uint64, error) {
 	var perCPU []uint64
-	if err := d.objs.Dropped.Lookup(uint32(0), &perCPU); err != nil {
+	if err := d.objs.Stats.Lookup(i, &perCPU); err != nil {
 		return 0, err
 	}
 	var n uint64
@@ -150,6 +166,27 @@ func (d *Detector) Dropped() (uint64, error) {
 		n += v
 	}
 	return n, nil
+}
+
+// Pending reports whether pid was forked by a process in the watched agent
+// cgroup agentCgroup and has not executed a program yet, and when it was
+// forked (CLOCK_MONOTONIC).
+func (d *Detector) Pending(pid uint32, agentCgroup uint64) (time.Duration, bool) {
+	var f detectorForked
+	if err := d.objs.Pending.Lookup(pid, &f); err != nil || f.AgentCgroup != agentCgroup {
+		return 0, false
+	}
+	return time.Duration(f.ForkNs), true
+}
+
+// Claim makes a pending pid the leader of a tool call that user space has
+// placed before its exec completed: its exit is reported as the call's end
+// even if it never executes a program.
+func (d *Detector) Claim(pid uint32, agentCgroup uint64) error {
+	if err := d.objs.Tools.Put(pid, detectorTool{AgentCgroup: agentCgroup, Leader: pid}); err != nil {
+		return fmt.Errorf("claim tool call %d: %w", pid, err)
+	}
+	return nil
 }
 
 // Close detaches the programs and frees everything; nothing of the detector

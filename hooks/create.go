@@ -19,6 +19,7 @@ import (
 
 	"github.com/agentcgroup/agentcgroup/bpf"
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/exechold"
 	"github.com/agentcgroup/agentcgroup/policy"
 	"github.com/agentcgroup/agentcgroup/state"
 )
@@ -48,6 +49,9 @@ type Container struct {
 	// detector finds the tool calls the agent forks (nil: execs only).
 	detector *bpf.Detector
 	agentID  uint64
+	// hold answers the container's held execve calls (nil: none); closed
+	// by Teardown once the container's processes are gone.
+	hold *exechold.Listener
 
 	// events queues freezes, thaws and kills for containerd (nil: none, or
 	// torn down); guarded by mu.
@@ -61,7 +65,13 @@ type Container struct {
 	live    map[string]*call // running tool calls by ID
 	forks   map[uint32]*forkCall
 	seq     uint64
-	spare   []string // ready tool-call cgroups, used by the event handler only
+	// placeMu serializes placements (the event handler, held execs) and
+	// guards spare, the ready tool-call cgroups, and closing, set by
+	// Teardown. placing counts placed calls not tracked yet.
+	placeMu sync.Mutex
+	spare   []string
+	closing bool
+	placing sync.WaitGroup
 	calls   *records
 }
 
@@ -71,6 +81,9 @@ type Env struct {
 	Detector *bpf.Detector
 	// Publisher sends tool-call events to containerd (nil: none).
 	Publisher events.Publisher
+	// Hold answers the container's held execve calls (nil: no hold; a
+	// forked call is placed after its program has started).
+	Hold *exechold.Listener
 }
 
 // Create carves the tree for a container whose init (pid, still waiting in
@@ -93,7 +106,7 @@ func Create(ctx context.Context, dir string, st state.Container, pid uint32, p p
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c := &Container{
 		dir: dir, st: st, path: cgroupfs.Path(group), policy: p,
-		ctx: cctx, cancel: cancel,
+		ctx: cctx, cancel: cancel, hold: env.Hold,
 		pending: make(map[string]pendingExec),
 		live:    make(map[string]*call),
 		forks:   make(map[uint32]*forkCall),

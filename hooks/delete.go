@@ -28,11 +28,18 @@ func (c *Container) Teardown(ctx context.Context) error {
 		c.mu.Unlock()
 	}()
 	c.unwatch()
+	c.placeMu.Lock()
+	c.closing = true
+	c.placeMu.Unlock()
+	c.placing.Wait()
 	if c.poller != nil {
 		c.poller.Close()
 	}
 	if err := killTree(ctx, c.path); err != nil {
 		return err
+	}
+	if c.hold != nil {
+		c.hold.Close()
 	}
 	for _, cl := range c.running() {
 		c.endCall(ctx, cl)

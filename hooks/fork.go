@@ -27,6 +27,7 @@ type forkCall struct {
 }
 
 // watch starts detecting the tool calls that processes in C/agent fork.
+// With a hold, their first execve waits until they are placed.
 func (c *Container) watch(ctx context.Context, d *bpf.Detector) error {
 	id, err := cgroupfs.ID(filepath.Join(c.path, agentDir))
 	if err != nil {
@@ -38,10 +39,11 @@ func (c *Container) watch(ctx context.Context, d *bpf.Detector) error {
 		return err
 	}
 	c.detector, c.agentID = d, id
-	for range spares {
-		c.makeSpare(ctx)
-	}
+	c.refill(ctx)
 	go c.handleEvents(ctx, events)
+	if c.hold != nil {
+		c.hold.Handle(func(pid uint32) { c.placeHeld(ctx, pid) })
+	}
 	return nil
 }
 
@@ -53,7 +55,7 @@ func (c *Container) handleEvents(ctx context.Context, events <-chan bpf.Event) {
 		case ev := <-events:
 			switch ev.Kind {
 			case bpf.Tool:
-				c.placeCall(ctx, ev)
+				c.detected(ctx, ev)
 			case bpf.Child:
 				c.placeChild(ctx, ev)
 			case bpf.Exit:
@@ -73,7 +75,7 @@ const spares = 2
 // makeSpare makes a ready cgroup for the next detected call, named fork-<n>
 // (cgroup v2 cannot rename a cgroup once the program is known; the record's
 // command names it), with the tool-call limits applied. A name an exec
-// already took is skipped.
+// already took is skipped. The caller holds placeMu.
 func (c *Container) makeSpare(ctx context.Context) {
 	var id, dir string
 	for {
@@ -97,47 +99,103 @@ func (c *Container) makeSpare(ctx context.Context) {
 	c.spare = append(c.spare, id)
 }
 
-// placeCall moves a new tool call's leader into a ready cgroup first, and
-// does everything else after: memory the leader charges before the move stays
-// with C/agent.
-func (c *Container) placeCall(ctx context.Context, ev bpf.Event) {
-	if len(c.spare) == 0 {
-		c.makeSpare(ctx)
-		if len(c.spare) == 0 {
-			return
-		}
-	}
-	id := c.spare[0]
-	c.spare = c.spare[1:]
-	dir := filepath.Join(c.path, toolsDir, id)
-	if err := movePid(dir, ev.Pid); err != nil && !errors.Is(err, syscall.ESRCH) {
-		log.G(ctx).WithError(err).WithField("call", id).Warn("move tool call into its cgroup")
-	}
-	placed := ev.SinceFork()
-	fc := &forkCall{exited: make(chan struct{}), call: &call{
-		dir: dir,
-		rec: &state.Record{
-			ID: id, Kind: "fork", Command: ev.Args, Pid: ev.Pid, PlacedAfterUs: placed.Microseconds(),
-			Cgroup: path.Join(c.st.Cgroup, toolsDir, id), Start: time.Now().Add(-placed).UTC(), State: state.Running,
-		},
-	}}
-	c.mu.Lock()
-	c.forks[ev.Pid] = fc
-	c.mu.Unlock()
-	c.track(ctx, fc.call, func(ctx context.Context) (uint32, time.Time, error) {
-		select {
-		case <-fc.exited:
-			return fc.status, time.Now(), nil
-		case <-ctx.Done():
-			return 0, time.Time{}, ctx.Err()
-		}
-	})
-	for len(c.spare) < spares {
+// refill makes spare cgroups up to spares.
+func (c *Container) refill(ctx context.Context) {
+	c.placeMu.Lock()
+	defer c.placeMu.Unlock()
+	for !c.closing && len(c.spare) < spares {
 		n := len(c.spare)
 		if c.makeSpare(ctx); len(c.spare) == n {
 			break
 		}
 	}
+}
+
+// placeHeld places a tool call while its first execve waits in the kernel:
+// the program starts in the call's cgroup, having charged nothing to
+// C/agent. Anything else the caller execs continues at once.
+func (c *Container) placeHeld(ctx context.Context, pid uint32) {
+	forked, ok := c.detector.Pending(pid, c.agentID)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	_, placed := c.forks[pid]
+	c.mu.Unlock()
+	if placed {
+		return // the same call's next execve: a PATH search, or one a signal restarted
+	}
+	if c.place(ctx, pid, forked) == nil {
+		return
+	}
+	if err := c.detector.Claim(pid, c.agentID); err != nil {
+		log.G(ctx).WithError(err).Warn("claim a held tool call")
+	}
+}
+
+// detected handles a new tool call's exec: it names a call placed while
+// held, or places one now (no hold: the program has started in C/agent).
+func (c *Container) detected(ctx context.Context, ev bpf.Event) {
+	c.mu.Lock()
+	fc := c.forks[ev.Pid]
+	if fc != nil {
+		fc.rec.Command = ev.Args
+		c.calls.save(ctx)
+	}
+	c.mu.Unlock()
+	if fc == nil {
+		if fc = c.place(ctx, ev.Pid, ev.Forked); fc != nil {
+			c.mu.Lock()
+			fc.rec.Command = ev.Args
+			c.mu.Unlock()
+		}
+	}
+}
+
+// place moves a new tool call's leader into a ready cgroup first, and does
+// everything else after: until it is moved, what the leader charges stays
+// with C/agent.
+func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration) *forkCall {
+	c.placeMu.Lock()
+	if len(c.spare) == 0 && !c.closing {
+		c.makeSpare(ctx)
+	}
+	if len(c.spare) == 0 {
+		c.placeMu.Unlock()
+		return nil
+	}
+	id := c.spare[0]
+	c.spare = c.spare[1:]
+	dir := filepath.Join(c.path, toolsDir, id)
+	if err := movePid(dir, pid); err != nil && !errors.Is(err, syscall.ESRCH) {
+		log.G(ctx).WithError(err).WithField("call", id).Warn("move tool call into its cgroup")
+	}
+	c.placing.Add(1)
+	c.placeMu.Unlock()
+	placed := bpf.Since(forked)
+	fc := &forkCall{exited: make(chan struct{}), call: &call{
+		dir: dir,
+		rec: &state.Record{
+			ID: id, Kind: "fork", Pid: pid, PlacedAfterUs: placed.Microseconds(),
+			Cgroup: path.Join(c.st.Cgroup, toolsDir, id), Start: time.Now().Add(-placed).UTC(), State: state.Running,
+		},
+	}}
+	c.mu.Lock()
+	c.forks[pid] = fc
+	c.mu.Unlock()
+	go func() { // off the placement path: a held exec goes on meanwhile
+		defer c.placing.Done()
+		c.track(ctx, fc.call, func(ctx context.Context) (uint32, time.Time, error) {
+			select {
+			case <-fc.exited:
+				return fc.status, time.Now(), nil
+			case <-ctx.Done():
+				return 0, time.Time{}, ctx.Err()
+			}
+		})
+		c.refill(ctx)
+	}()
+	return fc
 }
 
 // placeChild moves a process that a call forked before it was moved.

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/agentcgroup/agentcgroup/bpf"
+	"github.com/agentcgroup/agentcgroup/exechold"
 	"github.com/agentcgroup/agentcgroup/hooks"
 	"github.com/agentcgroup/agentcgroup/policy"
 	"github.com/agentcgroup/agentcgroup/state"
@@ -42,8 +43,11 @@ type service struct {
 	self       string // this binary, run as the OCI runtime wrapper
 	publisher  events.Publisher
 
-	warnOnce sync.Once
-	mu       sync.Mutex
+	warnOnce     sync.Once
+	holdWarnOnce sync.Once
+	mu           sync.Mutex
+	// notifies says, per OCI runtime, whether it can hold execve.
+	notifies map[string]error
 	tasks    map[string]*hooks.Container
 	// detector is loaded for the first container that asks for fork+exec
 	// detection and closed when the last one is deleted; detectorErr keeps
@@ -64,6 +68,7 @@ func newService(inner taskAPI.TTRPCTaskService, publisher events.Publisher) (*se
 		self:             self,
 		publisher:        publisher,
 		tasks:            make(map[string]*hooks.Container),
+		notifies:         make(map[string]error),
 	}, nil
 }
 
@@ -136,6 +141,21 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			}
 		}()
 	}
+	var d *bpf.Detector
+	var hold *exechold.Listener
+	if carve && pol.Detect == policy.DetectForkExec {
+		if d = s.loadDetector(ctx); d != nil {
+			hold = s.prepareHold(ctx, spec, r.Bundle, dir, st.Runtime)
+		}
+	}
+	defer func() {
+		if retErr != nil {
+			if hold != nil {
+				hold.Close()
+			}
+			s.closeIdleDetector(ctx)
+		}
+	}()
 	if r.Options, err = typeurl.MarshalAnyToProto(opts); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
@@ -143,17 +163,12 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil || !carve {
 		return resp, err
 	}
-	var d *bpf.Detector
-	if pol.Detect == policy.DetectForkExec {
-		d = s.loadDetector(ctx)
-	}
-	c, err := hooks.Create(ctx, dir, st, resp.Pid, pol, hooks.Env{Detector: d, Publisher: s.publisher})
+	c, err := hooks.Create(ctx, dir, st, resp.Pid, pol, hooks.Env{Detector: d, Publisher: s.publisher, Hold: hold})
 	if err != nil {
 		// Create's cleanup killed init; remove the container as runc knows it.
 		if _, derr := s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: r.ID}); derr != nil {
 			log.G(ctx).WithError(derr).Warn("delete container after failed carve")
 		}
-		s.closeIdleDetector(ctx)
 		return nil, errgrpc.ToGRPC(fmt.Errorf("carve cgroup tree: %w", err))
 	}
 	s.mu.Lock()

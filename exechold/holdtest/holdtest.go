@@ -1,0 +1,55 @@
+// Package holdtest does in a test process what an OCI runtime does for a
+// container with the hold: install a filter that notifies on execve and
+// execveat, send its listener to the socket, and execute the program.
+package holdtest
+
+import (
+	"fmt"
+	"net"
+	"runtime"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// auditArch is the seccomp_data arch of this build's system calls.
+var auditArch = map[string]uint32{"amd64": unix.AUDIT_ARCH_X86_64, "arm64": unix.AUDIT_ARCH_AARCH64}
+
+// Exec installs the filter on the calling thread, sends its listener to
+// socket and replaces the process with argv; it returns only on error.
+func Exec(socket string, argv []string, env []string) error {
+	arch, ok := auditArch[runtime.GOARCH]
+	if !ok {
+		return fmt.Errorf("no seccomp arch for %s", runtime.GOARCH)
+	}
+	runtime.LockOSThread() // the filter is this thread's, and this thread executes argv
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 4}, // seccomp_data.arch
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 3, K: arch},
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // seccomp_data.nr
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 2, K: unix.SYS_EXECVE},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 1, K: unix.SYS_EXECVEAT},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_USER_NOTIF},
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("no_new_privs: %w", err)
+	}
+	fd, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
+		unix.SECCOMP_FILTER_FLAG_NEW_LISTENER, uintptr(unsafe.Pointer(&fprog)))
+	if errno != 0 {
+		return fmt.Errorf("install seccomp filter: %w", errno)
+	}
+	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: socket, Net: "unix"})
+	if err != nil {
+		return err
+	}
+	if _, _, err := conn.WriteMsgUnix([]byte("{}"), unix.UnixRights(int(fd)), nil); err != nil {
+		return fmt.Errorf("send seccomp listener: %w", err)
+	}
+	conn.Close()
+	unix.Close(int(fd))
+	return syscall.Exec(argv[0], argv, env)
+}

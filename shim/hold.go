@@ -1,0 +1,105 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/containerd/log"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/opencontainers/runtime-spec/specs-go/features"
+
+	"github.com/agentcgroup/agentcgroup/exechold"
+)
+
+// holdSocket is the listener socket's name in the container's state folder
+// (short: a unix socket path has at most 107 bytes).
+const holdSocket = "hold.sock"
+
+// prepareHold makes the container's execve calls wait for placement: it
+// serves the socket and adds the notify rule to the bundle's config.json
+// before the runtime reads it. Where the runtime cannot notify, or the
+// container's seccomp profile would mean something else with the rule, it
+// returns nil and the shim places each forked call after its program has
+// started, saying why in the log.
+func (s *service) prepareHold(ctx context.Context, spec *specs.Spec, bundle, dir, runtime string) *exechold.Listener {
+	if err := s.runtimeNotifies(runtime); err != nil {
+		s.holdWarnOnce.Do(func() {
+			log.G(ctx).WithError(err).Warn("no exec hold: forked tool calls are placed after their program has started")
+		})
+		return nil
+	}
+	if err := exechold.Configure(spec, filepath.Join(dir, holdSocket)); err != nil {
+		log.G(ctx).WithError(err).Warn("no exec hold for this container: forked tool calls are placed after their program has started")
+		return nil
+	}
+	l, err := exechold.Listen(spec.Linux.Seccomp.ListenerPath)
+	if err == nil {
+		err = writeSpec(bundle, spec)
+		if err != nil {
+			l.Close()
+		}
+	}
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("no exec hold for this container: forked tool calls are placed after their program has started")
+		return nil
+	}
+	return l
+}
+
+// runtimeNotifies says whether the OCI runtime can send a seccomp listener:
+// from `features` (runc 1.1+, crun 1.9+), or for an older crun from the
+// build flags its version prints. Known once per shim and runtime.
+func (s *service) runtimeNotifies(runtime string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err, ok := s.notifies[runtime]; ok {
+		return err
+	}
+	err := probeNotify(runtime)
+	s.notifies[runtime] = err
+	return err
+}
+
+func probeNotify(runtime string) error {
+	out, err := exec.Command(runtime, "features").Output()
+	if err != nil {
+		v, verr := exec.Command(runtime, "--version").Output()
+		if verr == nil && strings.Contains(string(v), "+SECCOMP") {
+			return nil // crun before `features`: notify since 0.19
+		}
+		return fmt.Errorf("%s features: %w", runtime, err)
+	}
+	var f features.Features
+	if err := json.Unmarshal(out, &f); err != nil {
+		return fmt.Errorf("parse %s features: %w", runtime, err)
+	}
+	if f.Linux == nil || f.Linux.Seccomp == nil || f.Linux.Seccomp.Enabled == nil || !*f.Linux.Seccomp.Enabled {
+		return errors.New(runtime + " is built without seccomp")
+	}
+	if !slices.Contains(f.Linux.Seccomp.Actions, string(specs.ActNotify)) {
+		return errors.New(runtime + " has no SCMP_ACT_NOTIFY")
+	}
+	return nil
+}
+
+func writeSpec(bundle string, spec *specs.Spec) error {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(bundle, "config.json")
+	if err := os.WriteFile(p+".agentcgroup", b, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	if err := os.Rename(p+".agentcgroup", p); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	return nil
+}
