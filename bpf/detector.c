@@ -20,7 +20,7 @@
 // User space may place a pending process before its exec completes (the
 // shim holds execve through seccomp user notification): it then adds the
 // process to tools itself, so that its exit is reported even if no exec
-// succeeds. stats counts the calls whose new program started unplaced.
+// succeeds. A TOOL event says whether the new program started unplaced.
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -60,6 +60,7 @@ struct event {
 	__u32 leader;	   // the tool call's first process
 	__s32 exit_status; // wait(2) status, for EVENT_EXIT
 	__u32 args_len;	   // bytes of args, for EVENT_TOOL
+	__u32 unplaced;	   // EVENT_TOOL: the program started in the agent cgroup
 	char filename[128];
 	char args[256];	   // argv, NUL-separated, cut at 255 bytes
 };
@@ -111,8 +112,7 @@ struct {
 } events SEC(".maps");
 
 enum stat {
-	STAT_DROPPED = 0,  // events lost to a full ring buffer
-	STAT_UNPLACED = 1, // tool calls whose program started in the agent cgroup
+	STAT_DROPPED = 0, // events lost to a full ring buffer
 	STAT_MAX,
 };
 
@@ -146,6 +146,7 @@ static __always_inline struct event *reserve(__u32 kind, __u64 agent_cgroup, __u
 	e->leader = leader;
 	e->exit_status = 0;
 	e->args_len = 0;
+	e->unplaced = 0;
 	e->filename[0] = 0;
 	return e;
 }
@@ -183,8 +184,6 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 		return 0;
 	struct tool t = {.agent_cgroup = f->agent_cgroup, .leader = tgid};
 	__u64 fork_ns = f->fork_ns;
-	if (bpf_get_current_cgroup_id() == t.agent_cgroup)
-		count(STAT_UNPLACED);
 	bpf_map_delete_elem(&pending, &tgid);
 	bpf_map_update_elem(&tools, &tgid, &t, BPF_ANY);
 
@@ -192,6 +191,7 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 	if (!e)
 		return 0;
 	e->fork_ns = fork_ns;
+	e->unplaced = bpf_get_current_cgroup_id() == t.agent_cgroup;
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), bprm->filename);
 	// argv, read now: a short call may be gone before user space could read
 	// /proc/<pid>/cmdline. exec has just written it into the new mm.

@@ -49,6 +49,9 @@ type Event struct {
 	Args     []string
 	// Forked is when the leader of a Tool was forked, on CLOCK_MONOTONIC.
 	Forked time.Duration
+	// Unplaced says that a Tool's program started in the agent cgroup: it
+	// was not placed while its execve was held.
+	Unplaced bool
 }
 
 // SinceFork is how long ago, on CLOCK_MONOTONIC, a Tool's leader was forked.
@@ -146,15 +149,8 @@ func (d *Detector) Watched() int {
 // Dropped is the number of events lost to a full ring buffer.
 func (d *Detector) Dropped() (uint64, error) { return d.stat(statDropped) }
 
-// Unplaced is the number of tool calls whose new program started while
-// still in the agent cgroup, before the shim had placed them.
-func (d *Detector) Unplaced() (uint64, error) { return d.stat(statUnplaced) }
-
-// The indexes of the stats map (enum stat in detector.c).
-const (
-	statDropped  uint32 = 0
-	statUnplaced uint32 = 1
-)
+// statDropped indexes the stats map (enum stat in detector.c).
+const statDropped uint32 = 0
 
 func (d *Detector) stat(i uint32) (uint64, error) {
 	var perCPU []uint64
@@ -227,7 +223,7 @@ func (d *Detector) run() {
 			continue
 		}
 		ev := Event{Kind: Kind(raw.Kind), AgentCgroup: raw.AgentCgroup, Pid: raw.Pid, Leader: raw.Leader,
-			ExitStatus: raw.ExitStatus, Forked: time.Duration(raw.ForkNs)}
+			ExitStatus: raw.ExitStatus, Forked: time.Duration(raw.ForkNs), Unplaced: raw.Unplaced != 0}
 		if ev.Kind == Tool {
 			ev.Filename = cString(raw.Filename[:])
 			ev.Args = argv(raw.Args[:min(int(raw.ArgsLen), len(raw.Args))])

@@ -22,9 +22,9 @@ type detectorEvent struct {
 	Leader      uint32
 	ExitStatus  int32
 	ArgsLen     uint32
+	Unplaced    uint32
 	Filename    [128]int8
 	Args        [256]int8
-	_           [4]byte
 }
 
 type detectorForked struct {

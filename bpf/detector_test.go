@@ -48,13 +48,22 @@ func agentCgroup(t *testing.T) (string, uint64) {
 }
 
 // runIn runs a shell script as a process created directly in dir.
-func runIn(t testing.TB, dir, script string) {
+func runIn(t testing.TB, dir, script string) { runHeld(t, dir, script, "") }
+
+// runHeld runs a shell script in the cgroup dir; with a hold socket, under
+// the exec hold's filter.
+func runHeld(t testing.TB, dir, script, hold string) {
 	fd, err := os.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fd.Close()
 	cmd := exec.Command("/bin/sh", "-c", script)
+	if hold != "" {
+		self, _ := os.Executable()
+		cmd = exec.Command(self, "/bin/sh", "-c", script)
+		cmd.Env = append(os.Environ(), "HOLDTEST_SOCKET="+hold)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("agent script: %v: %s", err, out)

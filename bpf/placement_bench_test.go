@@ -4,26 +4,27 @@ package bpf
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/exechold"
 )
 
 // BenchmarkPlacement measures natively, on this host, the path a detected
-// tool call takes from its fork to being in its own cgroup: the kernel
-// event, the ring buffer wake-up, and one cgroup.procs write into a ready
-// cgroup, as the shim does it. A shell agent in a cgroup of the unified
-// hierarchy runs 10,000 /bin/true. It also times that loop with no detector,
-// with the detector attached but nothing moved, and with every call moved.
+// tool call takes from its fork to being in its own cgroup, both ways the
+// shim places one: after its exec (the kernel event, the ring buffer
+// wake-up, one cgroup.procs write into a ready cgroup) and while its execve
+// is held (the seccomp notification, one map lookup, the same write). A
+// shell agent in a cgroup of the unified hierarchy runs 10,000 /bin/true per
+// phase; the loop is also timed with no detector and with the detector
+// attached but nothing moved.
 func BenchmarkPlacement(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Fatal("loading BPF programs needs root")
@@ -39,12 +40,12 @@ func BenchmarkPlacement(b *testing.B) {
 	must(b, os.Mkdir(agent, 0o755))
 	defer os.Remove(agent)
 
-	timeLoop := func() time.Duration {
+	timeLoop := func(hold string) time.Duration {
 		start := time.Now()
-		runIn(b, agent, script)
+		runHeld(b, agent, script, hold)
 		return time.Since(start)
 	}
-	none := timeLoop()
+	none := timeLoop("")
 
 	d, err := Load()
 	if err != nil {
@@ -57,56 +58,115 @@ func BenchmarkPlacement(b *testing.B) {
 	}
 	events := make(chan Event, 4096)
 	must(b, d.Watch(id, events))
-	attached := timeLoop() // events are dropped on the floor: nothing is moved
-	for len(events) > 0 {
-		<-events
+	attached := timeLoop("") // events are dropped on the floor: nothing is moved
+	drain(events)
+
+	// ready makes one cgroup per call ahead, as the shim keeps spares.
+	ready := func(phase string) chan string {
+		ch := make(chan string, calls)
+		go func() {
+			for i := range calls {
+				dir := filepath.Join(parent, phase+"-"+strconv.Itoa(i))
+				must(b, os.Mkdir(dir, 0o755))
+				ch <- dir
+			}
+		}()
+		time.Sleep(time.Second) // the cgroups are ahead of the calls
+		return ch
+	}
+	move := func(dirs chan string, pid uint32) {
+		_ = os.WriteFile(filepath.Join(<-dirs, "cgroup.procs"), []byte(strconv.FormatUint(uint64(pid), 10)), 0)
 	}
 
-	// The mover: one ready cgroup per call, made ahead as the shim does.
-	var lat []int64
-	var phase atomic.Int64
-	phase.Store(math.MaxInt64)
+	// After exec: the mover acts on each Tool event.
+	var afterExec []int64
+	dirs := ready("exec")
 	done := make(chan struct{})
-	ready := make(chan string, calls)
-	go func() {
-		for i := range calls {
-			dir := filepath.Join(parent, "call-"+strconv.Itoa(i))
-			must(b, os.Mkdir(dir, 0o755))
-			ready <- dir
-		}
-	}()
 	go func() {
 		defer close(done)
 		for ev := range events {
-			if ev.Kind != Tool || int64(ev.Forked) < phase.Load() {
-				continue // an exit, or a call of the attached-only loop
+			if ev.Kind != Tool {
+				continue
 			}
-			_ = os.WriteFile(filepath.Join(<-ready, "cgroup.procs"), []byte(strconv.FormatUint(uint64(ev.Pid), 10)), 0)
-			lat = append(lat, ev.SinceFork().Microseconds())
-			if len(lat) == calls {
+			move(dirs, ev.Pid)
+			afterExec = append(afterExec, ev.SinceFork().Microseconds())
+			if len(afterExec) == calls {
 				return
 			}
 		}
 	}()
-	time.Sleep(time.Second) // the cgroups are ahead of the calls
-	phase.Store(int64(monotonic()))
-	moved := timeLoop()
+	moved := timeLoop("")
 	select {
 	case <-done:
 	case <-time.After(time.Minute):
-		b.Fatalf("placed %d of %d calls", len(lat), calls)
+		b.Fatalf("placed %d of %d calls", len(afterExec), calls)
 	}
-	for i := range calls {
-		os.Remove(filepath.Join(parent, "call-"+strconv.Itoa(i)))
+
+	// Held: the mover acts while the call's execve waits.
+	var held []int64
+	dirs = ready("held")
+	l, err := exechold.Listen(filepath.Join(b.TempDir(), "hold.sock"))
+	must(b, err)
+	defer l.Close()
+	l.Handle(func(pid uint32) {
+		forked, ok := d.Pending(pid, id)
+		if !ok {
+			return
+		}
+		move(dirs, pid)
+		held = append(held, Since(forked).Microseconds())
+	})
+	var unplaced, tools int
+	counted := make(chan struct{})
+	go func() {
+		defer close(counted)
+		for ev := range events {
+			if ev.Kind == Tool {
+				tools++
+				if ev.Unplaced {
+					unplaced++
+				}
+				if tools == calls {
+					return
+				}
+			}
+		}
+	}()
+	heldLoop := timeLoop(l.Path())
+	select {
+	case <-counted:
+	case <-time.After(time.Minute):
+		b.Fatalf("%d of %d held calls reported", tools, calls)
 	}
-	slices.Sort(lat)
-	p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
-	fmt.Printf("native placement, fork to in its cgroup, %d calls: p50 %d us, p99 %d us; agent loop %v with no detector, %.3fx attached, %.3fx with every call moved\n",
-		calls, p50, p99, none.Round(time.Millisecond), float64(attached)/float64(none), float64(moved)/float64(none))
-	b.ReportMetric(float64(p50), "p50-us")
-	b.ReportMetric(float64(p99), "p99-us")
-	b.ReportMetric(float64(attached)/float64(none), "attached-ratio")
-	b.ReportMetric(float64(moved)/float64(none), "moved-ratio")
+	for _, phase := range []string{"exec", "held"} {
+		for i := range calls {
+			os.Remove(filepath.Join(parent, phase+"-"+strconv.Itoa(i)))
+		}
+	}
+	if len(held) != calls {
+		b.Fatalf("held %d of %d calls", len(held), calls)
+	}
+	slices.Sort(afterExec)
+	slices.Sort(held)
+	pct := func(v []int64, p float64) int64 { return v[int(float64(len(v))*p)] }
+	fmt.Printf("native placement, fork to in its cgroup, %d calls each: after exec p50 %d us, p99 %d us; held p50 %d us, p99 %d us, %d of %d programs started unplaced\n",
+		calls, pct(afterExec, 0.5), pct(afterExec, 0.99), pct(held, 0.5), pct(held, 0.99), unplaced, tools)
+	fmt.Printf("agent loop %v with no detector: %.3fx attached, %.3fx every call moved after exec, %.3fx every call held and moved\n",
+		none.Round(time.Millisecond), ratio(attached, none), ratio(moved, none), ratio(heldLoop, none))
+	b.ReportMetric(float64(pct(held, 0.5)), "held-p50-us")
+	b.ReportMetric(float64(pct(held, 0.99)), "held-p99-us")
+	b.ReportMetric(float64(pct(afterExec, 0.99)), "exec-p99-us")
+	b.ReportMetric(float64(unplaced), "unplaced")
+	b.ReportMetric(ratio(attached, none), "attached-ratio")
+	b.ReportMetric(ratio(heldLoop, none), "held-ratio")
+}
+
+func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
+
+func drain(ch chan Event) {
+	for len(ch) > 0 {
+		<-ch
+	}
 }
 
 func monotonic() time.Duration {

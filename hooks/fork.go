@@ -138,18 +138,16 @@ func (c *Container) placeHeld(ctx context.Context, pid uint32) {
 func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 	c.mu.Lock()
 	fc := c.forks[ev.Pid]
-	if fc != nil {
-		fc.rec.Command = ev.Args
-		c.calls.save(ctx)
-	}
 	c.mu.Unlock()
 	if fc == nil {
-		if fc = c.place(ctx, ev.Pid, ev.Forked); fc != nil {
-			c.mu.Lock()
-			fc.rec.Command = ev.Args
-			c.mu.Unlock()
+		if fc = c.place(ctx, ev.Pid, ev.Forked); fc == nil {
+			return
 		}
 	}
+	c.mu.Lock()
+	fc.rec.Command, fc.rec.StartedUnplaced = ev.Args, ev.Unplaced
+	c.calls.save(ctx)
+	c.mu.Unlock()
 }
 
 // place moves a new tool call's leader into a ready cgroup first, and does

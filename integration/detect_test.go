@@ -14,20 +14,20 @@ import (
 
 // TestForkDetection: an agent framework (the simulator, multi-threaded) runs
 // its tools as `sh -c` children, as Claude Code does. Each becomes a tool call
-// in its own C/tools/<id>; nested children stay in their call; threads make
-// no call; another container's calls stay in its own records; exec'd calls
-// are not counted twice; and when the containers are gone no detector
-// program stays loaded.
+// in its own C/tools/<id>, placed while its execve is held, so that its
+// first instruction already runs there; nested children stay in their call;
+// threads make no call; the agent, waiting as a job-control shell does,
+// sees no call stop; another container's calls stay in its own records;
+// exec'd calls are not counted twice; and when the containers are gone no
+// detector program stays loaded.
 func TestForkDetection(t *testing.T) {
 	forEachStack(t, func(t *testing.T, d *daemon) {
 		rt := d.agentcgroup()
 		a, b := newID("agent"), newID("other")
 		out := func(id, name string) string { return "/tmp/" + id + "-" + name }
-		d.start(t, rt, a, nil, "/bin/agentsim", "-delay", "300ms",
-			// Each call waits before it looks, so that its leader has been
-			// placed (placement latency is a benchmark, not this test).
-			"sleep 1; cat /proc/self/cgroup > "+out(a, "own"),
-			"sleep 1; sh -c 'cat /proc/self/cgroup' > "+out(a, "nested"),
+		d.start(t, rt, a, nil, "/bin/agentsim", "-delay", "300ms", "-log", out(a, "log"),
+			"cat /proc/self/cgroup > "+out(a, "own"),
+			"sh -c 'cat /proc/self/cgroup' > "+out(a, "nested"),
 			"exit 3",
 			"exec /bin/agentsim -alloc 48 -hold 200ms")
 		d.start(t, rt, b, nil, "/bin/agentsim", "-delay", "300ms", "echo other-container-call")
@@ -65,6 +65,9 @@ func TestForkDetection(t *testing.T) {
 				t.Errorf("call %d %s: cgroup %s not its own under C/tools", i+1, r.ID, r.Cgroup)
 			}
 			cgroups[r.Cgroup] = true
+			if r.StartedUnplaced {
+				t.Errorf("call %d %s: its program started in C/agent; want it held until placed", i+1, r.ID)
+			}
 		}
 		for i, name := range []string{"own", "nested"} {
 			got := strings.TrimSpace(readTrim(t, filepath.Join(rootfs, out(a, name))))
@@ -73,11 +76,15 @@ func TestForkDetection(t *testing.T) {
 			}
 			os.Remove(filepath.Join(rootfs, out(a, name)))
 		}
-		// What the call touches before it is placed stays with C/agent (the
-		// charge-leak benchmark measures it); most of the 48 MiB must not.
-		if peak := forks[3].MemoryPeakBytes; peak < 40<<20 {
-			t.Errorf("allocating call's peak = %d, want most of its 48 MiB charged to the call", peak)
+		// Placed before its program ran, the call is charged all it touched.
+		if peak := forks[3].MemoryPeakBytes; peak < 48<<20 {
+			t.Errorf("allocating call's peak = %d, want all of its 48 MiB charged to the call", peak)
 		}
+		log := readTrim(t, filepath.Join(rootfs, out(a, "log")))
+		if !strings.Contains(log, "all calls done") || strings.Contains(log, "stopped") {
+			t.Errorf("agent's log: %q, want all calls done and none stopped", log)
+		}
+		os.Remove(filepath.Join(rootfs, out(a, "log")))
 
 		var other []state.Record
 		eventually(t, "the other container's call", func() bool {

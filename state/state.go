@@ -62,7 +62,11 @@ type Record struct {
 	OOMKills         uint64     `json:"oom_kills"`
 	// PlacedAfterUs is, for a fork-detected call, how long after its fork it
 	// was in its own cgroup; memory it charged before stays with C/agent.
-	PlacedAfterUs    int64   `json:"placed_after_us,omitempty"`
+	PlacedAfterUs int64 `json:"placed_after_us,omitempty"`
+	// StartedUnplaced says that a fork-detected call's program started in
+	// C/agent (no exec hold), so that what it touched until PlacedAfterUs
+	// stays charged there.
+	StartedUnplaced  bool    `json:"started_unplaced,omitempty"`
 	ThrottledSeconds float64 `json:"throttled_seconds"`
 	FrozenSeconds    float64 `json:"frozen_seconds"`
 	// Freezes counts how often the call was frozen; FreezeLatencyUs is the

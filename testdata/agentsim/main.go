@@ -5,6 +5,8 @@
 // tool that allocates and touches memory right after exec.
 //
 //	agentsim [-delay 100ms] [-repeat N] CMD...   run each CMD with sh -c (N times), then wait
+//	                                             (waiting as a job-control shell does, it reports
+//	                                             a call that stops: "agentsim: call N stopped")
 //	agentsim -loop N PROG                        fork+exec PROG N times, print the time taken, wait
 //	agentsim -alloc MiB [-ramp 2s] [-hold 1s]    allocate and touch MiB (spread over -ramp), then exit
 //	agentsim -trace FILE [-speed 10] [-scale 1] [-seed N]  replay an agent run (see replay.go), then exit
@@ -36,7 +38,17 @@ func main() {
 	memScale := flag.Float64("scale", 1, "with -trace, multiply every memory level by this")
 	steps := flag.String("steps", "", "as a replayed tool call: seconds:MiB levels to hold")
 	holdFor := flag.Duration("for", 0, "with -steps, exit after this long")
+	logPath := flag.String("log", "", "write stdout and stderr to this file")
 	flag.Parse()
+	if *logPath != "" {
+		f, err := os.Create(*logPath)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "agentsim:", err)
+			os.Exit(2)
+		}
+		_ = syscall.Dup2(int(f.Fd()), 1)
+		_ = syscall.Dup2(int(f.Fd()), 2)
+	}
 	if *steps != "" {
 		if err := follow(*steps, *holdFor); err != nil {
 			fmt.Fprintln(os.Stderr, "agentsim:", err)
@@ -77,14 +89,35 @@ func main() {
 			time.Sleep(*delay)
 			c := exec.Command("/bin/sh", "-c", cmd)
 			c.Stdout, c.Stderr = os.Stdout, os.Stderr
-			if err := c.Run(); err != nil && c.ProcessState == nil {
+			if err := c.Start(); err != nil {
 				fmt.Fprintf(os.Stderr, "agentsim: call %d: %v\n", n, err)
+				continue
 			}
+			waitJob(n, c.Process.Pid)
 		}
 	}
 	fmt.Println("agentsim: all calls done")
 	<-stop
 	close(busy)
+}
+
+// waitJob waits for a call as a job-control shell waits for its job
+// (WUNTRACED): a stop is reported to the agent, and said here.
+func waitJob(n, pid int) {
+	for {
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(pid, &ws, syscall.WUNTRACED, nil); err != nil {
+			if err == syscall.EINTR {
+				continue
+			}
+			fmt.Fprintf(os.Stderr, "agentsim: call %d: %v\n", n, err)
+			return
+		}
+		if !ws.Stopped() {
+			return
+		}
+		fmt.Printf("agentsim: call %d stopped (%v)\n", n, ws.StopSignal())
+	}
 }
 
 // spinThreads keeps n OS threads alive until done is closed.
