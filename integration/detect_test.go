@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/agentcgroup/agentcgroup/state"
 )
 
@@ -106,4 +108,81 @@ func TestForkDetection(t *testing.T) {
 // ended counts the calls that have ended.
 func ended(recs []state.Record) int {
 	return count(recs, func(r state.Record) bool { return r.End != nil && r.State != state.Running })
+}
+
+// TestDetectorFallback: on a kernel without BTF (an empty file bound over
+// /sys/kernel/btf/vmlinux stands in for one) the detector cannot load. The
+// shim says so in its log and goes on with exec'd tool calls: an exec gets
+// its own cgroup, the agent's forked children stay in C/agent, no program is
+// loaded, and delete leaves nothing.
+func TestDetectorFallback(t *testing.T) {
+	d := getDaemon(t, stacks()[0])
+	const btf = "/sys/kernel/btf/vmlinux"
+	if err := unix.Mount("/dev/null", btf, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("hide %s: %v", btf, err)
+	}
+	defer unix.Unmount(btf, 0)
+	id := newID("nobtf")
+	forked := "/tmp/" + id + "-forked"
+	d.start(t, d.agentcgroup(), id, nil, "/bin/agentsim", "-delay", "100ms", "cat /proc/self/cgroup > "+forked)
+	eventually(t, "the forked call's output", func() bool {
+		_, err := os.Stat(filepath.Join(rootfs, forked))
+		return err == nil
+	})
+	defer os.Remove(filepath.Join(rootfs, forked))
+	if got, want := readTrim(t, filepath.Join(rootfs, forked)), "0::/"+namespace+"/"+id+"/agent"; got != want {
+		t.Errorf("forked child ran in %q, want %q (no detector: it stays with the agent)", got, want)
+	}
+	out := d.mustCtr(t, "task", "exec", "--exec-id", "exec1", id, "/bin/cat", "/proc/self/cgroup")
+	if want := "0::/" + namespace + "/" + id + "/tools/exec1"; strings.TrimSpace(out) != want {
+		t.Errorf("exec'd call ran in %q, want %q", strings.TrimSpace(out), want)
+	}
+	if n := detectorPrograms(t); n != 0 {
+		t.Errorf("%d detector programs loaded without BTF", n)
+	}
+	recs := ps(t, id)
+	if len(recs) != 1 || recs[0].ID != "exec1" {
+		t.Errorf("records %+v, want the exec'd call only", recs)
+	}
+	if !strings.Contains(d.log(), "no eBPF tool-call detector: only exec'd tool calls get their own cgroup") {
+		t.Error("the shim's log does not say that the detector is missing")
+	}
+	d.remove(id)
+	assertGone(t, id)
+}
+
+// TestHoldSeccompProfile: a container with containerd's default seccomp
+// profile (an allow list naming execve, as Docker's) gets the hold merged
+// into that profile: one filter, not two; what the profile denies stays
+// denied; forked calls are still held until placed.
+func TestHoldSeccompProfile(t *testing.T) {
+	forEachStack(t, func(t *testing.T, d *daemon) {
+		id := newID("seccomp")
+		status, denied := "/tmp/"+id+"-status", "/tmp/"+id+"-denied"
+		d.start(t, d.agentcgroup(), id, []string{"--seccomp"}, "/bin/agentsim", "-delay", "100ms",
+			"grep Seccomp /proc/self/status > "+status,
+			// swapoff is outside the default profile's allow list without CAP_SYS_ADMIN.
+			"swapoff /nonexistent 2> "+denied+"; true")
+		var recs []state.Record
+		eventually(t, "two ended calls", func() bool {
+			recs = ps(t, id)
+			return len(recs) == 2 && ended(recs) == 2
+		})
+		defer os.Remove(filepath.Join(rootfs, status))
+		defer os.Remove(filepath.Join(rootfs, denied))
+		for _, r := range recs {
+			if r.StartedUnplaced {
+				t.Errorf("call %s started in C/agent; want it held until placed", r.ID)
+			}
+		}
+		st := readTrim(t, filepath.Join(rootfs, status))
+		if !strings.Contains(st, "Seccomp:\t2") || !strings.Contains(st, "Seccomp_filters:\t1") {
+			t.Errorf("a call's seccomp status %q, want mode 2 with one filter (the hold merged into the profile)", st)
+		}
+		if msg := readTrim(t, filepath.Join(rootfs, denied)); !strings.Contains(msg, "Operation not permitted") {
+			t.Errorf("swapoff under the default profile said %q, want EPERM", msg)
+		}
+		d.remove(id)
+		assertGone(t, id)
+	})
 }
