@@ -78,14 +78,16 @@ func BenchmarkPlacement(b *testing.B) {
 		_ = os.WriteFile(filepath.Join(<-dirs, "cgroup.procs"), []byte(strconv.FormatUint(uint64(pid), 10)), 0)
 	}
 
-	// After exec: the mover acts on each Tool event.
+	// After exec: the mover acts on each Tool event. Events of an earlier
+	// phase still in the ring buffer are skipped by their fork time.
 	var afterExec []int64
 	dirs := ready("exec")
 	done := make(chan struct{})
+	phase := monotonic()
 	go func() {
 		defer close(done)
 		for ev := range events {
-			if ev.Kind != Tool {
+			if ev.Kind != Tool || ev.Forked < phase {
 				continue
 			}
 			move(dirs, ev.Pid)
@@ -118,10 +120,11 @@ func BenchmarkPlacement(b *testing.B) {
 	})
 	var unplaced, tools int
 	counted := make(chan struct{})
+	phase = monotonic()
 	go func() {
 		defer close(counted)
 		for ev := range events {
-			if ev.Kind == Tool {
+			if ev.Kind == Tool && ev.Forked >= phase {
 				tools++
 				if ev.Unplaced {
 					unplaced++
