@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/exechold/holdtest"
 )
 
 // cgroup2Mount finds the unified hierarchy: /sys/fs/cgroup on a pure v2
@@ -60,9 +61,7 @@ func runHeld(t testing.TB, dir, script, hold string) {
 	defer fd.Close()
 	cmd := exec.Command("/bin/sh", "-c", script)
 	if hold != "" {
-		self, _ := os.Executable()
-		cmd = exec.Command(self, "/bin/sh", "-c", script)
-		cmd.Env = append(os.Environ(), "HOLDTEST_SOCKET="+hold)
+		cmd = holdtest.Command(hold, "/bin/sh", "-c", script)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -9,14 +9,7 @@ import (
 	"github.com/agentcgroup/agentcgroup/exechold/holdtest"
 )
 
-// TestMain lets the test binary be a held agent: with HOLDTEST_SOCKET set it
-// installs the exec hold's filter, as an OCI runtime does, and executes its
-// arguments.
 func TestMain(m *testing.M) {
-	if socket := os.Getenv("HOLDTEST_SOCKET"); socket != "" {
-		err := holdtest.Exec(socket, os.Args[1:], os.Environ())
-		os.Stderr.WriteString(err.Error() + "\n")
-		os.Exit(111)
-	}
+	holdtest.Run() // the held agent of BenchmarkPlacement
 	os.Exit(m.Run())
 }

@@ -2,7 +2,6 @@ package exechold
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,14 +12,8 @@ import (
 	"github.com/agentcgroup/agentcgroup/exechold/holdtest"
 )
 
-// TestMain lets the test binary be the held process: with HOLDTEST_SOCKET
-// set it installs the filter and executes its arguments.
 func TestMain(m *testing.M) {
-	if socket := os.Getenv("HOLDTEST_SOCKET"); socket != "" {
-		err := holdtest.Exec(socket, os.Args[1:], os.Environ())
-		os.Stderr.WriteString(err.Error() + "\n")
-		os.Exit(111)
-	}
+	holdtest.Run() // the held process of these tests
 	os.Exit(m.Run())
 }
 
@@ -48,8 +41,7 @@ func TestHold(t *testing.T) {
 		mu.Unlock()
 	})
 	self, _ := os.Executable()
-	cmd := exec.Command(self, "/bin/sh", "-c", "/bin/echo one; /bin/echo two")
-	cmd.Env = append(os.Environ(), "HOLDTEST_SOCKET="+l.Path())
+	cmd := holdtest.Command(l.Path(), "/bin/sh", "-c", "/bin/echo one; /bin/echo two")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)
@@ -75,9 +67,7 @@ func TestHangup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	self, _ := os.Executable()
-	cmd := exec.Command(self, "/bin/true")
-	cmd.Env = append(os.Environ(), "HOLDTEST_SOCKET="+l.Path())
+	cmd := holdtest.Command(l.Path(), "/bin/true")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}

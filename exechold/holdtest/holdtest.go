@@ -1,11 +1,15 @@
 // Package holdtest does in a test process what an OCI runtime does for a
 // container with the hold: install a filter that notifies on execve and
-// execveat, send its listener to the socket, and execute the program.
+// execveat, send its listener to the socket, and execute the program. The
+// test binary itself is that process: Command runs it again with the
+// socket in its environment, and Run, first in TestMain, takes over.
 package holdtest
 
 import (
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"runtime"
 	"syscall"
 	"unsafe"
@@ -13,12 +17,34 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+const envSocket = "HOLDTEST_SOCKET"
+
+// Command runs argv under the hold's filter, its listener sent to socket.
+func Command(socket string, argv ...string) *exec.Cmd {
+	self, _ := os.Executable()
+	cmd := exec.Command(self, argv...)
+	cmd.Env = append(os.Environ(), envSocket+"="+socket)
+	return cmd
+}
+
+// Run, in TestMain, makes the test binary the held process when Command
+// started it; it then does not return.
+func Run() {
+	socket := os.Getenv(envSocket)
+	if socket == "" {
+		return
+	}
+	err := execHeld(socket, os.Args[1:], os.Environ())
+	fmt.Fprintln(os.Stderr, "holdtest:", err)
+	os.Exit(111)
+}
+
 // auditArch is the seccomp_data arch of this build's system calls.
 var auditArch = map[string]uint32{"amd64": unix.AUDIT_ARCH_X86_64, "arm64": unix.AUDIT_ARCH_AARCH64}
 
-// Exec installs the filter on the calling thread, sends its listener to
+// execHeld installs the filter on the calling thread, sends its listener to
 // socket and replaces the process with argv; it returns only on error.
-func Exec(socket string, argv []string, env []string) error {
+func execHeld(socket string, argv []string, env []string) error {
 	arch, ok := auditArch[runtime.GOARCH]
 	if !ok {
 		return fmt.Errorf("no seccomp arch for %s", runtime.GOARCH)
