@@ -65,14 +65,15 @@ type Container struct {
 	live    map[string]*call // running tool calls by ID
 	forks   map[uint32]*forkCall
 	seq     uint64
-	// placeMu serializes placements (the event handler, held execs) and
-	// guards spare, the ready tool-call cgroups, and closing, set by
-	// Teardown. placing counts placed calls not tracked yet.
-	placeMu sync.Mutex
-	spare   []string
-	closing bool
-	placing sync.WaitGroup
-	calls   *records
+	// placeMu guards spare, the ready tool-call cgroups that placements
+	// (the event handler, held execs) take, and closing, set by Teardown.
+	// placing counts placements not tracked yet.
+	placeMu   sync.Mutex
+	spare     []string
+	refilling bool
+	closing   bool
+	placing   sync.WaitGroup
+	calls     *records
 }
 
 // Env is what a container's hooks use of the shim.

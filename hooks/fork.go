@@ -72,42 +72,50 @@ const forkPrefix = "fork-"
 // short burst of calls is placed without waiting for a cgroup to be made.
 const spares = 2
 
-// makeSpare makes a ready cgroup for the next detected call, named fork-<n>
+// makeSpare makes a ready cgroup for a detected call, named fork-<n>
 // (cgroup v2 cannot rename a cgroup once the program is known; the record's
 // command names it), with the tool-call limits applied. A name an exec
-// already took is skipped. The caller holds placeMu.
-func (c *Container) makeSpare(ctx context.Context) {
-	var id, dir string
+// already took is skipped. It takes no lock for the slow part: a held exec
+// is placed meanwhile into a spare made earlier.
+func (c *Container) makeSpare(ctx context.Context) (string, bool) {
 	for {
 		c.mu.Lock()
 		c.seq++
-		id = forkPrefix + strconv.FormatUint(c.seq, 10)
+		id := forkPrefix + strconv.FormatUint(c.seq, 10)
 		c.mu.Unlock()
-		dir = filepath.Join(c.path, toolsDir, id)
+		dir := filepath.Join(c.path, toolsDir, id)
 		err := os.Mkdir(dir, 0o755)
-		if err == nil {
-			break
+		if errors.Is(err, os.ErrExist) {
+			continue
 		}
-		if !errors.Is(err, os.ErrExist) {
+		if err != nil {
 			log.G(ctx).WithError(err).Warn("create a tool-call cgroup")
-			return
+			return "", false
 		}
+		if err := c.setToolLimits(dir); err != nil {
+			log.G(ctx).WithError(err).Warn("set tool-call limits")
+		}
+		return id, true
 	}
-	if err := c.setToolLimits(dir); err != nil {
-		log.G(ctx).WithError(err).Warn("set tool-call limits")
-	}
-	c.spare = append(c.spare, id)
 }
 
-// refill makes spare cgroups up to spares.
+// refill makes spare cgroups up to spares, one refill at a time.
 func (c *Container) refill(ctx context.Context) {
 	c.placeMu.Lock()
-	defer c.placeMu.Unlock()
+	if c.refilling {
+		c.placeMu.Unlock()
+		return
+	}
+	c.refilling = true
+	defer func() { c.refilling = false; c.placeMu.Unlock() }()
 	for !c.closing && len(c.spare) < spares {
-		n := len(c.spare)
-		if c.makeSpare(ctx); len(c.spare) == n {
-			break
+		c.placeMu.Unlock()
+		id, ok := c.makeSpare(ctx)
+		c.placeMu.Lock()
+		if !ok {
+			return
 		}
+		c.spare = append(c.spare, id)
 	}
 }
 
@@ -155,21 +163,27 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 // with C/agent.
 func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration) *forkCall {
 	c.placeMu.Lock()
-	if len(c.spare) == 0 && !c.closing {
-		c.makeSpare(ctx)
-	}
-	if len(c.spare) == 0 {
+	if c.closing {
 		c.placeMu.Unlock()
 		return nil
 	}
-	id := c.spare[0]
-	c.spare = c.spare[1:]
+	var id string
+	if len(c.spare) > 0 {
+		id, c.spare = c.spare[0], c.spare[1:]
+	}
+	c.placing.Add(1)
+	c.placeMu.Unlock()
+	if id == "" { // calls came faster than spares were made
+		var ok bool
+		if id, ok = c.makeSpare(ctx); !ok {
+			c.placing.Done()
+			return nil
+		}
+	}
 	dir := filepath.Join(c.path, toolsDir, id)
 	if err := movePid(dir, pid); err != nil && !errors.Is(err, syscall.ESRCH) {
 		log.G(ctx).WithError(err).WithField("call", id).Warn("move tool call into its cgroup")
 	}
-	c.placing.Add(1)
-	c.placeMu.Unlock()
 	placed := bpf.Since(forked)
 	fc := &forkCall{exited: make(chan struct{}), call: &call{
 		dir: dir,
