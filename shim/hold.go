@@ -2,6 +2,8 @@ package shim
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,20 +55,31 @@ func (s *service) prepareHold(ctx context.Context, spec *specs.Spec, bundle, dir
 	return l
 }
 
-// runtimeNotifies says whether the OCI runtime can send a seccomp listener:
-// from `features` (runc 1.1+, crun 1.9+), or for an older crun from the
-// build flags its version prints. Known once per shim and runtime.
+// runtimeNotifies says whether the OCI runtime can send a seccomp listener.
+// A yes is kept in the state root, keyed by the runtime's path, size and
+// modification time: each container has its own shim, and an exec of the
+// runtime costs as much as a short tool call. A no is asked again.
 func (s *service) runtimeNotifies(runtime string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err, ok := s.notifies[runtime]; ok {
+	fi, err := os.Stat(runtime)
+	if err != nil {
 		return err
 	}
-	err := probeNotify(runtime)
-	s.notifies[runtime] = err
-	return err
+	key := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d", runtime, fi.Size(), fi.ModTime().UnixNano()))
+	known := filepath.Join(s.stateRoot, ".runtimes", hex.EncodeToString(key[:8])+".notify")
+	if _, err := os.Stat(known); err == nil {
+		return nil
+	}
+	if err := probeNotify(runtime); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(known), 0o700); err == nil {
+		_ = os.WriteFile(known, nil, 0o600)
+	}
+	return nil
 }
 
+// probeNotify asks the runtime: `features` (runc 1.1+, crun 1.9+), or for
+// an older crun the build flags its version prints.
 func probeNotify(runtime string) error {
 	out, err := exec.Command(runtime, "features").Output()
 	if err != nil {

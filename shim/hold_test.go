@@ -35,3 +35,41 @@ func TestProbeNotify(t *testing.T) {
 		})
 	}
 }
+
+// TestRuntimeNotifiesCached: a yes is asked once per runtime binary; a
+// changed binary is asked again, a no every time.
+func TestRuntimeNotifiesCached(t *testing.T) {
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	rt := filepath.Join(dir, "runc")
+	write := func(actions string) {
+		script := "#!/bin/sh\necho x >> " + calls + "\n" +
+			`echo '{"linux":{"seccomp":{"enabled":true,"actions":[` + actions + `]}}}'` + "\n"
+		if err := os.WriteFile(rt, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	asked := func() int {
+		b, _ := os.ReadFile(calls)
+		return strings.Count(string(b), "x")
+	}
+	s := &service{stateRoot: filepath.Join(dir, "state")}
+	write(`"SCMP_ACT_NOTIFY"`)
+	for range 3 {
+		if err := s.runtimeNotifies(rt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := asked(); n != 1 {
+		t.Fatalf("runtime asked %d times for three containers, want once", n)
+	}
+	write(`"SCMP_ACT_ALLOW"`) // an upgrade (size and mtime change) that lost notify
+	for range 2 {
+		if err := s.runtimeNotifies(rt); err == nil {
+			t.Fatal("a runtime without notify was taken for one with it")
+		}
+	}
+	if n := asked(); n != 3 {
+		t.Fatalf("runtime asked %d times, want 3 (once, then every time it says no)", n)
+	}
+}

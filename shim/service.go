@@ -46,9 +46,7 @@ type service struct {
 	warnOnce     sync.Once
 	holdWarnOnce sync.Once
 	mu           sync.Mutex
-	// notifies says, per OCI runtime, whether it can hold execve.
-	notifies map[string]error
-	tasks    map[string]*hooks.Container
+	tasks        map[string]*hooks.Container
 	// detector is loaded for the first container that asks for fork+exec
 	// detection and closed when the last one is deleted; detectorErr keeps
 	// a failure to load it, said once in the log.
@@ -68,7 +66,6 @@ func newService(inner taskAPI.TTRPCTaskService, publisher events.Publisher) (*se
 		self:             self,
 		publisher:        publisher,
 		tasks:            make(map[string]*hooks.Container),
-		notifies:         make(map[string]error),
 	}, nil
 }
 
