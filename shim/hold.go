@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	"github.com/containerd/log"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
@@ -69,7 +71,7 @@ func (s *service) runtimeNotifies(runtime string) error {
 	if _, err := os.Stat(known); err == nil {
 		return nil
 	}
-	if err := probeNotify(runtime); err != nil {
+	if err := probeNotify(runtime, s.output); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(known), 0o700); err == nil {
@@ -79,11 +81,12 @@ func (s *service) runtimeNotifies(runtime string) error {
 }
 
 // probeNotify asks the runtime: `features` (runc 1.1+, crun 1.9+), or for
-// an older crun the build flags its version prints.
-func probeNotify(runtime string) error {
-	out, err := exec.Command(runtime, "features").Output()
+// an older crun the build flags its version prints. output runs a command
+// and returns its stdout.
+func probeNotify(runtime string, output func(*exec.Cmd) ([]byte, error)) error {
+	out, err := output(exec.Command(runtime, "features"))
 	if err != nil {
-		v, verr := exec.Command(runtime, "--version").Output()
+		v, verr := output(exec.Command(runtime, "--version"))
 		if verr == nil && strings.Contains(string(v), "+SECCOMP") {
 			return nil // crun before `features`: notify since 0.19
 		}
@@ -100,6 +103,26 @@ func probeNotify(runtime string) error {
 		return errors.New(runtime + " has no SCMP_ACT_NOTIFY")
 	}
 	return nil
+}
+
+// reaped runs cmd and returns its stdout. In the shim, containerd's reaper
+// waits for every child (any pid), so a plain Cmd.Wait would race it and
+// now and then fail with ECHILD; the reaper hands the exit status over.
+func reaped(cmd *exec.Cmd) ([]byte, error) {
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	ec, err := reaper.Default.Start(cmd)
+	if err != nil {
+		return nil, err
+	}
+	status, err := reaper.Default.Wait(cmd, ec)
+	if err != nil {
+		return nil, err
+	}
+	if status != 0 {
+		return nil, fmt.Errorf("exit status %d", status)
+	}
+	return out.Bytes(), nil
 }
 
 func writeSpec(bundle string, spec *specs.Spec) error {

@@ -2,6 +2,7 @@ package shim
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,7 +26,7 @@ func TestProbeNotify(t *testing.T) {
 			if err := os.WriteFile(rt, []byte("#!/bin/sh\n"+tc.script+"\n"), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			err := probeNotify(rt)
+			err := probeNotify(rt, (*exec.Cmd).Output)
 			if tc.err == "" && err != nil {
 				t.Fatalf("want notify support, got %v", err)
 			}
@@ -53,7 +54,7 @@ func TestRuntimeNotifiesCached(t *testing.T) {
 		b, _ := os.ReadFile(calls)
 		return strings.Count(string(b), "x")
 	}
-	s := &service{stateRoot: filepath.Join(dir, "state")}
+	s := &service{stateRoot: filepath.Join(dir, "state"), output: (*exec.Cmd).Output}
 	write(`"SCMP_ACT_NOTIFY"`)
 	for range 3 {
 		if err := s.runtimeNotifies(rt); err != nil {

@@ -41,7 +41,9 @@ type service struct {
 	configPath string
 	stateRoot  string
 	self       string // this binary, run as the OCI runtime wrapper
-	publisher  events.Publisher
+	// output runs a command and returns its stdout (reaped, in the shim).
+	output    func(*exec.Cmd) ([]byte, error)
+	publisher events.Publisher
 
 	warnOnce     sync.Once
 	holdWarnOnce sync.Once
@@ -64,6 +66,7 @@ func newService(inner taskAPI.TTRPCTaskService, publisher events.Publisher) (*se
 		configPath:       DefaultConfigPath,
 		stateRoot:        state.DefaultRoot,
 		self:             self,
+		output:           reaped,
 		publisher:        publisher,
 		tasks:            make(map[string]*hooks.Container),
 	}, nil
