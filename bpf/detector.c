@@ -111,24 +111,13 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
-enum stat {
-	STAT_DROPPED = 0, // events lost to a full ring buffer
-	STAT_MAX,
-};
-
+// dropped counts events lost to a full ring buffer.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, STAT_MAX);
+	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
-} stats SEC(".maps");
-
-static __always_inline void count(__u32 stat)
-{
-	__u64 *n = bpf_map_lookup_elem(&stats, &stat);
-	if (n)
-		*n += 1; // per CPU, with preemption off in these programs
-}
+} dropped SEC(".maps");
 
 // reserve takes an event from the ring buffer and fills its common fields;
 // a full ring buffer is counted in dropped.
@@ -136,7 +125,10 @@ static __always_inline struct event *reserve(__u32 kind, __u64 agent_cgroup, __u
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count(STAT_DROPPED);
+		__u32 zero = 0;
+		__u64 *n = bpf_map_lookup_elem(&dropped, &zero);
+		if (n)
+			__sync_fetch_and_add(n, 1);
 		return 0;
 	}
 	e->agent_cgroup = agent_cgroup;

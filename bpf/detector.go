@@ -147,14 +147,9 @@ func (d *Detector) Watched() int {
 }
 
 // Dropped is the number of events lost to a full ring buffer.
-func (d *Detector) Dropped() (uint64, error) { return d.stat(statDropped) }
-
-// statDropped indexes the stats map (enum stat in detector.c).
-const statDropped uint32 = 0
-
-func (d *Detector) stat(i uint32) (uint64, error) {
+func (d *Detector) Dropped() (uint64, error) {
 	var perCPU []uint64
-	if err := d.objs.Stats.Lookup(i, &perCPU); err != nil {
+	if err := d.objs.Dropped.Lookup(uint32(0), &perCPU); err != nil {
 		return 0, err
 	}
 	var n uint64

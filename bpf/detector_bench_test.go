@@ -20,7 +20,7 @@ import (
 func (d *Detector) memlock(b *testing.B) uint64 {
 	var total uint64
 	fds := []int{}
-	for _, m := range []*ebpf.Map{d.objs.Agents, d.objs.Pending, d.objs.Tools, d.objs.Events, d.objs.Stats} {
+	for _, m := range []*ebpf.Map{d.objs.Agents, d.objs.Pending, d.objs.Tools, d.objs.Events, d.objs.Dropped} {
 		fds = append(fds, m.FD())
 	}
 	for _, p := range []*ebpf.Program{d.objs.OnFork, d.objs.OnExec, d.objs.OnExit} {

@@ -45,9 +45,9 @@ type detectorTool struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	detectorMapAgents      = "agents"
+	detectorMapDropped     = "dropped"
 	detectorMapEvents      = "events"
 	detectorMapPending     = "pending"
-	detectorMapStats       = "stats"
 	detectorMapTools       = "tools"
 	detectorProgOnExec     = "on_exec"
 	detectorProgOnExit     = "on_exit"
@@ -107,9 +107,9 @@ type detectorProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type detectorMapSpecs struct {
 	Agents  *ebpf.MapSpec `ebpf:"agents"`
+	Dropped *ebpf.MapSpec `ebpf:"dropped"`
 	Events  *ebpf.MapSpec `ebpf:"events"`
 	Pending *ebpf.MapSpec `ebpf:"pending"`
-	Stats   *ebpf.MapSpec `ebpf:"stats"`
 	Tools   *ebpf.MapSpec `ebpf:"tools"`
 }
 
@@ -141,18 +141,18 @@ func (o *detectorObjects) Close() error {
 // It can be passed to loadDetectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type detectorMaps struct {
 	Agents  *ebpf.Map `ebpf:"agents"`
+	Dropped *ebpf.Map `ebpf:"dropped"`
 	Events  *ebpf.Map `ebpf:"events"`
 	Pending *ebpf.Map `ebpf:"pending"`
-	Stats   *ebpf.Map `ebpf:"stats"`
 	Tools   *ebpf.Map `ebpf:"tools"`
 }
 
 func (m *detectorMaps) Close() error {
 	return _DetectorClose(
 		m.Agents,
+		m.Dropped,
 		m.Events,
 		m.Pending,
-		m.Stats,
 		m.Tools,
 	)
 }
