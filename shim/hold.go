@@ -39,22 +39,29 @@ func (s *service) prepareHold(ctx context.Context, spec *specs.Spec, bundle, dir
 		})
 		return nil
 	}
-	if err := exechold.Configure(spec, filepath.Join(dir, holdSocket)); err != nil {
-		log.G(ctx).WithError(err).Warn("no exec hold for this container: forked tool calls are placed after their program has started")
-		return nil
-	}
-	l, err := exechold.Listen(spec.Linux.Seccomp.ListenerPath)
-	if err == nil {
-		err = writeSpec(bundle, spec)
-		if err != nil {
-			l.Close()
-		}
-	}
+	l, err := listenHold(spec, bundle, filepath.Join(dir, holdSocket))
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("no exec hold for this container: forked tool calls are placed after their program has started")
 		return nil
 	}
 	return l
+}
+
+// listenHold adds the rule to the spec, serves the socket and writes the
+// bundle's config.json; on error nothing of it is left.
+func listenHold(spec *specs.Spec, bundle, socket string) (*exechold.Listener, error) {
+	if err := exechold.Configure(spec, socket); err != nil {
+		return nil, err
+	}
+	l, err := exechold.Listen(socket)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeSpec(bundle, spec); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
 }
 
 // runtimeNotifies says whether the OCI runtime can send a seccomp listener.
