@@ -94,6 +94,7 @@ func main() {
 				continue
 			}
 			waitJob(n, c.Process.Pid)
+			_ = c.Process.Release() // reaped by waitJob
 		}
 	}
 	fmt.Println("agentsim: all calls done")
