@@ -1,7 +1,12 @@
 // Package cgroupfs has the small cgroup v2 file operations that
-// containerd/cgroups/v3 lacks: memory.peak, memory.events as typed values,
-// cgroup.events and waiting for a cgroup to empty, PSI triggers and kernfs
-// notifications in one epoll set, freezing and killing a subtree.
+// containerd/cgroups/v3 lacks, for agentcgroup's use; everything else (child
+// cgroups, resources, kill, memory events) goes through v3's cgroup2.Manager.
+// What is here: cgroup.events read without v3's errors-as-empty (Populated,
+// Frozen), a freeze that does not wait for the kernel to finish (v3's Freeze
+// spins until it has, which a frozen-while-allocating call can take seconds
+// to reach), waiting for a cgroup to empty, cgroup IDs as BPF sees them, PSI
+// totals and triggers, and kernfs notifications in one epoll set (Poller).
+// It imports nothing of the project.
 package cgroupfs
 
 import (
@@ -17,12 +22,13 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/agentcgroup/agentcgroup/policy"
 )
 
 // Root is where the unified hierarchy is mounted on a cgroup v2 host.
 const Root = "/sys/fs/cgroup"
+
+// Unlimited is a limit file's "max".
+const Unlimited int64 = -1
 
 // Path joins a group path such as /default/t1 to the mount point.
 func Path(group string) string { return filepath.Join(Root, group) }
@@ -45,14 +51,14 @@ func ReadUint(dir, name string) (uint64, error) {
 	return v, nil
 }
 
-// ReadLimit reads a limit file such as memory.max: policy.Unlimited for "max".
+// ReadLimit reads a limit file such as memory.max: Unlimited for "max".
 func ReadLimit(dir, name string) (int64, error) {
 	b, err := readFile(dir, name)
 	if err != nil {
 		return 0, err
 	}
 	if string(b) == "max" {
-		return policy.Unlimited, nil
+		return Unlimited, nil
 	}
 	v, err := strconv.ParseInt(string(b), 10, 64)
 	if err != nil {
@@ -61,10 +67,10 @@ func ReadLimit(dir, name string) (int64, error) {
 	return v, nil
 }
 
-// WriteLimit writes a limit file; policy.Unlimited is written as "max".
+// WriteLimit writes a limit file; Unlimited is written as "max".
 func WriteLimit(dir, name string, v int64) error {
 	s := "max"
-	if v != policy.Unlimited {
+	if v != Unlimited {
 		s = strconv.FormatInt(v, 10)
 	}
 	return WriteString(dir, name, s)
@@ -101,21 +107,6 @@ func ReadKV(dir, name string) (map[string]uint64, error) {
 	return out, s.Err()
 }
 
-// MemoryEvents are the counters of memory.events.
-type MemoryEvents struct {
-	Low, High, Max, OOM, OOMKill, OOMGroupKill uint64
-}
-
-// ReadMemoryEvents reads memory.events.
-func ReadMemoryEvents(dir string) (MemoryEvents, error) {
-	kv, err := ReadKV(dir, "memory.events")
-	if err != nil {
-		return MemoryEvents{}, err
-	}
-	return MemoryEvents{Low: kv["low"], High: kv["high"], Max: kv["max"], OOM: kv["oom"],
-		OOMKill: kv["oom_kill"], OOMGroupKill: kv["oom_group_kill"]}, nil
-}
-
 // Populated reports cgroup.events "populated": whether any process is in the
 // cgroup or below it.
 func Populated(dir string) (bool, error) {
@@ -145,9 +136,6 @@ func Frozen(dir string) (bool, error) {
 	}
 	return kv["frozen"] == 1, nil
 }
-
-// Kill kills every process in dir and below (cgroup.kill).
-func Kill(dir string) error { return WriteString(dir, "cgroup.kill", "1") }
 
 // Controllers lists cgroup.controllers: what the parent made available.
 func Controllers(dir string) ([]string, error) {

@@ -3,75 +3,201 @@ package hooks
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"sync"
 	"time"
 
 	"github.com/containerd/log"
 
-	"github.com/agentcgroup/agentcgroup/state"
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/policy"
+	"github.com/agentcgroup/agentcgroup/toolcall"
+	"github.com/agentcgroup/agentcgroup/tree"
 )
 
-// call is a running tool call as the shim follows it.
+// call is a started tool call and what the shim tells its agent.
 type call struct {
-	rec  *state.Record
+	*toolcall.Call
 	dir  string
 	tell io.WriteCloser // an exec's stderr; nil for fork calls
-
-	high                  uint64 // memory.events "high" last seen
-	lastHigh, throttledAt time.Time
-	frozenAt, freezeAsked time.Time
-	stallSince            time.Time
-	lastFull              time.Duration // memory.pressure "full" at the last review
-	killReason            string
+	told sync.Once
 }
 
-// settle ends a frozen spell.
-func (cl *call) settle(now time.Time) {
-	if cl.frozenAt.IsZero() {
-		return
-	}
-	cl.rec.FrozenSeconds += now.Sub(cl.frozenAt).Seconds()
-	cl.frozenAt, cl.freezeAsked = time.Time{}, time.Time{}
-	cl.rec.State = state.Running
-	if !cl.throttledAt.IsZero() {
-		cl.rec.State = state.Throttled
+// tellOnce writes the reason (if any) on an exec's stderr and closes it, once.
+func (cl *call) tellOnce(ctx context.Context, reason string) {
+	if cl.tell != nil {
+		cl.told.Do(func() { go tell(ctx, cl.tell, reason) })
 	}
 }
+
+// WaitFunc waits for a process to exit and returns its exit status.
+type WaitFunc func(ctx context.Context) (status uint32, exitedAt time.Time, err error)
 
 // track follows a started tool call: it raises the oom_score_adj of its
-// first process, hands its memory.events and cgroup.events to the governor,
-// and ends the call when its process has exited (wait returns) and its cgroup
-// is empty.
+// first process, hands it to the governor, and ends the call when its
+// process has exited (wait returns) and its cgroup is empty.
 func (c *Container) track(ctx context.Context, cl *call, wait WaitFunc) {
-	if err := raiseOOMScore(cl.rec.Pid); err != nil {
-		log.G(ctx).WithError(err).WithField("call", cl.rec.ID).Warn("raise oom_score_adj of tool call")
+	if err := raiseOOMScore(cl.Record().Pid); err != nil {
+		log.G(ctx).WithError(err).WithField("call", cl.ID()).Warn("raise oom_score_adj of tool call")
 	}
 	c.mu.Lock()
-	c.calls.add(cl.rec)
-	c.live[cl.rec.ID] = cl
-	c.calls.save(ctx)
+	c.live[cl.ID()] = cl
 	c.mu.Unlock()
-	if c.poller != nil {
-		// A call too short to be watched has nothing to report.
-		_ = c.poller.AddFile(memoryEventsKey{cl}, cl.dir, "memory.events")
-		_ = c.poller.AddFile(cgroupEventsKey{cl}, cl.dir, "cgroup.events")
+	c.calls.add(cl.Call)
+	if c.governor != nil {
+		c.governor.Watch(c.st.ID, cl.Call)
 	}
-
 	go func() {
 		status, at, err := wait(c.ctx)
-		if err != nil && !errors.Is(err, context.Canceled) {
-			log.G(ctx).WithError(err).WithField("call", cl.rec.ID).Warn("wait for tool call")
+		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, errExitUnseen) {
+			log.G(ctx).WithError(err).WithField("call", cl.ID()).Warn("wait for tool call")
 		}
-		c.mu.Lock()
 		if err == nil {
-			cl.rec.ExitCode = &status
-			at := at.UTC()
-			cl.rec.End = &at
+			cl.Exit(status, at)
+			c.calls.save()
+			c.tellExit(ctx, cl, status)
 		}
-		c.mu.Unlock()
-		if err := waitEmpty(c.ctx, cl.dir); err != nil {
+		if err := c.empty.Wait(c.ctx, cl.dir); err != nil {
 			return // the container's teardown ends the call
 		}
 		c.endCall(ctx, cl)
 	}()
+}
+
+// tellExit ends an exec's stream when its process ends, as under the runc
+// shim: a background job it started keeps the call (its cgroup, limits and
+// record) alive, never the client. A process killed by the call's OOM or by
+// the governor leaves its reason first; both are counted before the kernel
+// sends the SIGKILL.
+func (c *Container) tellExit(ctx context.Context, cl *call, status uint32) {
+	if cl.tell == nil {
+		return
+	}
+	var reason string
+	if status == sigkillStatus {
+		m, err := tree.Measure(cl.Cgroup())
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			reason = c.killReason(cl.Doomed(), m)
+		}
+	}
+	cl.tellOnce(ctx, reason)
+}
+
+// sigkillStatus is the exit status of a process killed by SIGKILL.
+const sigkillStatus = 128 + 9
+
+// endCall reads the ended call's memory figures into its record, says how it
+// ended (and tells the agent and containerd why it was killed) and removes
+// its cgroup. It runs once per call, from whichever of the call's own
+// watcher and the container's teardown gets there first.
+func (c *Container) endCall(ctx context.Context, cl *call) {
+	c.mu.Lock()
+	_, live := c.live[cl.ID()]
+	delete(c.live, cl.ID())
+	c.mu.Unlock()
+	if !live {
+		return
+	}
+	if c.governor != nil {
+		c.governor.Unwatch(c.st.ID, cl.Call)
+	}
+	m, err := tree.Measure(cl.Cgroup())
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		log.G(ctx).WithError(err).WithField("call", cl.ID()).Warn("measure tool call")
+	}
+	if m.OOM > 0 {
+		c.toolOOM(cl.ID(), m.OOMKills)
+	}
+	rec, err := cl.End(time.Now(), m, c.killReason(cl.Doomed(), m))
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("end tool call")
+	}
+	if err := c.removeCall(cl.ID()); err != nil {
+		log.G(ctx).WithError(err).WithField("cgroup", rec.Cgroup).Warn("remove tool-call cgroup")
+	}
+	c.calls.markEnded(cl.Call)
+	fields := log.Fields{"call": rec.ID, "state": rec.State, "memory_peak": rec.MemoryPeakBytes}
+	if rec.Reason != "" {
+		log.G(ctx).WithFields(fields).Warn(rec.Reason)
+		c.events.publish(ctx, topicKilled, c.event(rec, rec.Reason))
+	} else {
+		log.G(ctx).WithFields(fields).Debug("tool call ended")
+	}
+	cl.tellOnce(ctx, rec.Reason) // the container's teardown, before the exit was seen
+}
+
+// newCall creates tool call id's cgroup with the tool-call limits and, with
+// a detector, has its forks watched for escapes, before any process runs
+// there.
+func (c *Container) newCall(id string) error {
+	if err := c.tree.NewCall(id, c.limits.Load().tool); err != nil {
+		return err
+	}
+	if c.detector == nil {
+		return nil
+	}
+	cg, err := cgroupfs.ID(c.tree.CallDir(id))
+	if err == nil {
+		err = c.detector.AddCall(cg, c.agentID)
+	}
+	if err != nil {
+		_ = c.tree.RemoveCall(id)
+		return err
+	}
+	c.mu.Lock()
+	c.callCgroups[id] = cg
+	c.mu.Unlock()
+	return nil
+}
+
+// removeCall removes an ended call's cgroup.
+func (c *Container) removeCall(id string) error {
+	c.mu.Lock()
+	cg, ok := c.callCgroups[id]
+	delete(c.callCgroups, id)
+	c.mu.Unlock()
+	if ok {
+		c.detector.RemoveCall(cg)
+	}
+	return c.tree.RemoveCall(id)
+}
+
+// running returns the calls still running.
+func (c *Container) running() []*call {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*call, 0, len(c.live))
+	for _, cl := range c.live {
+		out = append(out, cl)
+	}
+	return out
+}
+
+// killReason says why an ended call died, for its record, its event and the
+// agent; "" for a call agentcgroup and the kernel's OOM killer left alone.
+// doomed is why the governor killed it.
+func (c *Container) killReason(doomed string, m toolcall.Measures) string {
+	containerMax := c.limits.Load().containerMax
+	switch {
+	case m.OOMKills > 0:
+		limit := "a memory limit above the container (host or pool)"
+		if m.OOM > 0 { // its own memory.max, not a limit above
+			limit = "its own limit memory.max=" + size(c.policy.ToolMemoryMax.Resolve(containerMax))
+		} else if containerMax != policy.Unlimited {
+			limit = "the container's limit memory.max=" + size(containerMax)
+		}
+		return fmt.Sprintf("tool call killed: out of memory at %s (peak %s); the agent was not touched", limit, size(int64(m.Peak)))
+	case doomed != "":
+		return fmt.Sprintf("tool call killed: %s (peak %s); the agent was not touched", doomed, size(int64(m.Peak)))
+	}
+	return ""
+}
+
+func size(b int64) string {
+	if b == policy.Unlimited {
+		return "max"
+	}
+	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
 }

@@ -4,76 +4,42 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
-	"time"
 
 	"github.com/containerd/log"
 
-	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/state"
+	"github.com/agentcgroup/agentcgroup/tree"
 )
-
-// killTimeout bounds the wait for a killed tree to empty.
-const killTimeout = 10 * time.Second
 
 // Teardown runs before the runtime deletes the container: stop detecting its
 // tool calls, kill everything in C (cgroup.kill), wait until C is empty, end
 // the tool calls still recorded as running, and remove C's sub-cgroups. C
 // itself is left to the runtime.
 func (c *Container) Teardown(ctx context.Context) error {
+	defer c.empty.Close()
 	defer c.cancel()
-	defer func() { // no call publishes after teardown; queued events still go
-		c.mu.Lock()
-		c.closeEvents()
-		c.mu.Unlock()
-	}()
+	defer c.events.close() // no call publishes after teardown; queued events still go
+	if c.governor != nil {
+		c.governor.Stop(c.st.ID)
+	}
 	c.unwatch()
 	c.placeMu.Lock()
 	c.closing = true
 	c.placeMu.Unlock()
 	c.placing.Wait()
-	if c.poller != nil {
-		c.poller.Close()
-	}
-	if err := killTree(ctx, c.path); err != nil {
-		return err
-	}
 	if c.hold != nil {
-		c.hold.Close()
+		// After the kill: a process of the container that calls execve
+		// once its listener is gone gets ENOSYS.
+		defer c.hold.Close()
+	}
+	if err := c.tree.Kill(ctx); err != nil {
+		return err
 	}
 	for _, cl := range c.running() {
 		c.endCall(ctx, cl)
 	}
-	c.mu.Lock()
-	c.calls.flush(ctx) // the last records, and no write pending after teardown
-	c.mu.Unlock()
-	return removeSubtree(c.path)
-}
-
-// killTree kills every process in dir and below and waits until it is empty.
-func killTree(ctx context.Context, dir string) error {
-	populated, err := cgroupfs.Populated(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil || !populated {
-		return err
-	}
-	if err := cgroupfs.Kill(dir); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, killTimeout)
-	defer cancel()
-	return cgroupfs.WaitEmpty(ctx, dir)
-}
-
-func removeSubtree(dir string) error {
-	for _, sub := range []string{toolsDir, agentDir} {
-		if err := cgroupfs.RemoveTree(filepath.Join(dir, sub)); err != nil {
-			return err
-		}
-	}
-	return nil
+	c.calls.flush() // the last records, and no write pending after teardown
+	return c.tree.Remove()
 }
 
 // RemoveState removes the container's state folder, once the runtime (which
@@ -92,11 +58,11 @@ func Cleanup(ctx context.Context, dir string) error {
 		return err
 	}
 	if st.Cgroup != "" {
-		path := cgroupfs.Path(st.Cgroup)
-		if err := killTree(ctx, path); err != nil {
+		t := tree.Of(st.Cgroup)
+		if err := t.Kill(ctx); err != nil {
 			return err
 		}
-		if err := removeSubtree(path); err != nil {
+		if err := t.Remove(); err != nil {
 			return err
 		}
 		log.G(ctx).WithField("cgroup", st.Cgroup).Info("cleaned up agent/tools cgroups after the shim exited")

@@ -5,31 +5,74 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 
 	"github.com/agentcgroup/agentcgroup/bpf"
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
-	"github.com/agentcgroup/agentcgroup/state"
+	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
 // forkCall is a tool call the detector found: the agent forked it and it
 // executed a new program.
 type forkCall struct {
 	*call
+	pid    uint32
 	status uint32
-	exited chan struct{} // closed with the leader's exit
+	exited chan struct{} // closed with the leader's exit, as the detector saw it
+	// leader is the leader's pidfd: it says the leader is gone even when
+	// the detector cannot (killed while held, before it was claimed; an
+	// exit event lost), and it names this process, not a later one that
+	// reuses its pid.
+	leader *os.File
+}
+
+// exitGrace is how long a call whose leader is gone waits for the
+// detector's exit event, which carries the exit status.
+const exitGrace = time.Second
+
+// errExitUnseen: the leader is gone and its exit status is unknown.
+var errExitUnseen = errors.New("the leader's exit was not seen")
+
+// wait waits for the leader's exit.
+func (fc *forkCall) wait(ctx context.Context) (uint32, time.Time, error) {
+	defer fc.leader.Close()
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		if rc, err := fc.leader.SyscallConn(); err == nil {
+			_ = rc.Read(func(fd uintptr) bool { // in Go's poller: no thread waits
+				p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+				n, err := unix.Poll(p, 0)
+				return err != nil || n > 0
+			})
+		}
+	}()
+	select {
+	case <-fc.exited:
+		return fc.status, time.Now(), nil
+	case <-ctx.Done():
+		return 0, time.Time{}, ctx.Err()
+	case <-gone:
+	}
+	select {
+	case <-fc.exited:
+		return fc.status, time.Now(), nil
+	case <-time.After(exitGrace):
+		return 0, time.Time{}, errExitUnseen
+	}
 }
 
 // watch starts detecting the tool calls that processes in C/agent fork.
 // With a hold, their first execve waits until they are placed.
 func (c *Container) watch(ctx context.Context, d *bpf.Detector) error {
-	id, err := cgroupfs.ID(filepath.Join(c.path, agentDir))
+	id, err := cgroupfs.ID(c.tree.AgentDir())
 	if err != nil {
 		return err
 	}
@@ -60,6 +103,8 @@ func (c *Container) handleEvents(ctx context.Context, events <-chan bpf.Event) {
 				c.placeChild(ctx, ev)
 			case bpf.Exit:
 				c.callExited(ev)
+			case bpf.Escape:
+				c.escaped(ctx, ev)
 			}
 		}
 	}
@@ -83,17 +128,13 @@ func (c *Container) makeSpare(ctx context.Context) (string, bool) {
 		c.seq++
 		id := forkPrefix + strconv.FormatUint(c.seq, 10)
 		c.mu.Unlock()
-		dir := filepath.Join(c.path, toolsDir, id)
-		err := os.Mkdir(dir, 0o755)
+		err := c.newCall(id)
 		if errors.Is(err, os.ErrExist) {
 			continue
 		}
 		if err != nil {
 			log.G(ctx).WithError(err).Warn("create a tool-call cgroup")
 			return "", false
-		}
-		if err := c.setToolLimits(dir); err != nil {
-			log.G(ctx).WithError(err).Warn("set tool-call limits")
 		}
 		return id, true
 	}
@@ -125,6 +166,14 @@ func (c *Container) refill(ctx context.Context) {
 func (c *Container) placeHeld(ctx context.Context, pid uint32) {
 	forked, ok := c.detector.Pending(pid, c.agentID)
 	if !ok {
+		// The caller may be a thread other than its process's leader;
+		// the detector knows processes.
+		if tgid, err := threadGroup(pid); err == nil && tgid != pid {
+			pid = tgid
+			forked, ok = c.detector.Pending(pid, c.agentID)
+		}
+	}
+	if !ok {
 		return
 	}
 	c.mu.Lock()
@@ -152,10 +201,8 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 			return
 		}
 	}
-	c.mu.Lock()
-	fc.rec.Command, fc.rec.StartedUnplaced = ev.Args, ev.Unplaced
-	c.calls.save(ctx)
-	c.mu.Unlock()
+	fc.Named(ev.Args, ev.Unplaced)
+	c.calls.save()
 }
 
 // place moves a new tool call's leader into a ready cgroup first, and does
@@ -180,17 +227,29 @@ func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration)
 			return nil
 		}
 	}
-	dir := filepath.Join(c.path, toolsDir, id)
+	// The pidfd first: from here on it is this process that is followed.
+	leader, err := pidfd(pid)
+	if err != nil {
+		c.placeMu.Lock()
+		c.spare = append(c.spare, id) // unused
+		c.placeMu.Unlock()
+		c.placing.Done()
+		if !errors.Is(err, syscall.ESRCH) {
+			log.G(ctx).WithError(err).WithField("pid", pid).Warn("open the pidfd of a tool call")
+		}
+		return nil
+	}
+	dir := c.tree.CallDir(id)
 	if err := movePid(dir, pid); err != nil && !errors.Is(err, syscall.ESRCH) {
 		log.G(ctx).WithError(err).WithField("call", id).Warn("move tool call into its cgroup")
 	}
 	placed := bpf.Since(forked)
-	fc := &forkCall{exited: make(chan struct{}), call: &call{
+	fc := &forkCall{pid: pid, leader: leader, exited: make(chan struct{}), call: &call{
 		dir: dir,
-		rec: &state.Record{
-			ID: id, Kind: "fork", Pid: pid, PlacedAfterUs: placed.Microseconds(),
-			Cgroup: path.Join(c.st.Cgroup, toolsDir, id), Start: time.Now().Add(-placed).UTC(), State: state.Running,
-		},
+		Call: toolcall.New(toolcall.Record{
+			ID: id, Kind: toolcall.KindFork, Pid: pid, PlacedAfterUs: placed.Microseconds(),
+			Cgroup: c.tree.CallGroup(id), Start: time.Now().Add(-placed).UTC(),
+		}),
 	}}
 	c.mu.Lock()
 	c.forks[pid] = fc
@@ -198,16 +257,46 @@ func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration)
 	go func() { // off the placement path: a held exec goes on meanwhile
 		defer c.placing.Done()
 		c.track(ctx, fc.call, func(ctx context.Context) (uint32, time.Time, error) {
-			select {
-			case <-fc.exited:
-				return fc.status, time.Now(), nil
-			case <-ctx.Done():
-				return 0, time.Time{}, ctx.Err()
-			}
+			defer c.forget(fc)
+			return fc.wait(ctx)
 		})
 		c.refill(ctx)
 	}()
 	return fc
+}
+
+// forget drops a call's leader from the calls by pid, so that a later
+// process with the same pid is a call of its own.
+func (c *Container) forget(fc *forkCall) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.forks[fc.pid] == fc {
+		delete(c.forks, fc.pid)
+	}
+}
+
+// threadGroup returns the process (thread group) of thread tid.
+func threadGroup(tid uint32) (uint32, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			return uint32(n), err
+		}
+	}
+	return 0, fmt.Errorf("no Tgid in /proc/%d/status", tid)
+}
+
+// pidfd opens a non-blocking pidfd, which Go's poller can wait on.
+func pidfd(pid uint32) (*os.File, error) {
+	fd, err := unix.PidfdOpen(int(pid), unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("pidfd of %d: %w", pid, err)
+	}
+	return os.NewFile(uintptr(fd), "pidfd"), nil
 }
 
 // placeChild moves a process that a call forked before it was moved.
@@ -219,7 +308,7 @@ func (c *Container) placeChild(ctx context.Context, ev bpf.Event) {
 		return
 	}
 	if err := movePid(fc.dir, ev.Pid); err != nil && !errors.Is(err, syscall.ESRCH) {
-		log.G(ctx).WithError(err).WithField("call", fc.rec.ID).Warn("move a tool call's child")
+		log.G(ctx).WithError(err).WithField("call", fc.ID()).Warn("move a tool call's child")
 	}
 }
 
@@ -234,10 +323,38 @@ func (c *Container) callExited(ev bpf.Event) {
 	}
 }
 
+// escaped kills a process that a tool call's process cloned into another
+// cgroup (clone3 CLONE_INTO_CGROUP with an fd on C/agent, another call or a
+// spare): it would live outside its call's limits, and in C/agent under the
+// agent's protection.
+func (c *Container) escaped(ctx context.Context, ev bpf.Event) {
+	l := log.G(ctx).WithFields(log.Fields{"pid": ev.Pid, "parent": ev.Leader})
+	p, err := pidfd(ev.Pid)
+	if errors.Is(err, syscall.ESRCH) {
+		return
+	}
+	if err == nil {
+		err = unix.PidfdSendSignal(int(p.Fd()), unix.SIGKILL, nil, 0)
+		p.Close()
+	}
+	if err != nil && !errors.Is(err, syscall.ESRCH) {
+		l.WithError(err).Warn("kill a process that left its tool call's cgroup")
+		return
+	}
+	l.Warn("killed a process that a tool call cloned into another cgroup (clone3 CLONE_INTO_CGROUP): it would have escaped the call's limits")
+}
+
 // unwatch stops detection for the container.
 func (c *Container) unwatch() {
-	if c.detector != nil {
-		c.detector.Unwatch(c.agentID)
+	if c.detector == nil {
+		return
+	}
+	c.detector.Unwatch(c.agentID)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, cg := range c.callCgroups {
+		c.detector.RemoveCall(cg)
+		delete(c.callCgroups, id)
 	}
 }
 

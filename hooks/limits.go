@@ -1,15 +1,20 @@
 package hooks
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/log"
+
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/policy"
+	"github.com/agentcgroup/agentcgroup/tree"
 )
 
 // toolOOMScoreAdj is given to a tool call's first process (its children
@@ -17,59 +22,86 @@ import (
 // C or on the host, the kernel picks a tool call before the agent.
 const toolOOMScoreAdj = 500
 
-// setAgentLimits applies the agent's memory.low, memory.high and memory.max.
-func (c *Container) setAgentLimits(dir string) error {
-	if !cgroupfs.HasController(filepath.Dir(dir), "memory") {
+// limits are the container's policy resolved against C's memory.max, the
+// base of percentages; they are resolved again when C is resized.
+type limits struct {
+	containerMax int64
+	agent, tool  *cgroupsv2.Resources
+}
+
+// resolveLimits resolves the policy for a C whose memory.max is
+// containerMax. On create, "max" is the kernel's default for a new cgroup
+// (and 0 for memory.low) and is not written; on resize it must be, to undo
+// a limit resolved before.
+func (c *Container) resolveLimits(containerMax int64, resize bool) *limits {
+	resolve := func(l policy.Limit) *int64 {
+		v := l.Resolve(containerMax)
+		if v == policy.Unlimited {
+			if !resize {
+				return nil
+			}
+			v = math.MaxInt64 // the kernel clamps it to "max"; it refuses -1
+		}
+		return &v
+	}
+	l := &limits{containerMax: containerMax, tool: &cgroupsv2.Resources{}}
+	if c.tree.Has("memory") {
+		// C/agent's memory.low, memory.high and memory.max.
+		l.agent = &cgroupsv2.Resources{Memory: &cgroupsv2.Memory{
+			Low:  resolve(c.policy.AgentMemoryLow),
+			High: resolve(c.policy.AgentMemoryHigh),
+			Max:  resolve(c.policy.AgentMemoryMax),
+		}}
+		// A tool call's, written before its first process runs in its
+		// cgroup: memory.high and memory.max, and memory.oom.group so that
+		// an OOM kill takes the whole call and nothing else.
+		group := true
+		l.tool.Memory = &cgroupsv2.Memory{
+			High:     resolve(c.policy.ToolMemoryHigh),
+			Max:      resolve(c.policy.ToolMemoryMax),
+			OOMGroup: &group,
+		}
+	}
+	if c.policy.ToolPidsMax > 0 && c.tree.Has("pids") {
+		l.tool.Pids = &cgroupsv2.Pids{Max: c.policy.ToolPidsMax}
+	}
+	return l
+}
+
+// Resize follows a change of C's memory.max (ctr task update, CRI
+// UpdateContainerResources, Kubernetes in-place resize): limits given as
+// percentages are resolved again and written to C/agent, to every running
+// tool call and to the spare cgroups; new calls get them too.
+func (c *Container) Resize(ctx context.Context) error {
+	containerMax, err := cgroupfs.ReadLimit(c.tree.Dir, "memory.max")
+	if err != nil {
+		return fmt.Errorf("read container memory.max: %w", err)
+	}
+	if c.limits.Load().containerMax == containerMax {
 		return nil
 	}
-	return c.writeLimits(dir, []limitFile{
-		{"memory.low", c.policy.AgentMemoryLow},
-		{"memory.high", c.policy.AgentMemoryHigh},
-		{"memory.max", c.policy.AgentMemoryMax},
-	})
-}
-
-// setToolLimits prepares a tool call's cgroup before its first process runs
-// in it: memory.high and memory.max, memory.oom.group so that an OOM kill
-// takes the whole call and nothing else, and pids.max.
-func (c *Container) setToolLimits(dir string) error {
-	parent := filepath.Dir(dir)
-	if cgroupfs.HasController(parent, "memory") {
-		if err := c.writeLimits(dir, []limitFile{
-			{"memory.high", c.policy.ToolMemoryHigh},
-			{"memory.max", c.policy.ToolMemoryMax},
-		}); err != nil {
-			return err
-		}
-		if err := cgroupfs.WriteString(dir, "memory.oom.group", "1"); err != nil {
-			return err
+	l := c.resolveLimits(containerMax, true)
+	c.limits.Store(l)
+	var errs []error
+	if err := c.tree.Update(tree.Agent, l.agent); err != nil {
+		errs = append(errs, err)
+	}
+	c.mu.Lock()
+	ids := make([]string, 0, len(c.live))
+	for id := range c.live {
+		ids = append(ids, id)
+	}
+	c.mu.Unlock()
+	c.placeMu.Lock()
+	ids = append(ids, c.spare...)
+	c.placeMu.Unlock()
+	for _, id := range ids {
+		if err := c.tree.Update(tree.CallCgroup(id), l.tool); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
 		}
 	}
-	if c.policy.ToolPidsMax > 0 && cgroupfs.HasController(parent, "pids") {
-		if err := cgroupfs.WriteString(dir, "pids.max", strconv.FormatInt(c.policy.ToolPidsMax, 10)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// limitFile is a limit and the file it goes to.
-type limitFile struct {
-	file  string
-	limit policy.Limit
-}
-
-// writeLimits writes resolved limits in order; "max" is the kernel's default
-// for a new cgroup (and 0 for memory.low) and is not written.
-func (c *Container) writeLimits(dir string, limits []limitFile) error {
-	for _, l := range limits {
-		if v := l.limit.Resolve(c.containerMax); v != policy.Unlimited {
-			if err := cgroupfs.WriteLimit(dir, l.file, v); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	log.G(ctx).WithField("memory.max", size(containerMax)).Info("container resized: agent and tool-call limits resolved again")
+	return errors.Join(errs...)
 }
 
 // raiseOOMScore gives a tool call's process toolOOMScoreAdj unless it has a

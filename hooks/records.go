@@ -2,12 +2,14 @@ package hooks
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/containerd/log"
 
 	"github.com/agentcgroup/agentcgroup/state"
+	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
 // maxEnded bounds how many ended tool calls a container keeps; the oldest go
@@ -19,56 +21,71 @@ const maxEnded = 1000
 const saveDelay = 100 * time.Millisecond
 
 // records holds a container's tool calls in start order and mirrors them to
-// its state folder for `agentcgroup ps`. Callers hold mu.
+// its state folder for `agentcgroup ps`.
 type records struct {
-	mu    *sync.Mutex
-	dir   string
-	order []*state.Record
+	ctx context.Context // for the log
+	dir string
+	// write serializes writes, so that an older copy never replaces a
+	// newer one; mu is not held while the file is written.
+	write sync.Mutex
+	mu    sync.Mutex
+	order []*toolcall.Call
 	ended int
 	timer *time.Timer // a pending write, nil if none
 }
 
-func newRecords(mu *sync.Mutex, dir string) *records {
-	return &records{mu: mu, dir: dir}
+func newRecords(ctx context.Context, dir string) *records { return &records{ctx: ctx, dir: dir} }
+
+// add appends a started call.
+func (r *records) add(cl *toolcall.Call) {
+	r.mu.Lock()
+	r.order = append(r.order, cl)
+	r.mu.Unlock()
+	r.save()
 }
 
-func (r *records) add(rec *state.Record) { r.order = append(r.order, rec) }
-
-// markEnded marks a record as ended and drops the oldest ended ones past the bound.
-func (r *records) markEnded(rec *state.Record) {
+// markEnded counts an ended call and drops the oldest ended ones past the bound.
+func (r *records) markEnded(cl *toolcall.Call) {
+	r.mu.Lock()
 	r.ended++
-	for i := 0; r.ended > maxEnded && i < len(r.order); {
-		if r.order[i].End != nil {
-			r.order = append(r.order[:i], r.order[i+1:]...)
-			r.ended--
-			continue
-		}
-		i++
+	if r.ended > maxEnded {
+		r.order = slices.DeleteFunc(r.order, func(c *toolcall.Call) bool {
+			if r.ended > maxEnded && c.State().Ended() {
+				r.ended--
+				return true
+			}
+			return false
+		})
 	}
+	r.mu.Unlock()
+	r.save()
 }
 
 // save writes the records within saveDelay.
-func (r *records) save(ctx context.Context) {
+func (r *records) save() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.timer == nil {
-		r.timer = time.AfterFunc(saveDelay, func() {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.flush(ctx)
-		})
+		r.timer = time.AfterFunc(saveDelay, r.flush)
 	}
 }
 
 // flush writes the records now.
-func (r *records) flush(ctx context.Context) {
+func (r *records) flush() {
+	r.write.Lock()
+	defer r.write.Unlock()
+	r.mu.Lock()
 	if r.timer != nil {
 		r.timer.Stop()
 		r.timer = nil
 	}
-	out := make([]state.Record, len(r.order))
-	for i, rec := range r.order {
-		out[i] = *rec
+	calls := slices.Clone(r.order)
+	r.mu.Unlock()
+	out := make([]toolcall.Record, len(calls))
+	for i, cl := range calls {
+		out[i] = cl.Record()
 	}
 	if err := state.SaveRecords(r.dir, out); err != nil {
-		log.G(ctx).WithError(err).Warn("save tool-call records")
+		log.G(r.ctx).WithError(err).Warn("save tool-call records")
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
-	"github.com/agentcgroup/agentcgroup/state"
+	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
 var (
@@ -70,7 +70,7 @@ func BenchmarkDetector(b *testing.B) {
 			id := newID("place")
 			log := runSim(b, d, rt, id, nil, "-delay", "0", "-repeat", "1000", "true")
 			waitOutput(b, log, allDone, 30*time.Minute)
-			var recs []state.Record
+			var recs []toolcall.Record
 			for i := 0; i < 100; i++ {
 				if recs = ps(b, id); len(recs) == 1000 && ended(recs) == 1000 {
 					break
@@ -121,7 +121,7 @@ func BenchmarkDetector(b *testing.B) {
 				b.Fatal(err)
 			}
 			growth[mib] = peak - base
-			var recs []state.Record
+			var recs []toolcall.Record
 			eventually(b, "the calls' records", func() bool {
 				recs = ps(b, id)
 				return len(recs) == *benchLeak && ended(recs) == len(recs)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/agentcgroup/agentcgroup/replay/trace"
-	"github.com/agentcgroup/agentcgroup/state"
+	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
 // TestReplay: the simulator replays a real agent run as a container's init
@@ -40,11 +40,11 @@ func TestReplay(t *testing.T) {
 		if !regexp.MustCompile(`replay done: task=RDFLib__rdflib-1117 calls=17 failed=0 killed=0`).MatchString(out) {
 			t.Errorf("simulator output: %s", out)
 		}
-		forks := count(recs, func(r state.Record) bool { return r.Kind == "fork" && r.State == state.Exited })
+		forks := count(recs, func(r toolcall.Record) bool { return r.Kind == "fork" && r.State == toolcall.Exited })
 		if forks != len(tr.Calls) {
 			t.Errorf("%d exited fork calls, want the trace's %d: %+v", forks, len(tr.Calls), recs)
 		}
-		bash := count(recs, func(r state.Record) bool { return len(r.Command) > 0 && r.Command[0] == "/bin/sh" })
+		bash := count(recs, func(r toolcall.Record) bool { return len(r.Command) > 0 && r.Command[0] == "/bin/sh" })
 		if want := bashCalls(tr); bash != want {
 			t.Errorf("%d calls through sh -c, want the trace's %d Bash calls", bash, want)
 		}

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/agentcgroup/agentcgroup/state"
+	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
 // TestTree checks the cgroup tree of CONTRACT.md on every stack: init in
@@ -102,7 +102,7 @@ func TestTree(t *testing.T) {
 		}
 
 		// The exec'd calls; init's `sleep 1000 &` is a call the agent forked.
-		var recs []state.Record
+		var recs []toolcall.Record
 		eventually(t, "four ended exec records", func() bool {
 			recs = recs[:0]
 			for _, r := range ps(t, id) {
@@ -113,9 +113,9 @@ func TestTree(t *testing.T) {
 			return len(recs) == 4 && ended(recs) == 4
 		})
 		want := map[string]struct {
-			state string
+			state toolcall.State
 			code  uint32
-		}{"call-1": {state.Exited, 0}, "call-2": {state.Exited, 3}, "call-3": {state.Killed, 137}, "call-4": {state.OOMKilled, 137}}
+		}{"call-1": {toolcall.Exited, 0}, "call-2": {toolcall.Exited, 3}, "call-3": {toolcall.Killed, 137}, "call-4": {toolcall.OOMKilled, 137}}
 		for _, r := range recs {
 			w, ok := want[r.ID]
 			if !ok {
@@ -138,7 +138,7 @@ func TestTree(t *testing.T) {
 	})
 }
 
-func find(recs []state.Record, id string) *state.Record {
+func find(recs []toolcall.Record, id string) *toolcall.Record {
 	for i := range recs {
 		if recs[i].ID == id {
 			return &recs[i]
@@ -148,13 +148,13 @@ func find(recs []state.Record, id string) *state.Record {
 }
 
 // ps runs `agentcgroup ps --json`.
-func ps(t testing.TB, id string) []state.Record {
+func ps(t testing.TB, id string) []toolcall.Record {
 	t.Helper()
 	out, err := exec.Command(filepath.Join(projectRoot, "bin/agentcgroup"), "ps", "--namespace", namespace, "--json", id).Output()
 	if err != nil {
 		t.Fatalf("agentcgroup ps %s: %v", id, err)
 	}
-	var recs []state.Record
+	var recs []toolcall.Record
 	if err := json.Unmarshal(out, &recs); err != nil {
 		t.Fatalf("agentcgroup ps --json: %v: %s", err, out)
 	}

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +27,7 @@ import (
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/replay/trace"
 	"github.com/agentcgroup/agentcgroup/state"
+	"github.com/agentcgroup/agentcgroup/tree"
 )
 
 // Arm is one way users run agents on a host, compared on the same traces.
@@ -69,9 +72,20 @@ type Config struct {
 	// Pool is the parent cgroup of the arms' pools.
 	Pool     string
 	Progress io.Writer
-	// Timeout bounds one arm (zero: ten times the longest trace, compressed, plus a minute).
+	// Timeout bounds one arm (zero: ten times the longest trace, compressed,
+	// plus a minute); agents still running then are reported unfinished.
 	Timeout time.Duration
+	// Order picks the traces the agents replay: "name" (file name order)
+	// or "peak" (largest memory peak first, so that fewer agents than
+	// traces replay the largest bursts).
+	Order string
 }
+
+// Orders of the traces.
+const (
+	OrderName = "name"
+	OrderPeak = "peak"
+)
 
 // AgentResult is one agent's run.
 type AgentResult struct {
@@ -79,8 +93,12 @@ type AgentResult struct {
 	ExitStatus  uint32
 	Completed   bool // exited 0
 	AgentKilled bool // the agent framework itself was killed (SIGKILL)
-	Summary     *trace.Summary
-	Frozen      int // tool calls frozen at least once (agentcgroup only)
+	// Unfinished: still running when the arm's bound ended; Doing is the
+	// last line of its output then.
+	Unfinished bool
+	Doing      string
+	Summary    *trace.Summary
+	Frozen     int // tool calls frozen at least once (agentcgroup only)
 }
 
 // PoolSample is the pool every 100 ms; the counters are cumulative.
@@ -98,6 +116,9 @@ type ArmResult struct {
 	Agents   []AgentResult
 	Samples  []PoolSample
 	Makespan time.Duration
+	// Bound is the arm's time bound; agents still running then are
+	// Unfinished.
+	Bound time.Duration
 }
 
 // ListTraces loads every trace in dir, in name order, so that a broken file
@@ -119,11 +140,43 @@ func ListTraces(dir string) ([]string, []*trace.Trace, error) {
 	return files, traces, nil
 }
 
+// OrderTraces orders the traces as order says (see Config.Order).
+func OrderTraces(files []string, traces []*trace.Trace, order string) error {
+	switch order {
+	case "", OrderName:
+		return nil
+	case OrderPeak:
+		idx := make([]int, len(traces))
+		for i := range idx {
+			idx[i] = i
+		}
+		sort.SliceStable(idx, func(a, b int) bool { return peakMB(traces[idx[a]]) > peakMB(traces[idx[b]]) })
+		f, t := slices.Clone(files), slices.Clone(traces)
+		for i, j := range idx {
+			files[i], traces[i] = f[j], t[j]
+		}
+		return nil
+	}
+	return fmt.Errorf("trace order %q: want %s or %s", order, OrderName, OrderPeak)
+}
+
+// peakMB is a trace's largest memory sample.
+func peakMB(t *trace.Trace) float64 {
+	peak := 0.0
+	for _, s := range t.Samples {
+		peak = max(peak, s.MemoryMB)
+	}
+	return peak
+}
+
 // Run runs the agents of one arm at once under a pool cgroup whose
 // memory.max is the budget and returns what happened.
 func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 	files, traces, err := ListTraces(cfg.Traces)
 	if err != nil {
+		return nil, err
+	}
+	if err := OrderTraces(files, traces, cfg.Order); err != nil {
 		return nil, err
 	}
 	timeout := cfg.Timeout
@@ -158,7 +211,7 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 	}
 	defer os.RemoveAll(logs)
 
-	res := &ArmResult{Arm: arm, Agents: make([]AgentResult, cfg.Agents)}
+	res := &ArmResult{Arm: arm, Agents: make([]AgentResult, cfg.Agents), Bound: timeout}
 	start := time.Now()
 	samples := startSampler(poolDir, start)
 	defer samples.stop() // on an early return; stopping twice is harmless
@@ -180,7 +233,17 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 		go func() {
 			defer wg.Done()
 			st := <-exited
-			code, _, _ := st.Result()
+			code, _, err := st.Result()
+			if err != nil && ctx.Err() != nil {
+				// The bound ended first: an outcome, not a failure.
+				ar.Unfinished = true
+				ar.Doing = lastLine(filepath.Join(logs, ar.ID+".log"))
+				if err := cleanup(); err != nil {
+					errs <- fmt.Errorf("remove %s: %w", ar.ID, err)
+				}
+				finished.Add(1)
+				return
+			}
 			ar.ExitStatus = code
 			ar.Completed = code == 0
 			ar.AgentKilled = code == 128+uint32(syscall.SIGKILL)
@@ -228,9 +291,6 @@ loop:
 	var errList []error
 	for err := range errs {
 		errList = append(errList, err)
-	}
-	if ctx.Err() != nil {
-		errList = append(errList, fmt.Errorf("arm %s did not finish within %s", arm.Name, timeout))
 	}
 	return res, errors.Join(errList...)
 }
@@ -361,8 +421,8 @@ func startSampler(dir string, start time.Time) *sampler {
 		for {
 			p := PoolSample{At: time.Since(start)}
 			p.Bytes, _ = cgroupfs.ReadUint(dir, "memory.current")
-			if ev, err := cgroupfs.ReadMemoryEvents(dir); err == nil {
-				p.OOMKills = ev.OOMKill
+			if ev, err := cgroupfs.ReadKV(dir, "memory.events"); err == nil {
+				p.OOMKills = ev["oom_kill"]
 			}
 			p.Throttles, p.Frozen = subtreeEvents(dir)
 			s.mu.Lock()
@@ -406,12 +466,13 @@ func subtreeEvents(pool string) (throttles uint64, frozen int) {
 			continue
 		}
 		dir := filepath.Join(pool, c.Name())
-		if ev, err := cgroupfs.ReadMemoryEvents(dir); err == nil {
-			throttles += ev.High
+		if ev, err := cgroupfs.ReadKV(dir, "memory.events"); err == nil {
+			throttles += ev["high"]
 		}
-		calls, _ := os.ReadDir(filepath.Join(dir, "tools"))
-		for _, call := range calls {
-			if v, err := cgroupfs.ReadUint(filepath.Join(dir, "tools", call.Name()), "cgroup.freeze"); err == nil && v == 1 {
+		t := tree.Tree{Dir: dir}
+		calls, _ := t.Calls()
+		for _, id := range calls {
+			if v, err := cgroupfs.ReadUint(t.CallDir(id), "cgroup.freeze"); err == nil && v == 1 {
 				frozen++
 			}
 		}

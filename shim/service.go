@@ -28,6 +28,7 @@ import (
 
 	"github.com/agentcgroup/agentcgroup/bpf"
 	"github.com/agentcgroup/agentcgroup/exechold"
+	"github.com/agentcgroup/agentcgroup/governor"
 	"github.com/agentcgroup/agentcgroup/hooks"
 	"github.com/agentcgroup/agentcgroup/policy"
 	"github.com/agentcgroup/agentcgroup/state"
@@ -50,10 +51,15 @@ type service struct {
 	mu           sync.Mutex
 	tasks        map[string]*hooks.Container
 	// detector is loaded for the first container that asks for fork+exec
-	// detection and closed when the last one is deleted; detectorErr keeps
-	// a failure to load it, said once in the log.
-	detector    *bpf.Detector
-	detectorErr error
+	// detection and closed when the last of its users (by container ID) is
+	// deleted; a failure to load it is said in the log and tried again
+	// after detectorRetry.
+	detector       *bpf.Detector
+	detectorUsers  map[string]bool
+	detectorFailed time.Time
+	// governor is the graduated response of every container of the shim,
+	// started with the first one.
+	governor *governor.Watcher
 }
 
 func newService(inner taskAPI.TTRPCTaskService, publisher events.Publisher) (*service, error) {
@@ -69,6 +75,7 @@ func newService(inner taskAPI.TTRPCTaskService, publisher events.Publisher) (*se
 		output:           reaped,
 		publisher:        publisher,
 		tasks:            make(map[string]*hooks.Container),
+		detectorUsers:    make(map[string]bool),
 	}, nil
 }
 
@@ -144,7 +151,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	var d *bpf.Detector
 	var hold *exechold.Listener
 	if carve && pol.Detect == policy.DetectForkExec {
-		if d = s.loadDetector(ctx); d != nil {
+		if d = s.acquireDetector(ctx, r.ID); d != nil {
 			hold = s.prepareHold(ctx, spec, r.Bundle, dir, st.Runtime)
 		}
 	}
@@ -153,7 +160,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			if hold != nil {
 				hold.Close()
 			}
-			s.closeIdleDetector(ctx)
+			s.releaseDetector(ctx, r.ID)
 		}
 	}()
 	if r.Options, err = typeurl.MarshalAnyToProto(opts); err != nil {
@@ -163,7 +170,8 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil || !carve {
 		return resp, err
 	}
-	c, err := hooks.Create(ctx, dir, st, resp.Pid, pol, hooks.Env{Detector: d, Publisher: s.publisher, Hold: hold})
+	env := hooks.Env{Detector: d, Publisher: s.publisher, Hold: hold, Governor: s.loadGovernor(ctx), StateRoot: s.stateRoot}
+	c, err := hooks.Create(ctx, dir, st, resp.Pid, pol, env)
 	if err != nil {
 		// Create's cleanup killed init; remove the container as runc knows it.
 		if _, derr := s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: r.ID}); derr != nil {
@@ -177,30 +185,65 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	return resp, nil
 }
 
-// loadDetector returns the tool-call detector, loading it on first use. Where
-// the kernel lacks BTF, tp_btf or ring buffers it returns nil and the shim
-// detects exec'd tool calls only, saying so once.
-func (s *service) loadDetector(ctx context.Context) *bpf.Detector {
+// detectorRetry is how long a shim whose detector failed to load waits
+// before it tries again for a new container.
+const detectorRetry = time.Minute
+
+// acquireDetector returns the tool-call detector for container id, loading
+// it on first use. Where the kernel lacks BTF, tp_btf or ring buffers it
+// returns nil and the shim detects exec'd tool calls only, saying so.
+func (s *service) acquireDetector(ctx context.Context, id string) *bpf.Detector {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.detector == nil && s.detectorErr == nil {
-		if s.detector, s.detectorErr = bpf.Load(); s.detectorErr != nil {
-			log.G(ctx).WithError(s.detectorErr).Warn("no eBPF tool-call detector: only exec'd tool calls get their own cgroup")
+	if s.detector == nil && time.Since(s.detectorFailed) >= detectorRetry {
+		d, err := bpf.Load()
+		if err != nil {
+			s.detectorFailed = time.Now()
+			log.G(ctx).WithError(err).Warn("no eBPF tool-call detector: only exec'd tool calls get their own cgroup")
+			return nil
 		}
+		s.detector = d
+	}
+	if s.detector != nil {
+		s.detectorUsers[id] = true
 	}
 	return s.detector
 }
 
-// closeIdleDetector detaches and frees the detector once no container uses it.
-func (s *service) closeIdleDetector(ctx context.Context) {
+// releaseDetector drops container id's use of the detector and detaches and
+// frees it once no container uses it; the shim's lock is not held while
+// the detector closes.
+func (s *service) releaseDetector(ctx context.Context, id string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.detector != nil && s.detector.Watched() == 0 {
-		if err := s.detector.Close(); err != nil {
+	var idle *bpf.Detector
+	if s.detectorUsers[id] {
+		delete(s.detectorUsers, id)
+		if len(s.detectorUsers) == 0 {
+			idle, s.detector = s.detector, nil
+		}
+	}
+	s.mu.Unlock()
+	if idle != nil {
+		if err := idle.Close(); err != nil {
 			log.G(ctx).WithError(err).Warn("close the tool-call detector")
 		}
-		s.detector = nil
 	}
+}
+
+// loadGovernor returns the shim's governor, starting it on first use; nil,
+// said in the log, where it cannot start.
+func (s *service) loadGovernor(ctx context.Context) *governor.Watcher {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.governor == nil {
+		g, err := governor.New(context.WithoutCancel(ctx))
+		if err != nil {
+			log.G(ctx).WithError(err).Warn("no memory pressure watch: tool calls are throttled and OOM-killed by the kernel's limits only, never frozen")
+			return nil
+		}
+		s.governor = g
+	}
+	return s.governor
 }
 
 // prepareRuntime saves the container's state with the real OCI runtime and
@@ -221,9 +264,7 @@ func (s *service) prepareRuntime(ns, id, binaryName string) (state.Container, er
 	if err := state.Save(dir, &st); err != nil {
 		return st, err
 	}
-	link := filepath.Join(dir, state.RuntimeLink)
-	_ = os.Remove(link)
-	if err := os.Symlink(s.self, link); err != nil {
+	if err := state.LinkRuntime(dir, s.self); err != nil {
 		_ = state.Remove(dir)
 		return st, err
 	}
@@ -299,6 +340,18 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	return resp, nil
 }
 
+// Update changes the container's resources; limits the policy gives as
+// percentages of C's memory.max follow the new one.
+func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptypb.Empty, error) {
+	resp, err := s.TTRPCTaskService.Update(ctx, r)
+	if c := s.container(r.ID); err == nil && c != nil {
+		if rerr := c.Resize(ctx); rerr != nil {
+			log.G(ctx).WithError(rerr).Warn("resolve agent and tool-call limits after update")
+		}
+	}
+	return resp, err
+}
+
 // Delete tears the tree down (cgroup.kill, wait until empty, remove the
 // sub-cgroups) before the inner delete lets runc remove C.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
@@ -321,7 +374,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	if err := c.Teardown(ctx); err != nil {
 		log.G(ctx).WithError(err).Warn("tear down agent/tools cgroups")
 	}
-	s.closeIdleDetector(ctx)
+	s.releaseDetector(ctx, r.ID)
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err != nil {
 		return resp, err

@@ -10,9 +10,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
-	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
 // DefaultRoot holds one folder per namespace and container.
@@ -21,6 +20,7 @@ const DefaultRoot = "/run/agentcgroup"
 const (
 	containerFile = "container.json"
 	recordsFile   = "records.json"
+	poolLockFile  = "pool.lock"
 	// RuntimeLink is the OCI runtime the runc shim is given as BinaryName: a
 	// link to the shim binary, which runs as a runtime wrapper under that name.
 	RuntimeLink = "oci-runtime"
@@ -28,6 +28,21 @@ const (
 
 // Dir is the state folder of one container.
 func Dir(root, namespace, id string) string { return filepath.Join(root, namespace, id) }
+
+// List returns the state folders of every container under root.
+func List(root string) []string {
+	dirs, _ := filepath.Glob(filepath.Join(root, "*", "*"))
+	out := dirs[:0]
+	for _, d := range dirs {
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// PoolLock is the file whose flock the shims of a pool share.
+func PoolLock(root string) string { return filepath.Join(root, poolLockFile) }
 
 // Container is what is known once the container's cgroup is carved.
 type Container struct {
@@ -44,64 +59,6 @@ type Container struct {
 	Pool     string `json:"pool,omitempty"`
 }
 
-// Record is one tool call, as `agentcgroup ps` shows it.
-type Record struct {
-	ID      string   `json:"id"`
-	Kind    string   `json:"kind"` // exec, or fork for calls the detector found
-	Command []string `json:"command"`
-	Pid     uint32   `json:"pid"`
-	// Cgroup is the tool call's cgroup, relative to the cgroup2 mount.
-	Cgroup           string     `json:"cgroup"`
-	Start            time.Time  `json:"start"`
-	End              *time.Time `json:"end,omitempty"`
-	State            string     `json:"state"`
-	ExitCode         *uint32    `json:"exit_code,omitempty"`
-	MemoryPeakBytes  uint64     `json:"memory_peak_bytes"`
-	MemoryHighEvents uint64     `json:"memory_high_events"`
-	MemoryMaxEvents  uint64     `json:"memory_max_events"`
-	OOMKills         uint64     `json:"oom_kills"`
-	// PlacedAfterUs is, for a fork-detected call, how long after its fork it
-	// was in its own cgroup; memory it charged before stays with C/agent.
-	PlacedAfterUs int64 `json:"placed_after_us,omitempty"`
-	// StartedUnplaced says that a fork-detected call's program started in
-	// C/agent (no exec hold), so that what it touched until PlacedAfterUs
-	// stays charged there.
-	StartedUnplaced  bool    `json:"started_unplaced,omitempty"`
-	ThrottledSeconds float64 `json:"throttled_seconds"`
-	FrozenSeconds    float64 `json:"frozen_seconds"`
-	// Freezes counts how often the call was frozen; FreezeLatencyUs is the
-	// last one's time from the pressure notification to frozen.
-	Freezes         int   `json:"freezes,omitempty"`
-	FreezeLatencyUs int64 `json:"freeze_latency_us,omitempty"`
-	// Reason says why a killed or oom-killed call died, with its peak and
-	// the limit it met, as the agent is told.
-	Reason string `json:"reason,omitempty"`
-}
-
-// Tool call states.
-const (
-	Running   = "running"
-	Throttled = "throttled"
-	Frozen    = "frozen"
-	Exited    = "exited"
-	OOMKilled = "oom-killed"
-	Killed    = "killed"
-)
-
-// Measure reads the call's memory figures from its cgroup, where it still
-// is, and returns the memory.events it read (zero if it could not).
-func (r *Record) Measure() cgroupfs.MemoryEvents {
-	dir := cgroupfs.Path(r.Cgroup)
-	if peak, err := cgroupfs.ReadUint(dir, "memory.peak"); err == nil {
-		r.MemoryPeakBytes = peak
-	}
-	ev, err := cgroupfs.ReadMemoryEvents(dir)
-	if err == nil {
-		r.MemoryHighEvents, r.MemoryMaxEvents, r.OOMKills = ev.High, ev.Max, ev.OOMKill
-	}
-	return ev
-}
-
 // writeJSON replaces path atomically, so a reader never sees half a file.
 func writeJSON(path string, v any) error {
 	b, err := json.Marshal(v)
@@ -109,7 +66,7 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)
@@ -126,12 +83,24 @@ func readJSON(path string, v any) error {
 	return nil
 }
 
-// Save writes the container's state into dir, creating it.
+// Save writes the container's state into dir, creating it. Only root reads
+// the state: records hold command lines, which can hold secrets.
 func Save(dir string, c *Container) error {
-	if err := os.MkdirAll(dir, 0o711); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	return writeJSON(filepath.Join(dir, containerFile), c)
+}
+
+// LinkRuntime links the runtime wrapper (the shim binary, self) into dir,
+// creating dir.
+func LinkRuntime(dir, self string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	link := filepath.Join(dir, RuntimeLink)
+	_ = os.Remove(link)
+	return os.Symlink(self, link)
 }
 
 // Load reads the container's state from dir.
@@ -144,13 +113,13 @@ func Load(dir string) (*Container, error) {
 }
 
 // SaveRecords replaces the container's tool-call records.
-func SaveRecords(dir string, recs []Record) error {
+func SaveRecords(dir string, recs []toolcall.Record) error {
 	return writeJSON(filepath.Join(dir, recordsFile), recs)
 }
 
 // LoadRecords reads the container's tool-call records; none yet is not an error.
-func LoadRecords(dir string) ([]Record, error) {
-	var recs []Record
+func LoadRecords(dir string) ([]toolcall.Record, error) {
+	var recs []toolcall.Record
 	err := readJSON(filepath.Join(dir, recordsFile), &recs)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -24,12 +26,20 @@ func TestRoundTrip(t *testing.T) {
 	}
 	code := uint32(3)
 	end := time.Unix(20, 0).UTC()
-	recs := []Record{{ID: "e1", Kind: "exec", Command: []string{"sh", "-c", "exit 3"}, Start: time.Unix(10, 0).UTC(), End: &end, State: Exited, ExitCode: &code, MemoryPeakBytes: 42}}
+	recs := []toolcall.Record{{ID: "e1", Kind: toolcall.KindExec, Command: []string{"sh", "-c", "exit 3"}, Start: time.Unix(10, 0).UTC(), End: &end, State: toolcall.Exited, ExitCode: &code, MemoryPeakBytes: 42}}
 	if err := SaveRecords(dir, recs); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := LoadRecords(dir); err != nil || !reflect.DeepEqual(got, recs) {
 		t.Fatalf("LoadRecords = %+v, %v", got, err)
+	}
+	for _, f := range []string{dir, filepath.Join(dir, containerFile), filepath.Join(dir, recordsFile)} {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s readable by others than root: %v, %v", f, fi.Mode(), err)
+		}
+	}
+	if got := List(root); !reflect.DeepEqual(got, []string{dir}) {
+		t.Errorf("List = %v, want [%s]", got, dir)
 	}
 	if err := Remove(dir); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/agentcgroup/agentcgroup/state"
 )
 
 func main() {
@@ -13,7 +15,7 @@ func main() {
 		Name:  "agentcgroup",
 		Usage: "inspect AI agent containers run by containerd-shim-agentcgroup-v1",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "state-dir", Value: "/run/agentcgroup", Usage: "the shims' state folder"},
+			&cli.StringFlag{Name: "state-dir", Value: state.DefaultRoot, Usage: "the shims' state folder"},
 		},
 		Commands: []*cli.Command{psCommand, replayCommand},
 	}

@@ -10,11 +10,14 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/state"
+	"github.com/agentcgroup/agentcgroup/toolcall"
+	"github.com/agentcgroup/agentcgroup/tree"
 )
 
 var psCommand = &cli.Command{
@@ -42,7 +45,7 @@ var psCommand = &cli.Command{
 			return err
 		}
 		for i := range recs {
-			live(&recs[i])
+			refresh(&recs[i])
 		}
 		if c.Bool("json") {
 			return printJSON(c.App.Writer, recs)
@@ -51,27 +54,27 @@ var psCommand = &cli.Command{
 	},
 }
 
-// live refreshes a running call's figures from its cgroup.
-func live(r *state.Record) {
-	if r.End != nil {
+// refresh reads a live call's memory figures from its cgroup; its state is
+// the shim's, as recorded.
+func refresh(r *toolcall.Record) {
+	if r.State.Ended() {
 		return
 	}
-	r.Measure()
-	if frozen, err := cgroupfs.Frozen(cgroupfs.Path(r.Cgroup)); err == nil && frozen {
-		r.State = state.Frozen
+	if m, err := tree.Measure(r.Cgroup); err == nil {
+		r.MemoryPeakBytes, r.MemoryHighEvents, r.MemoryMaxEvents, r.OOMKills = m.Peak, m.High, m.Max, m.OOMKills
 	}
 }
 
-func printJSON(w io.Writer, recs []state.Record) error {
+func printJSON(w io.Writer, recs []toolcall.Record) error {
 	if recs == nil {
-		recs = []state.Record{}
+		recs = []toolcall.Record{}
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(recs)
 }
 
-func printTable(w io.Writer, recs []state.Record) error {
+func printTable(w io.Writer, recs []toolcall.Record) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tPID\tSTATE\tEXIT\tSTART\tDURATION\tMEM PEAK\tHIGH EVENTS\tTHROTTLED\tFROZEN\tCOMMAND")
 	var reasons []string
@@ -83,10 +86,7 @@ func printTable(w io.Writer, recs []state.Record) error {
 		if r.End != nil {
 			dur = r.End.Sub(r.Start)
 		}
-		cmd := strings.Join(r.Command, " ")
-		if len(cmd) > 60 {
-			cmd = cmd[:57] + "..."
-		}
+		cmd := command(r.Command)
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%.1fs\t%.1fs\t%s\n", r.ID, r.Pid, r.State, exit,
 			r.Start.Local().Format(time.TimeOnly), dur.Round(time.Millisecond), bytesIEC(r.MemoryPeakBytes), r.MemoryHighEvents,
 			r.ThrottledSeconds, r.FrozenSeconds, cmd)
@@ -101,6 +101,24 @@ func printTable(w io.Writer, recs []state.Record) error {
 		fmt.Fprintln(w, r)
 	}
 	return nil
+}
+
+// command joins argv for one table cell: an argument with a space or
+// anything not printable is quoted, so that a command cannot forge rows or
+// send escape sequences to the operator's terminal.
+func command(argv []string) string {
+	args := make([]string, len(argv))
+	for i, a := range argv {
+		args[i] = a
+		if a == "" || strings.IndexFunc(a, func(r rune) bool { return r == ' ' || r == '"' || !unicode.IsPrint(r) }) >= 0 || !utf8.ValidString(a) {
+			args[i] = strconv.QuoteToGraphic(a)
+		}
+	}
+	cmd := []rune(strings.Join(args, " "))
+	if len(cmd) > 60 {
+		return string(cmd[:57]) + "..."
+	}
+	return string(cmd)
 }
 
 func bytesIEC(b uint64) string {

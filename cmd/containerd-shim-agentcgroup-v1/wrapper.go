@@ -2,17 +2,19 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 	"golang.org/x/sys/unix"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
-	"github.com/agentcgroup/agentcgroup/hooks"
 	"github.com/agentcgroup/agentcgroup/state"
+	"github.com/agentcgroup/agentcgroup/tree"
 )
 
 // wrapRuntime runs the real OCI runtime in place of this process; it returns
@@ -22,6 +24,12 @@ import (
 // Everything else passes through unchanged.
 func wrapRuntime(argv []string) error {
 	st, err := state.Load(filepath.Dir(argv[0]))
+	if errors.Is(err, os.ErrNotExist) && isForceDelete(argv[1:]) {
+		// containerd's cleanup after the shim deleted the container and its
+		// state: the runtime's `delete --force` of a container it does not
+		// know succeeds silently, and so does this.
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -32,10 +40,16 @@ func wrapRuntime(argv []string) error {
 		if st.Cgroup == "" {
 			return false
 		}
-		_, err := os.Stat(filepath.Join(cgroupfs.Path(st.Cgroup), hooks.ExecCgroup(execID)))
+		_, err := os.Stat(filepath.Join(cgroupfs.Path(st.Cgroup), tree.CallCgroup(execID)))
 		return err == nil
 	})
 	return fmt.Errorf("exec %s: %w", st.Runtime, unix.Exec(st.Runtime, append([]string{st.Runtime}, args...), os.Environ()))
+}
+
+// isForceDelete reports whether args are `delete --force ID`.
+func isForceDelete(args []string) bool {
+	i := subcommand(args)
+	return i >= 0 && args[i] == "delete" && slices.ContainsFunc(args[i+1:], func(a string) bool { return a == "--force" || a == "-f" || a == "--force=true" })
 }
 
 // globalValueFlags are the runtime's global flags that take a separate value.
@@ -107,6 +121,6 @@ func execArgs(args []string, hasCgroup func(execID string) bool) []string {
 	}
 	out := make([]string, 0, len(args)+2)
 	out = append(out, args[:sub+1]...)
-	out = append(out, "--cgroup", hooks.ExecCgroup(execID))
+	out = append(out, "--cgroup", tree.CallCgroup(execID))
 	return append(out, args[sub+1:]...)
 }

@@ -1,0 +1,305 @@
+package governor
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentcgroup/agentcgroup/policy"
+	"github.com/agentcgroup/agentcgroup/toolcall"
+)
+
+// fakeHost is a cgroup2 mount made of plain files: the tests write the
+// pressure and usage the kernel would report and read what the governor
+// wrote (cgroup.freeze, cgroup.kill).
+type fakeHost struct {
+	t    *testing.T
+	root string
+}
+
+func (h fakeHost) write(group, file, content string) {
+	h.t.Helper()
+	dir := filepath.Join(h.root, group)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, file), []byte(content), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h fakeHost) read(group, file string) string {
+	b, _ := os.ReadFile(filepath.Join(h.root, group, file))
+	return string(b)
+}
+
+// pressure sets a cgroup's memory.pressure totals.
+func (h fakeHost) pressure(group string, some, full time.Duration) {
+	h.write(group, "memory.pressure", fmt.Sprintf("some avg10=0.00 avg60=0.00 avg300=0.00 total=%d\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=%d\n",
+		some.Microseconds(), full.Microseconds()))
+}
+
+// usage sets a cgroup's memory.max and memory.current.
+func (h fakeHost) usage(group string, current, max int64) {
+	h.write(group, "memory.max", fmt.Sprint(max))
+	h.write(group, "memory.current", fmt.Sprint(current))
+	h.write(group, "memory.high", "max")
+}
+
+// fakePool is the other containers of the pool.
+type fakePool struct {
+	mu      sync.Mutex
+	members []Member
+	locked  int
+}
+
+func (p *fakePool) Lock() (func(), error) {
+	p.mu.Lock()
+	p.locked++
+	return p.mu.Unlock, nil
+}
+
+func (p *fakePool) Members() []Member { return p.members }
+
+type action struct {
+	call string
+	a    Action
+}
+
+type fixture struct {
+	fakeHost
+	w       *Watcher
+	pool    *fakePool
+	mu      sync.Mutex
+	actions []action
+	t0      time.Time
+}
+
+const (
+	poolGroup = "/pool"
+	cGroup    = "/pool/c1"
+)
+
+func newFixture(t *testing.T, pol policy.Policy) *fixture {
+	f := &fixture{fakeHost: fakeHost{t, t.TempDir()}, pool: &fakePool{}, t0: time.Unix(10000, 0)}
+	f.usage(poolGroup, 0, 8<<30)
+	f.pressure(poolGroup, 0, 0)
+	f.usage(cGroup, 0, 1<<30)
+	f.pressure(cGroup, 0, 0)
+	f.w = newWatcher(context.Background(), f.root, func() (map[string]uint64, error) {
+		return map[string]uint64{"MemTotal": 100, "MemAvailable": 50}, nil
+	})
+	cb := func(cl *toolcall.Call, a Action, reason string) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.actions = append(f.actions, action{cl.ID(), a})
+	}
+	if err := f.w.Add("c1", Scope{Container: cGroup, Pool: poolGroup}, pol, f.pool, cb); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// call starts a tool call that began age seconds before t0.
+func (f *fixture) call(id string, age int) *toolcall.Call {
+	group := cGroup + "/tools/" + id
+	f.write(group, "cgroup.freeze", "0")
+	f.write(group, "cgroup.events", "populated 1\nfrozen 0\n")
+	f.write(group, "memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n")
+	f.pressure(group, 0, 0)
+	cl := toolcall.New(toolcall.Record{ID: id, Cgroup: group, Start: f.t0.Add(-time.Duration(age) * time.Second)})
+	f.w.Watch("c1", cl)
+	return cl
+}
+
+func (f *fixture) at(s float64) time.Time { return f.t0.Add(time.Duration(s * float64(time.Second))) }
+
+func (f *fixture) took() []action {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.actions
+	f.actions = nil
+	return out
+}
+
+func (f *fixture) frozen(id string) bool {
+	return f.read(cGroup+"/tools/"+id, "cgroup.freeze") == "1"
+}
+
+// TestFreezeYoungestNotLast: a contended container freezes its youngest
+// running call, then the next youngest, and never the last running one.
+func TestFreezeYoungestNotLast(t *testing.T) {
+	f := newFixture(t, policy.Default())
+	old, mid, young := f.call("old", 30), f.call("mid", 20), f.call("young", 10)
+	f.usage(cGroup, 950<<20, 1<<30) // 93% of C's limit
+	for i := range 4 {
+		f.w.relieve("c1", scopeContainer, f.at(float64(i)))
+	}
+	if got := f.took(); len(got) != 2 || got[0] != (action{"young", Froze}) || got[1] != (action{"mid", Froze}) {
+		t.Fatalf("actions %v, want young then mid frozen", got)
+	}
+	if young.State() != toolcall.Frozen || mid.State() != toolcall.Frozen || old.State() != toolcall.Running {
+		t.Errorf("states young %s, mid %s, old %s", young.State(), mid.State(), old.State())
+	}
+	if !f.frozen("young") || !f.frozen("mid") || f.frozen("old") {
+		t.Error("cgroup.freeze files do not match the states")
+	}
+}
+
+// TestUncontendedNoFreeze: pressure below the contention threshold comes
+// from a call's own memory.high; freezing another call would not help.
+func TestUncontendedNoFreeze(t *testing.T) {
+	f := newFixture(t, policy.Default())
+	f.call("a", 20)
+	f.call("b", 10)
+	f.usage(cGroup, 500<<20, 1<<30)
+	f.w.relieve("c1", scopeContainer, f.t0)
+	if got := f.took(); len(got) != 0 {
+		t.Errorf("froze under no contention: %v", got)
+	}
+}
+
+// TestPoolPriority: under pool pressure a lower-priority member with running
+// calls goes first; with only higher-priority members running, this
+// container freezes, and their running calls count against "the last one".
+func TestPoolPriority(t *testing.T) {
+	f := newFixture(t, policy.Default())
+	f.call("only", 10)
+	f.usage(poolGroup, 7900<<20, 8<<30)
+
+	f.pool.members = []Member{{Priority: policy.PriorityLow, Running: 1}}
+	f.w.relieve("c1", scopePool, f.t0)
+	if got := f.took(); len(got) != 0 {
+		t.Fatalf("froze before a low-priority member: %v", got)
+	}
+	f.pool.members = []Member{{Priority: policy.PriorityHigh, Running: 1}}
+	f.w.relieve("c1", scopePool, f.t0)
+	if got := f.took(); len(got) != 1 || got[0] != (action{"only", Froze}) {
+		t.Fatalf("actions %v, want the only call frozen for a high-priority member", got)
+	}
+	if f.pool.locked != 2 {
+		t.Errorf("pool locked %d times, want 2", f.pool.locked)
+	}
+}
+
+// TestThawHysteresis: frozen calls thaw one per two quiet windows, the
+// longest-frozen first; pressure resets the count; a higher-priority
+// member's frozen calls thaw first.
+func TestThawHysteresis(t *testing.T) {
+	pol := policy.Default()
+	pol.StallTimeout = time.Hour
+	f := newFixture(t, pol)
+	f.call("a", 40)
+	f.call("b", 30)
+	f.call("c", 20)
+	f.usage(cGroup, 950<<20, 1<<30)
+	f.w.relieve("c1", scopeContainer, f.at(0)) // c
+	f.w.relieve("c1", scopeContainer, f.at(1)) // b
+	f.took()
+	f.w.startReviews(f.at(1))
+
+	f.w.review(f.at(1.5)) // quiet 1
+	f.pressure(cGroup, 400*time.Millisecond, 0)
+	f.w.review(f.at(2)) // pressure: 400 ms of 500
+	f.w.review(f.at(2.5))
+	if got := f.took(); len(got) != 0 {
+		t.Fatalf("thawed without two quiet windows: %v", got)
+	}
+	f.w.review(f.at(3))
+	if got := f.took(); len(got) != 1 || got[0] != (action{"c", Thawed}) {
+		t.Fatalf("actions %v, want c (frozen first) thawed", got)
+	}
+	f.pool.members = []Member{{Priority: policy.PriorityHigh, Frozen: 1}}
+	for i := range 4 {
+		f.w.review(f.at(3.5 + float64(i)/2))
+	}
+	if got := f.took(); len(got) != 0 {
+		t.Fatalf("thawed before a high-priority member: %v", got)
+	}
+	f.pool.members = nil
+	f.w.review(f.at(6))
+	if got := f.took(); len(got) != 1 || got[0] != (action{"b", Thawed}) {
+		t.Fatalf("actions %v, want b thawed", got)
+	}
+}
+
+// TestStallTimeout: a call frozen for its stall timeout is killed once, with
+// the reason; the kill reaches its cgroup.kill.
+func TestStallTimeout(t *testing.T) {
+	pol := policy.Default()
+	pol.StallTimeout = 2 * time.Second
+	f := newFixture(t, pol)
+	f.call("a", 20)
+	b := f.call("b", 10)
+	f.usage(cGroup, 950<<20, 1<<30)
+	f.w.relieve("c1", scopeContainer, f.at(0))
+	f.took()
+	f.w.startReviews(f.at(0))
+	for i := 1; i <= 6; i++ { // pressure every window: no thaw
+		f.pressure(cGroup, time.Duration(i)*400*time.Millisecond, 0)
+		f.w.review(f.at(float64(i) / 2))
+	}
+	if got := f.took(); len(got) != 1 || got[0] != (action{"b", Killing}) {
+		t.Fatalf("actions %v, want b killed", got)
+	}
+	if f.read(cGroup+"/tools/b", "cgroup.kill") != "1" {
+		t.Error("cgroup.kill not written")
+	}
+	if r := b.Doomed(); r != "no progress for 2s while frozen under memory pressure" {
+		t.Errorf("reason %q", r)
+	}
+}
+
+// TestThrottleSpell: new memory.high events throttle a call; a throttled
+// call whose tasks are all stalled is killed at its stall timeout; a spell
+// ends after throttleQuiet without events.
+func TestThrottleSpell(t *testing.T) {
+	pol := policy.Default()
+	pol.StallTimeout = 2 * time.Second
+	f := newFixture(t, pol)
+	cl := f.call("a", 10)
+	wc := f.w.containers["c1"].calls[cl]
+	f.write(cGroup+"/tools/a", "memory.events", "low 0\nhigh 5\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n")
+	f.w.memoryEvents(wc, f.at(0))
+	if cl.State() != toolcall.Throttled || !f.w.busy() {
+		t.Fatalf("state %s after high events", cl.State())
+	}
+	f.w.startReviews(f.at(0))
+	f.w.review(f.at(0.5)) // making progress: no full stall
+	f.w.review(f.at(3.5)) // no new event for throttleQuiet
+	if cl.State() != toolcall.Running || cl.Record().ThrottledSeconds != 0 {
+		t.Fatalf("state %s, throttled %v s after a quiet spell", cl.State(), cl.Record().ThrottledSeconds)
+	}
+
+	f.write(cGroup+"/tools/a", "memory.events", "low 0\nhigh 9\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n")
+	f.w.memoryEvents(wc, f.at(4))
+	for i := 1; i <= 6; i++ { // all tasks stalled, events keep coming
+		f.pressure(cGroup+"/tools/a", 0, time.Duration(i)*400*time.Millisecond)
+		f.write(cGroup+"/tools/a", "memory.events", fmt.Sprintf("high %d\n", 9+i))
+		f.w.memoryEvents(wc, f.at(4+float64(i)/2))
+		f.w.review(f.at(4 + float64(i)/2))
+	}
+	if got := f.took(); len(got) != 1 || got[0] != (action{"a", Killing}) {
+		t.Fatalf("actions %v, want a killed", got)
+	}
+	if r := cl.Doomed(); r != "no progress for 2s while throttled at its memory.high" {
+		t.Errorf("reason %q", r)
+	}
+}
+
+// TestStop: a stopped container's calls are no longer governed.
+func TestStop(t *testing.T) {
+	f := newFixture(t, policy.Default())
+	f.call("a", 20)
+	f.call("b", 10)
+	f.usage(cGroup, 950<<20, 1<<30)
+	f.w.Stop("c1")
+	f.w.relieve("c1", scopeContainer, f.t0)
+	if got := f.took(); len(got) != 0 || f.w.busy() {
+		t.Errorf("a stopped container was governed: %v", got)
+	}
+}
