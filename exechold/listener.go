@@ -1,12 +1,15 @@
 package exechold
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -19,22 +22,53 @@ import (
 type Listener struct {
 	ln   *net.UnixListener
 	path string
+	euid uint32
 
 	mu      sync.Mutex
 	handler func(pid uint32)
-	files   map[*os.File]struct{}
+	files   map[*os.File]struct{}      // the seccomp listeners served
+	conns   map[*net.UnixConn]struct{} // the connections not yet read
 	closed  bool
 	wg      sync.WaitGroup
 }
 
-// Listen serves the socket at path.
+// readTimeout bounds the wait for a peer's message. The runtime sends it
+// as soon as it has connected; a peer that sends nothing is dropped rather
+// than kept until Close.
+var readTimeout = 5 * time.Second
+
+// Listen serves the socket at path. Only its owner may connect: the socket
+// is created with mode 0600, and each peer must run as root (as the OCI
+// runtime does) or as the shim's own user.
 func Listen(path string) (*Listener, error) {
 	_ = os.Remove(path)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	// bind(2) gives the socket file the socket's own mode less the umask:
+	// set to 0600 before bind, no one else can connect even for a moment,
+	// and no process-wide umask is changed under other goroutines.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) { err = unix.Fchmod(int(fd), 0o600) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
+	nl, err := lc.Listen(context.Background(), "unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("listen for seccomp listeners: %w", err)
 	}
-	l := &Listener{ln: ln, path: path, files: make(map[*os.File]struct{})}
+	ln := nl.(*net.UnixListener)
+	// The umask can only have taken bits away; make it exactly 0600.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("listen for seccomp listeners: %w", err)
+	}
+	l := &Listener{
+		ln:    ln,
+		path:  path,
+		euid:  uint32(os.Geteuid()),
+		files: make(map[*os.File]struct{}),
+		conns: make(map[*net.UnixConn]struct{}),
+	}
 	l.wg.Add(1)
 	go l.accept()
 	return l, nil
@@ -62,6 +96,9 @@ func (l *Listener) Close() error {
 	}
 	l.closed = true
 	err := l.ln.Close()
+	for c := range l.conns {
+		c.Close()
+	}
 	for f := range l.files {
 		f.Close()
 	}
@@ -70,19 +107,81 @@ func (l *Listener) Close() error {
 	return err
 }
 
+// accept hands each connection to a goroutine of its own: a slow or silent
+// peer must not keep the next process's runtime waiting.
 func (l *Listener) accept() {
 	defer l.wg.Done()
 	for {
 		conn, err := l.ln.AcceptUnix()
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
 		if err != nil {
-			return // closed
+			// EMFILE and the like: try again, without spinning.
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
-		fds, _ := receiveFds(conn)
-		conn.Close()
-		for _, fd := range fds {
-			l.serve(fd)
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			conn.Close()
+			return
 		}
+		l.conns[conn] = struct{}{}
+		l.wg.Add(1)
+		l.mu.Unlock()
+		go l.receive(conn)
 	}
+}
+
+// receive serves the listeners one connection sends, if its peer may send
+// them.
+func (l *Listener) receive(conn *net.UnixConn) {
+	defer l.wg.Done()
+	defer func() {
+		l.mu.Lock()
+		delete(l.conns, conn)
+		l.mu.Unlock()
+		conn.Close()
+	}()
+	if err := l.checkPeer(conn); err != nil {
+		return // nothing to log to: the peer just gets no service
+	}
+	if err := conn.SetReadDeadline(time.Now().Add(readTimeout)); err != nil {
+		return
+	}
+	fds, err := receiveFds(conn)
+	if err != nil {
+		return
+	}
+	for _, fd := range fds {
+		l.serve(fd)
+	}
+}
+
+// checkPeer lets in root, as which the OCI runtime runs, and the shim's own
+// user, as containerd's ttrpc does for the shim's socket: the socket's mode
+// keeps others out, this keeps them out too should they be able to open it
+// (a process with CAP_DAC_OVERRIDE as another user, a mode changed later).
+func (l *Listener) checkPeer(conn *net.UnixConn) error {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return fmt.Errorf("peer credentials: %w", cerr)
+	}
+	if cred.Uid != 0 && cred.Uid != l.euid {
+		return fmt.Errorf("peer of uid %d: %w", cred.Uid, unix.EPERM)
+	}
+	return nil
 }
 
 // receiveFds reads the runtime's one message: the process state (JSON,
@@ -111,6 +210,10 @@ func receiveFds(conn *net.UnixConn) ([]int, error) {
 // serve answers one seccomp listener until every process using its filter
 // has exited, or the Listener closes.
 func (l *Listener) serve(fd int) {
+	if !isSeccompListener(fd) {
+		unix.Close(fd)
+		return
+	}
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
 		return
@@ -139,11 +242,17 @@ func (l *Listener) serve(fd int) {
 		}
 		for {
 			n, err := recv(rc)
-			if errors.Is(err, errHangup) || errors.Is(err, os.ErrClosed) {
-				return
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINTR) {
+				// ENOENT: the task was interrupted or killed before we got
+				// it. EINTR: a signal, not an answer. The next may be ours.
+				continue
 			}
 			if err != nil {
-				continue // the task was interrupted before we got it
+				// Hangup; the file closed by Close (the raw conn reports
+				// internal/poll's "use of closed file", which is not
+				// os.ErrClosed); or an ioctl the fd does not know: nothing
+				// more will come, and trying again would spin.
+				return
 			}
 			l.mu.Lock()
 			h := l.handler
@@ -155,6 +264,14 @@ func (l *Listener) serve(fd int) {
 			_ = send(rc, n.ID)
 		}
 	}()
+}
+
+// isSeccompListener says whether fd is a seccomp listener, by the name the
+// kernel gives its anonymous inode. Where /proc cannot tell, it says yes:
+// serve then ends at the first ioctl a listener would not fail.
+func isSeccompListener(fd int) bool {
+	target, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	return err != nil || target == "anon_inode:seccomp notify"
 }
 
 // The kernel's struct seccomp_notif and seccomp_notif_resp.

@@ -13,7 +13,9 @@ package exechold
 import (
 	"fmt"
 	"slices"
+	"sync"
 
+	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -22,7 +24,8 @@ var heldSyscalls = []string{"execve", "execveat"}
 
 // Configure adds the hold to a container's spec: execve and execveat notify
 // listenerPath, everything else stays as the profile says. A container
-// without a profile gets one that allows everything else. It refuses, and
+// without a profile gets one that allows everything else, on every
+// architecture the host runs. It refuses, and
 // leaves the spec as it was, where the hold would change what the profile
 // means: execve not plainly allowed (denied, or allowed only for some
 // arguments), or another listener already configured.
@@ -34,11 +37,14 @@ func Configure(spec *specs.Spec, listenerPath string) error {
 	if sc == nil {
 		spec.Linux.Seccomp = &specs.LinuxSeccomp{
 			DefaultAction: specs.ActAllow,
+			Architectures: hostArches(),
 			Syscalls:      []specs.LinuxSyscall{{Names: heldSyscalls, Action: specs.ActNotify}},
 			ListenerPath:  listenerPath,
 		}
 		return nil
 	}
+	// A profile's architectures, listed or not, stay as they are: without
+	// the hold it was already applied to those only.
 	if sc.ListenerPath != "" {
 		return fmt.Errorf("the seccomp profile has a listener already (%s)", sc.ListenerPath)
 	}
@@ -81,3 +87,14 @@ func plainlyAllowed(sc *specs.LinuxSeccomp, name string) error {
 	}
 	return nil
 }
+
+// hostArches are the architectures whose system calls the host runs: a
+// filter that lists none covers only the native one, and the runtime's
+// filter kills every system call of another (int 0x80, i386 and -m32
+// programs), which the container ran without a profile. libseccomp resolves
+// the held calls by name for each, so 32-bit execve is held too. The list is
+// that of containerd's default profile.
+var hostArches = sync.OnceValue(func() []specs.Arch {
+	spec := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{}}}
+	return seccomp.DefaultProfile(spec).Architectures
+})

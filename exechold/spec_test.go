@@ -2,6 +2,7 @@ package exechold
 
 import (
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -18,7 +19,12 @@ func TestConfigure(t *testing.T) {
 	}{
 		{
 			name: "no profile",
-			want: &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{notify}, ListenerPath: "/s"},
+			want: &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Architectures: hostArches(), Syscalls: []specs.LinuxSyscall{notify}, ListenerPath: "/s"},
+		},
+		{
+			name: "architectures listed",
+			in:   &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Architectures: []specs.Arch{specs.ArchX86_64}},
+			want: &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Architectures: []specs.Arch{specs.ArchX86_64}, Syscalls: []specs.LinuxSyscall{notify}, ListenerPath: "/s"},
 		},
 		{
 			name: "allow list naming execve, as Docker's default",
@@ -80,5 +86,25 @@ func TestConfigure(t *testing.T) {
 				t.Fatalf("got %+v\nwant %+v", spec.Linux.Seccomp, tc.want)
 			}
 		})
+	}
+}
+
+// TestConfigureArchitectures: a container without a profile keeps every
+// architecture the host runs: with none listed, runc's filter kills each
+// system call of another architecture (int 0x80, i386 and -m32 programs).
+func TestConfigureArchitectures(t *testing.T) {
+	want := map[string][]specs.Arch{
+		"amd64": {specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
+		"arm64": {specs.ArchAARCH64, specs.ArchARM},
+	}[runtime.GOARCH]
+	if want == nil {
+		t.Skipf("no expectation for %s", runtime.GOARCH)
+	}
+	spec := &specs.Spec{}
+	if err := Configure(spec, "/s"); err != nil {
+		t.Fatal(err)
+	}
+	if got := spec.Linux.Seccomp.Architectures; !reflect.DeepEqual(got, want) {
+		t.Fatalf("architectures %v, want %v", got, want)
 	}
 }
