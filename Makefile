@@ -8,7 +8,7 @@ GOFLAGS_STATIC = -trimpath -ldflags '-s -w -extldflags -static'
 GOFLAGS_BUILD = $(GOFLAGS_STATIC) -tags no_grpc
 BINARIES = bin/containerd-shim-agentcgroup-v1 bin/agentcgroup bin/agentsim
 
-.PHONY: all install test unit integration demo bench replay generate clean lint
+.PHONY: all install test unit integration demo bench replay generate clean lint fuzz
 
 all: $(BINARIES)
 
@@ -67,3 +67,15 @@ bench: all $(TEST_BINARY)
 
 clean:
 	rm -rf bin
+
+# A short fuzz pass for CI: every fuzz target for FUZZTIME, one after another
+# (go test fuzzes one target per package per run). A failing input is written
+# to <pkg>/testdata/fuzz/<target>/; commit it, and `go test` replays it from
+# then on. With the default the pass takes about a minute.
+FUZZTIME ?= 10s
+FUZZ_TARGETS = policy:FuzzParseLimit policy:FuzzApply shim:FuzzRuntimeOptions replay/trace:FuzzParse
+fuzz:
+	set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) ./$${t%%:*}; \
+	done

@@ -3,12 +3,15 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
 )
@@ -35,6 +38,17 @@ const (
 	PriorityNormal Priority = "normal"
 	PriorityLow    Priority = "low"
 )
+
+// Rank orders priorities: a lower rank is frozen first and thawed last.
+func (p Priority) Rank() int {
+	switch p {
+	case PriorityLow:
+		return 0
+	case PriorityHigh:
+		return 2
+	}
+	return 1
+}
 
 // Detect says which tool calls get their own cgroup.
 type Detect string
@@ -88,13 +102,22 @@ func Default() Policy {
 }
 
 // InvalidError names the key, the value, what is allowed and where the value
-// came from ("annotation", or the config's Policy table).
+// came from ("annotation", or the config's Policy table), and, where it adds
+// to Allowed, the Reason this value is not.
 type InvalidError struct {
 	Source, Key, Value, Allowed string
+	Reason                      string
 }
 
 func (e *InvalidError) Error() string {
-	return fmt.Sprintf("invalid %s %s=%q: allowed: %s", e.Source, e.Key, e.Value, e.Allowed)
+	key := e.Key
+	if !printable(key) {
+		key = strconv.Quote(key)
+	}
+	if e.Reason != "" {
+		return fmt.Sprintf("invalid %s %s=%q: %s; allowed: %s", e.Source, key, e.Value, e.Reason, e.Allowed)
+	}
+	return fmt.Sprintf("invalid %s %s=%q: allowed: %s", e.Source, key, e.Value, e.Allowed)
 }
 
 // Is makes an InvalidError an errdefs.ErrInvalidArgument, so it reaches the
@@ -118,16 +141,42 @@ func (e *DeniedError) Error() string {
 // Is makes a DeniedError an errdefs.ErrPermissionDenied.
 func (e *DeniedError) Is(target error) bool { return target == errdefs.ErrPermissionDenied }
 
+// Sources of settings, as errors name them.
+const (
+	SourceAnnotation = "annotation"
+	SourceConfig     = "config Policy key"
+)
+
+// MaxToolPids is the largest tool.pids.max: the kernel's PID_MAX_LIMIT on
+// 64-bit (4194304, 1<<22). pids.max refuses anything above it, so a larger
+// value would be accepted here and then fail every tool call's exec.
+const MaxToolPids = 1 << 22
+
+// minToolPids leaves room for a shell, the program it runs and its helpers.
+const minToolPids = 8
+
+// Bounds of tool.stall-timeout. Below a second a call would be killed for
+// the stall of one or two PSI windows (500 ms); above a day the timeout no
+// longer keeps a frozen call from starving, which is what it is for.
+const (
+	minStallTimeout = time.Second
+	maxStallTimeout = 24 * time.Hour
+)
+
 type field struct {
 	allowed string
-	set     func(p *Policy, v string) error
+	// set parses v into p; its error is the reason v is refused.
+	set func(p *Policy, v string) error
+	// limit is set for memory limits, which the shim's TOML config takes
+	// only as strings.
+	limit bool
 }
 
 func limitField(get func(p *Policy) *Limit) field {
 	return field{limitSyntax, func(p *Policy, v string) (err error) {
 		*get(p), err = ParseLimit(v)
 		return err
-	}}
+	}, true}
 }
 
 func oneOf[T ~string](dst func(p *Policy) *T, values ...T) field {
@@ -142,8 +191,13 @@ func oneOf[T ~string](dst func(p *Policy) *T, values ...T) field {
 				return nil
 			}
 		}
-		return fmt.Errorf("unknown value")
-	}}
+		for _, ok := range values {
+			if strings.EqualFold(v, string(ok)) {
+				return fmt.Errorf("values are lower case (%s)", ok)
+			}
+		}
+		return errors.New("unknown value")
+	}, false}
 }
 
 var fields = map[string]field{
@@ -152,28 +206,71 @@ var fields = map[string]field{
 	AnnotationAgentHigh: limitField(func(p *Policy) *Limit { return &p.AgentMemoryHigh }),
 	AnnotationAgentMax:  limitField(func(p *Policy) *Limit { return &p.AgentMemoryMax }),
 	AnnotationAgentLow:  limitField(func(p *Policy) *Limit { return &p.AgentMemoryLow }),
-	AnnotationToolPidsMax: {`a number of tasks of at least 8, or "max"`, func(p *Policy, v string) error {
+	AnnotationToolPidsMax: {fmt.Sprintf(`a number of tasks of at least %d and at most %d (the kernel's PID_MAX_LIMIT), or "max"`, minToolPids, MaxToolPids), func(p *Policy, v string) error {
 		if v == "max" {
 			p.ToolPidsMax = 0
 			return nil
 		}
+		// Digits only: no sign, no 0x, no 1e3.
+		if !isDigits(v, len(v)) {
+			return errors.New("not a whole number")
+		}
 		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 8 {
-			return fmt.Errorf("bad count")
+		switch {
+		case err != nil || n > MaxToolPids:
+			return fmt.Errorf("above %d, the most the kernel's pids.max can hold", MaxToolPids)
+		case n < minToolPids:
+			return fmt.Errorf("below %d, too few for a shell and what it runs", minToolPids)
 		}
 		p.ToolPidsMax = n
 		return nil
-	}},
+	}, false},
 	AnnotationPriority: oneOf(func(p *Policy) *Priority { return &p.Priority }, PriorityHigh, PriorityNormal, PriorityLow),
 	AnnotationDetect:   oneOf(func(p *Policy) *Detect { return &p.Detect }, DetectForkExec, DetectExec, DetectOff),
-	AnnotationStallTimeout: {"a Go duration of at least 1s (90s, 5m)", func(p *Policy, v string) error {
+	AnnotationStallTimeout: {fmt.Sprintf("a Go duration of at least %v and at most %v (90s, 5m)", minStallTimeout, maxStallTimeout), func(p *Policy, v string) error {
 		d, err := time.ParseDuration(v)
-		if err != nil || d < time.Second {
-			return fmt.Errorf("bad duration")
+		switch {
+		case err != nil:
+			return errors.New("not a Go duration with its unit, or too long for one")
+		case d < minStallTimeout:
+			return fmt.Errorf("below %v", minStallTimeout)
+		case d > maxStallTimeout:
+			return fmt.Errorf("above %v: a frozen call would starve that long", maxStallTimeout)
 		}
 		p.StallTimeout = d
 		return nil
-	}},
+	}, false},
+}
+
+// AllowedValues says what key (with the prefix) accepts, for errors about a
+// value that did not reach its parser; "" for an unknown key.
+func AllowedValues(key string) string { return fields[key].allowed }
+
+// IsLimitKey reports whether key (with the prefix) takes a memory limit.
+func IsLimitKey(key string) bool { return fields[key].limit }
+
+// printable reports whether s is valid UTF-8 without control characters.
+func printable(s string) bool {
+	return utf8.ValidString(s) && strings.IndexFunc(s, unicode.IsControl) < 0
+}
+
+// checkValue refuses what no key accepts, with a reason more telling than
+// the key's syntax: invalid UTF-8, control characters (NUL, a newline left
+// by a YAML block scalar) and white space around the value. These are
+// refused rather than trimmed, so that a value means what it shows and the
+// config and the annotations spell each value one way.
+func checkValue(v string) error {
+	switch {
+	case !utf8.ValidString(v):
+		return errors.New("not valid UTF-8")
+	case strings.IndexFunc(v, unicode.IsControl) >= 0:
+		r := v[strings.IndexFunc(v, unicode.IsControl):]
+		c, _ := utf8.DecodeRuneInString(r)
+		return fmt.Errorf("contains the control character %q", c)
+	case strings.TrimSpace(v) != v:
+		return errors.New("has white space around it")
+	}
+	return nil
 }
 
 // Keys lists every annotation key, sorted.
@@ -197,8 +294,12 @@ func Apply(base Policy, source string, settings map[string]string) (Policy, erro
 		if !ok {
 			return base, &InvalidError{Source: source, Key: k, Value: v, Allowed: "no such key; known keys are " + strings.Join(Keys(), ", ")}
 		}
-		if err := f.set(&p, v); err != nil {
-			return base, &InvalidError{Source: source, Key: k, Value: v, Allowed: f.allowed}
+		err := checkValue(v)
+		if err == nil {
+			err = f.set(&p, v)
+		}
+		if err != nil {
+			return base, &InvalidError{Source: source, Key: k, Value: v, Allowed: f.allowed, Reason: err.Error()}
 		}
 	}
 	return p, nil
@@ -227,7 +328,7 @@ func Resolve(config map[string]string, allowed []string, annotations map[string]
 	for k, v := range config {
 		withPrefix[Prefix+k] = v
 	}
-	base, err := Apply(Default(), "config Policy key", withPrefix)
+	base, err := Apply(Default(), SourceConfig, withPrefix)
 	if err != nil {
 		return Policy{}, err
 	}
@@ -238,7 +339,7 @@ func Resolve(config map[string]string, allowed []string, annotations map[string]
 			}
 		}
 	}
-	return Apply(base, "annotation", annotations)
+	return Apply(base, SourceAnnotation, annotations)
 }
 
 // CheckAllowed validates a config's list of honoured annotation keys.

@@ -2,6 +2,8 @@ package policy
 
 import (
 	"errors"
+	"math"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,26 +15,55 @@ func TestParseLimit(t *testing.T) {
 	for in, want := range map[string]Limit{
 		"max":        Max,
 		"1073741824": {Bytes: 1 << 30},
+		"1048576":    {Bytes: MinLimitBytes},
+		"1Mi":        {Bytes: MinLimitBytes},
 		"512Mi":      {Bytes: 512 << 20},
 		"2G":         {Bytes: 2e9},
 		"1.5Gi":      {Bytes: 3 << 29},
-		"100K":       {Bytes: 1e5},
+		"2048K":      {Bytes: 2048e3},
+		"4194303Ti":  {Bytes: 4194303 << 40},
 		"80%":        {Percent: 80},
 		"12.5%":      {Percent: 12.5},
-		" 4Ki ":      {Bytes: 4096},
+		"0.01%":      {Percent: 0.01},
+		"100.00%":    {Percent: 100},
 	} {
 		got, err := ParseLimit(in)
 		if err != nil || got != want {
 			t.Errorf("ParseLimit(%q) = %+v, %v; want %+v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "12X", "-1", "0", "0%", "101%", "abc%", "1e400", "Mi", "NaN", "512mb", "0.5"} {
+	for _, in := range []string{"", "12X", "-1", "0", "0%", "101%", "abc%", "1e400", "Mi", "NaN", "512mb", "0.5",
+		" 4Mi ", "MAX", "+5Mi", "0x100000", "1_048_576", ".5Gi", "5.Gi", "Inf", "NaN%", "Inf%", "-0%", "100.01%"} {
 		if got, err := ParseLimit(in); err == nil {
 			t.Errorf("ParseLimit(%q) = %+v; want an error", in, got)
 		}
 	}
 }
 
+// A limit no process fits in, and a percentage no one means, are refused
+// with a reason; before, 1 byte and 1e-300% were taken.
+func TestParseLimitBounds(t *testing.T) {
+	for in, reason := range map[string]string{
+		"1":                  "below the minimum of 1Mi",
+		"1536":               "write 1536Mi or 1536M",
+		"1K":                 "below the minimum of 1Mi",
+		"1048575":            "below the minimum of 1Mi",
+		"1e9":                "plain decimal",
+		"1e-300%":            "plain decimal",
+		"1E2%":               "plain decimal",
+		"0.001%":             "at most 2 decimals",
+		"0.00%":              "above 0",
+		"1000%":              "plain decimal",
+		"4194304Ti":          "above the maximum",
+		"99999999999999999G": "above the maximum",
+		"Max":                "lower case",
+	} {
+		_, err := ParseLimit(in)
+		if err == nil || !strings.Contains(err.Error(), reason) {
+			t.Errorf("ParseLimit(%q): err %v, want one saying %q", in, err, reason)
+		}
+	}
+}
 func TestResolve(t *testing.T) {
 	if got := (Limit{Percent: 50}).Resolve(1 << 30); got != 1<<29 {
 		t.Errorf("50%% of 1Gi = %d", got)
@@ -45,6 +76,30 @@ func TestResolve(t *testing.T) {
 	}
 	if got := (Limit{Bytes: 5}).Resolve(Unlimited); got != 5 {
 		t.Errorf("5 bytes = %d", got)
+	}
+}
+
+// A percentage resolves within [MinLimitBytes, containerMax]: a small share
+// of a small container is not a limit nothing runs in, and 100% of the
+// largest memory.max does not overflow into a negative limit.
+func TestResolveBounds(t *testing.T) {
+	for _, tc := range []struct {
+		l            Limit
+		containerMax int64
+		want         int64
+	}{
+		{Limit{Percent: 1}, 10 << 20, MinLimitBytes},
+		{Limit{Percent: 0.01}, 1 << 30, MinLimitBytes},
+		{Limit{Percent: 50}, 0, MinLimitBytes},
+		{Limit{Percent: 100}, math.MaxInt64, math.MaxInt64},
+		{Limit{Percent: 100}, math.MaxInt64 &^ 4095, math.MaxInt64 &^ 4095},
+		{Limit{Percent: 100}, 1<<53 + 1, 1<<53 + 1},
+		{Limit{Percent: 100}, 9007199254740912, 9007199254740912},
+		{Limit{Percent: 50}, -2, Unlimited},
+	} {
+		if got := tc.l.Resolve(tc.containerMax); got != tc.want {
+			t.Errorf("%v of %d = %d, want %d", tc.l, tc.containerMax, got, tc.want)
+		}
 	}
 }
 
@@ -94,6 +149,63 @@ func TestApplyErrors(t *testing.T) {
 				t.Errorf("%s=%s: error %q does not name %q", tc.key, tc.value, msg, want)
 			}
 		}
+	}
+}
+
+// Edges found in review: each is refused with an InvalidError that names the
+// key, the value (quoted, so a NUL or newline shows) and why.
+func TestApplyEdges(t *testing.T) {
+	for _, tc := range []struct{ key, value, reason string }{
+		// The kernel's pids.max holds at most PID_MAX_LIMIT; more was taken
+		// here and failed every exec.
+		{AnnotationToolPidsMax, "4194305", "above 4194304"},
+		{AnnotationToolPidsMax, "5000000", "above 4194304"},
+		{AnnotationToolPidsMax, "99999999999999999999", "above 4194304"},
+		{AnnotationToolPidsMax, "+64", "not a whole number"},
+		{AnnotationToolPidsMax, "1e3", "not a whole number"},
+		{AnnotationToolPidsMax, "max\n", `control character '\n'`},
+		{AnnotationToolMax, "1", "below the minimum of 1Mi"},
+		{AnnotationToolHigh, "1e-300%", "plain decimal"},
+		{AnnotationAgentLow, "1536", "write 1536Mi or 1536M"},
+		{AnnotationStallTimeout, "-5s", "below 1s"},
+		{AnnotationStallTimeout, "0", "below 1s"},
+		{AnnotationStallTimeout, "1e9h", "not a Go duration"},
+		{AnnotationStallTimeout, "9999999h", "not a Go duration"},
+		{AnnotationStallTimeout, "25h", "above 24h0m0s"},
+		{AnnotationPriority, "LOW", "lower case (low)"},
+		{AnnotationPriority, "High", "lower case (high)"},
+		{AnnotationPriority, " low", "white space"},
+		{AnnotationDetect, "Fork+Exec", "lower case (fork+exec)"},
+		{AnnotationDetect, "exec ", "white space"},
+		{AnnotationDetect, "exec\n", `control character '\n'`},
+		{AnnotationToolMax, "1Gi\x00", `control character '\x00'`},
+		{AnnotationStallTimeout, "5m\r\n", `control character '\r'`},
+		{AnnotationPriority, "\xfflow", "UTF-8"},
+	} {
+		_, err := Apply(Default(), "annotation", map[string]string{tc.key: tc.value})
+		var ie *InvalidError
+		if !errors.As(err, &ie) || !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%s=%q: err %v, want an InvalidError", tc.key, tc.value, err)
+			continue
+		}
+		msg := err.Error()
+		for _, want := range []string{tc.key, strconv.Quote(tc.value), tc.reason, "allowed: "} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("%s=%q: error %q does not say %q", tc.key, tc.value, msg, want)
+			}
+		}
+		if strings.ContainsAny(msg, "\x00\n\r") {
+			t.Errorf("%s=%q: error %q carries the control character", tc.key, tc.value, msg)
+		}
+	}
+	p, err := Apply(Default(), "annotation", map[string]string{AnnotationToolPidsMax: "4194304", AnnotationStallTimeout: "24h", AnnotationToolMax: "1Mi"})
+	if err != nil || p.ToolPidsMax != MaxToolPids || p.StallTimeout != 24*time.Hour || p.ToolMemoryMax.Bytes != MinLimitBytes {
+		t.Errorf("the bounds themselves: %+v, %v", p, err)
+	}
+	// An unknown key with a newline is quoted, not printed raw.
+	_, err = Apply(Default(), "annotation", map[string]string{"io.agentcgroup.x\ny": "1"})
+	if err == nil || !strings.Contains(err.Error(), `"io.agentcgroup.x\ny"`) {
+		t.Errorf("unknown key with a newline: %v", err)
 	}
 }
 

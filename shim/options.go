@@ -4,8 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path"
+	"slices"
+	"strconv"
 	"strings"
+	"time"
+	"unicode"
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
@@ -65,8 +71,10 @@ func (c *Config) runcOptions() *options.Options {
 
 // policy resolves a container's policy from the config and its annotations.
 func (c *Config) policy(annotations map[string]string) (policy.Policy, error) {
-	defaults := make(map[string]string)
-	flatten("", c.Policy, defaults)
+	defaults, err := policyDefaults(c.Policy)
+	if err != nil {
+		return policy.Policy{}, err
+	}
 	var allowed []string
 	if c.AllowedAnnotations != nil {
 		allowed = *c.AllowedAnnotations
@@ -77,16 +85,94 @@ func (c *Config) policy(annotations map[string]string) (policy.Policy, error) {
 	return policy.Resolve(defaults, allowed, annotations)
 }
 
-// flatten turns nested TOML tables into dotted keys; values keep their TOML
-// text form, so that tool.pids.max = 512 and = "512" mean the same.
-func flatten(prefix string, m map[string]any, out map[string]string) {
+// policyDefaults turns the config's Policy table into the strings an
+// annotation would carry, keyed without the prefix; nested tables become
+// dotted keys. A value must be a TOML string, as an annotation is, and
+// tool.pids.max may also be an integer. A bare number for a memory key is
+// refused rather than taken as bytes: tool.memory.max = 1536 would be a
+// 1.5 KB limit, never what was meant.
+func policyDefaults(table map[string]any) (map[string]string, error) {
+	var flat []kv
+	flatten("", table, &flat)
+	slices.SortStableFunc(flat, func(a, b kv) int { return strings.Compare(a.key, b.key) })
+	out := make(map[string]string, len(flat))
+	for _, e := range flat {
+		key := policy.Prefix + e.key
+		bad := func(reason, allowed string) error {
+			return &policy.InvalidError{Source: policy.SourceConfig, Key: key, Value: fmt.Sprint(e.value), Reason: reason, Allowed: allowed}
+		}
+		if _, dup := out[e.key]; dup {
+			// tool.memory.max and "tool.memory.max" in one table: which
+			// one won would depend on map order.
+			return nil, bad("set twice, as a dotted key and as a quoted one", "one value per key")
+		}
+		allowed := policy.AllowedValues(key)
+		switch v := e.value.(type) {
+		case string:
+			out[e.key] = v
+			continue
+		case int64:
+			if key == policy.AnnotationToolPidsMax {
+				out[e.key] = strconv.FormatInt(v, 10)
+				continue
+			}
+		}
+		switch {
+		case allowed == "":
+			// Unknown: policy.Resolve names it with the known keys.
+			out[e.key] = fmt.Sprint(e.value)
+		case policy.IsLimitKey(key) && isNumber(e.value):
+			return nil, bad("a bare TOML number would be bytes",
+				`a quoted string: a size with its unit ("1536Mi" or "1536M", at least "1Mi"), a percentage ("75%") or "max"`)
+		case key == policy.AnnotationToolPidsMax:
+			return nil, bad(fmt.Sprintf("a TOML %s", tomlType(e.value)), "an integer or a quoted string: "+allowed)
+		default:
+			return nil, bad(fmt.Sprintf("a TOML %s, not a string", tomlType(e.value)), "a quoted string: "+allowed)
+		}
+	}
+	return out, nil
+}
+
+// kv is one flattened Policy entry.
+type kv struct {
+	key   string
+	value any
+}
+
+// flatten turns nested TOML tables into dotted keys.
+func flatten(prefix string, m map[string]any, out *[]kv) {
 	for k, v := range m {
 		if sub, ok := v.(map[string]any); ok {
 			flatten(prefix+k+".", sub, out)
 			continue
 		}
-		out[prefix+k] = fmt.Sprint(v)
+		*out = append(*out, kv{prefix + k, v})
 	}
+}
+
+func isNumber(v any) bool {
+	switch v.(type) {
+	case int64, float64:
+		return true
+	}
+	return false
+}
+
+// tomlType names a decoded TOML value's type as the TOML spec does.
+func tomlType(v any) string {
+	switch v.(type) {
+	case int64:
+		return "integer"
+	case float64:
+		return "float"
+	case bool:
+		return "boolean"
+	case []any:
+		return "array"
+	case time.Time, toml.LocalDate, toml.LocalTime, toml.LocalDateTime:
+		return "date-time"
+	}
+	return fmt.Sprintf("%T", v)
 }
 
 // parseConfig decodes a TOML config strictly: an unknown key is an error
@@ -106,19 +192,55 @@ func parseConfig(src string, body []byte) (*Config, error) {
 			return nil, fmt.Errorf("config %s: %w", src, err)
 		}
 	}
+	if err := checkPool(c.Pool); err != nil {
+		return nil, fmt.Errorf("config %s: %w", src, err)
+	}
 	if _, err := c.policy(nil); err != nil {
 		return nil, fmt.Errorf("config %s: %w", src, err)
 	}
 	return &c, nil
 }
 
+// checkPool validates the config's Pool. The shims of a pool find each other
+// by comparing pool names as strings, and a container without a configured
+// Pool names its parent as the kernel reports it, absolute and clean: another
+// spelling of the same cgroup would split the pool. The name is also joined
+// to the cgroup2 mount, so a ".." in it would leave the hierarchy.
+func checkPool(p string) error {
+	// path.Clean removes any ".." element, so a clean absolute path has none.
+	if p == "" || (strings.HasPrefix(p, "/") && path.Clean(p) == p && strings.IndexFunc(p, unicode.IsControl) < 0) {
+		return nil
+	}
+	return fmt.Errorf("Pool %q: allowed: an absolute, clean cgroup path under the cgroup2 mount, without \"..\" (/kubepods.slice): %w", p, errdefs.ErrInvalidArgument)
+}
+
+// maxConfigSize bounds what is read of a config file. ConfigPath comes with
+// the runtime options; a path such as /dev/zero must fail, not fill the
+// shim's memory, and a FIFO must not block it.
+const maxConfigSize = 1 << 20
+
 func loadConfig(path string, mustExist bool) (*Config, error) {
-	body, err := os.ReadFile(path)
+	fi, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) && !mustExist {
 		return &Config{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("read config %s: not a regular file (%v): %w", path, fi.Mode().Type(), errdefs.ErrInvalidArgument)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	body, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(body) > maxConfigSize {
+		return nil, fmt.Errorf("read config %s: larger than %d bytes: %w", path, maxConfigSize, errdefs.ErrInvalidArgument)
 	}
 	return parseConfig(path, body)
 }

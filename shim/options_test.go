@@ -1,16 +1,20 @@
 package shim
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -132,6 +136,89 @@ func TestSystemdCgroupsPath(t *testing.T) {
 	} {
 		if got := systemdCgroupsPath(p); got != want {
 			t.Errorf("systemdCgroupsPath(%q) = %v", p, got)
+		}
+	}
+}
+
+// A value in the config's Policy table must be a TOML string, as an
+// annotation is (tool.pids.max may be an integer). Before, a bare number for
+// a memory key was taken as bytes (1536: a 1.5 KB limit) and 128.0 as 128.
+func TestConfigPolicyTypes(t *testing.T) {
+	for body, want := range map[string][]string{
+		"[Policy]\ntool.memory.max = 1536\n":          {"io.agentcgroup.tool.memory.max=\"1536\"", "bare TOML number would be bytes", `"1536Mi" or "1536M"`},
+		"[Policy]\nagent.memory.low = 268435456\n":    {"io.agentcgroup.agent.memory.low=\"268435456\"", "bare TOML number"},
+		"[Policy]\ntool.memory.high = 1.5\n":          {"io.agentcgroup.tool.memory.high=\"1.5\"", "bare TOML number"},
+		"[Policy]\ntool.pids.max = 128.0\n":           {"io.agentcgroup.tool.pids.max=\"128\"", "TOML float", "an integer or a quoted string"},
+		"[Policy]\ntool.pids.max = 5000000\n":         {"io.agentcgroup.tool.pids.max=\"5000000\"", "above 4194304"},
+		"[Policy]\npriority = true\n":                 {"io.agentcgroup.priority=\"true\"", "TOML boolean, not a string", "high, normal, low"},
+		"[Policy]\ndetect = [\"exec\"]\n":             {"io.agentcgroup.detect", "TOML array"},
+		"[Policy]\ntool.stall-timeout = 1979-05-27\n": {"io.agentcgroup.tool.stall-timeout", "TOML date-time", "Go duration"},
+		"[Policy]\ntool.stall-timeout = 300\n":        {"io.agentcgroup.tool.stall-timeout=\"300\"", "TOML integer, not a string"},
+		// Which of the two won depended on map order.
+		"[Policy]\ntool.memory.max = \"1Gi\"\n\"tool.memory.max\" = \"2Gi\"\n": {"io.agentcgroup.tool.memory.max", "set twice"},
+	} {
+		_, err := parseConfig("body", []byte(body))
+		var ie *policy.InvalidError
+		if !errors.As(err, &ie) || !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%q: err %v, want a policy.InvalidError", body, err)
+			continue
+		}
+		for _, w := range append(want, "config body", "config Policy key") {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%q: error %q does not say %q", body, err, w)
+			}
+		}
+	}
+	c, err := parseConfig("body", []byte("[Policy]\ntool.pids.max = 4194304\ntool.memory.max = \"1536Mi\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := c.policy(nil); err != nil || p.ToolPidsMax != policy.MaxToolPids || p.ToolMemoryMax.Bytes != 1536<<20 {
+		t.Errorf("policy %+v, %v", p, err)
+	}
+}
+
+// Pool is compared as a string with cgroup paths as the kernel writes them
+// and joined to the cgroup2 mount: only an absolute, clean path is taken.
+func TestConfigPool(t *testing.T) {
+	for _, p := range []string{"", "/", "/kubepods.slice", "/default", "/a..b"} {
+		if _, err := parseConfig("body", []byte("Pool = "+strconv.Quote(p)+"\n")); err != nil {
+			t.Errorf("Pool %q: %v", p, err)
+		}
+	}
+	for _, p := range []string{"kubepods.slice", "/kubepods.slice/", "/../../etc", "/a/../b", "//a", "/a\nb"} {
+		_, err := parseConfig("body", []byte("Pool = "+strconv.Quote(p)+"\n"))
+		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "Pool "+strconv.Quote(p)) {
+			t.Errorf("Pool %q: err %v, want one naming it", p, err)
+		}
+	}
+}
+
+// A ConfigPath that is not a regular file fails at once: before, a FIFO
+// blocked the shim's create for good and /dev/zero filled its memory.
+func TestConfigPathNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.toml")
+	if err := os.WriteFile(big, append([]byte("# "), bytes.Repeat([]byte("x"), 2<<20)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{fifo: "not a regular file", dir: "not a regular file", big: "larger than"} {
+		done := make(chan error, 1)
+		go func() {
+			_, _, err := runtimeOptions(mustAny(t, &runtimeoptions.Options{ConfigPath: p}), filepath.Join(dir, "none.toml"))
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), want) {
+				t.Errorf("ConfigPath %s: err %v, want one naming it and saying %q", p, err, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("ConfigPath %s: still reading after 5s", p)
 		}
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
+	"unicode"
 )
 
 // Trace is one agent run.
@@ -47,6 +49,15 @@ type file struct {
 	} `json:"tool_calls"`
 }
 
+// Bounds of a trace's values. The simulator turns seconds into
+// time.Duration (at most 292 years, divided by its speed) and megabytes into
+// a count of MiB to touch: a week and a TiB are far beyond any agent run and
+// keep both, and MemoryAt's arithmetic, clear of overflow.
+const (
+	MaxSeconds  = 7 * 24 * 3600
+	MaxMemoryMB = 1 << 20
+)
+
 // FieldError names the file and the field of a broken trace.
 type FieldError struct {
 	File, Field, Problem string
@@ -74,12 +85,19 @@ func Parse(name string, b []byte) (*Trace, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
+			if te.Field == "" {
+				return nil, bad("top level", "is %s, want an object", te.Value)
+			}
 			return nil, bad(te.Field, "is %s, want %s", te.Value, te.Type)
 		}
 		return nil, fmt.Errorf("trace %s: not JSON: %w", name, err)
 	}
 	if f.Task == nil || *f.Task == "" {
 		return nil, bad("task", "missing")
+	}
+	// The task names the run in reports, one line and one table cell each.
+	if strings.IndexFunc(*f.Task, unicode.IsControl) >= 0 {
+		return nil, bad("task", "%q has a control character", *f.Task)
 	}
 	ti, mi := slices.Index(f.Columns, "t_seconds"), slices.Index(f.Columns, "memory_mb")
 	if ti < 0 || mi < 0 {
@@ -98,27 +116,28 @@ func Parse(name string, b []byte) (*Trace, error) {
 			col int
 			dst *float64
 		}{{ti, &s.T}, {mi, &s.MemoryMB}} {
-			if err := json.Unmarshal(row[v.col], v.dst); err != nil {
+			// null unmarshals into a float64 without error, as nothing.
+			if err := json.Unmarshal(row[v.col], v.dst); err != nil || string(row[v.col]) == "null" {
 				return nil, bad(fmt.Sprintf("samples[%d].%s", i, f.Columns[v.col]), "%s is not a number", row[v.col])
 			}
 		}
 		switch {
-		case !finite(s.T) || s.T < 0:
-			return nil, bad(fmt.Sprintf("samples[%d].t_seconds", i), "%v is not a time", s.T)
+		case !finite(s.T) || s.T < 0 || s.T > MaxSeconds:
+			return nil, bad(fmt.Sprintf("samples[%d].t_seconds", i), "%v is not a time from 0 to %d", s.T, MaxSeconds)
 		case i > 0 && s.T < t.Samples[i-1].T:
 			return nil, bad(fmt.Sprintf("samples[%d].t_seconds", i), "%v goes back in time (previous %v)", s.T, t.Samples[i-1].T)
-		case !finite(s.MemoryMB) || s.MemoryMB < 0:
-			return nil, bad(fmt.Sprintf("samples[%d].memory_mb", i), "%v is not a memory size", s.MemoryMB)
+		case !finite(s.MemoryMB) || s.MemoryMB < 0 || s.MemoryMB > MaxMemoryMB:
+			return nil, bad(fmt.Sprintf("samples[%d].memory_mb", i), "%v is not a memory size from 0 to %d", s.MemoryMB, MaxMemoryMB)
 		}
 		t.Samples[i] = s
 	}
 	for i, c := range f.ToolCalls {
 		field := func(n string) string { return fmt.Sprintf("tool_calls[%d].%s", i, n) }
 		switch {
-		case c.Start == nil || !finite(*c.Start) || *c.Start < 0:
-			return nil, bad(field("start"), "missing or not a time")
-		case c.End == nil || !finite(*c.End) || *c.End < *c.Start:
-			return nil, bad(field("end"), "missing, not a time, or before start")
+		case c.Start == nil || !finite(*c.Start) || *c.Start < 0 || *c.Start > MaxSeconds:
+			return nil, bad(field("start"), "missing or not a time from 0 to %d", MaxSeconds)
+		case c.End == nil || !finite(*c.End) || *c.End < *c.Start || *c.End > MaxSeconds:
+			return nil, bad(field("end"), "missing, not a time up to %d, or before start", MaxSeconds)
 		case c.Tool == nil || *c.Tool == "":
 			return nil, bad(field("tool"), "missing")
 		}

@@ -85,3 +85,36 @@ func TestSharedTraces(t *testing.T) {
 		t.Errorf("%d tool calls in %d traces, want the README's 1,151", calls, len(files))
 	}
 }
+
+// Edges the fuzzer and review found: null read as 0, values that overflow
+// the simulator's time.Duration and MiB counts or MemoryAt's arithmetic, a
+// task name that breaks its report line, and a top-level error naming no
+// field. Each names the field.
+func TestParseEdges(t *testing.T) {
+	const cols = `"task": "t", "columns": ["t_seconds", "memory_mb", "cpu_percent"], `
+	for _, tc := range []struct{ json, field string }{
+		{`{` + cols + `"samples": [[0, 1, 0], [1, null, 0]]}`, "samples[1].memory_mb"},
+		{`{` + cols + `"samples": [[0, 1, 0], [ null , 1, 0]]}`, "samples[1].t_seconds"},
+		{`{` + cols + `"samples": [[1e300, 1, 0]]}`, "samples[0].t_seconds"},
+		{`{` + cols + `"samples": [[0, 1e300, 0]]}`, "samples[0].memory_mb"},
+		{`{` + cols + `"samples": [[0, 1, 0]], "tool_calls": [{"start": 0, "end": 1e300, "tool": "Bash"}]}`, "tool_calls[0].end"},
+		{`{` + cols + `"samples": [[0, 1, 0]], "tool_calls": [{"start": 1e10, "end": 1e10, "tool": "Bash"}]}`, "tool_calls[0].start"},
+		{`{"task": "a\nb", "columns": ["t_seconds", "memory_mb"], "samples": [[0, 1]]}`, "task"},
+		{`[1]`, "top level"},
+		{`"trace"`, "top level"},
+	} {
+		_, err := Parse("broken.json", []byte(tc.json))
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field || !strings.Contains(err.Error(), "broken.json") {
+			t.Errorf("%s: error %v, want one naming broken.json and field %s", tc.json, err, tc.field)
+		}
+	}
+	// A null in a column the simulator does not use is no harm.
+	if _, err := Parse("ok.json", []byte(`{`+cols+`"samples": [[0, 1, null]]}`)); err != nil {
+		t.Errorf("null cpu_percent: %v", err)
+	}
+	// The bounds themselves are times and sizes.
+	if _, err := Parse("ok.json", []byte(`{`+cols+`"samples": [[0, 0, 0], [604800, 1048576, 0]]}`)); err != nil {
+		t.Errorf("a week and a TiB: %v", err)
+	}
+}
