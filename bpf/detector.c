@@ -13,6 +13,10 @@
 //         user space moves it too; once moved, the kernel keeps a call's
 //         children in its cgroup and nothing is needed here
 //   exit  of a tool call's leader           -> event EXIT with its status
+//   fork  by a process in a tool call's cgroup whose child starts in
+//         another cgroup (clone3 CLONE_INTO_CGROUP) -> event ESCAPE, so
+//         that user space kills it before it lives outside its call's
+//         limits
 //
 // A process already in the agent cgroup that execs again (the framework
 // re-exec'ing itself) is not pending, so it stays the agent.
@@ -35,11 +39,24 @@ struct mm_struct {
 	unsigned long arg_end;
 } __attribute__((preserve_access_index));
 
+struct kernfs_node {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int pid;
 	int tgid;
 	int exit_code;
 	struct mm_struct *mm;
+	struct css_set *cgroups;
 } __attribute__((preserve_access_index));
 
 struct linux_binprm {
@@ -50,6 +67,7 @@ enum event_kind {
 	EVENT_TOOL = 1,
 	EVENT_CHILD = 2,
 	EVENT_EXIT = 3,
+	EVENT_ESCAPE = 4,
 };
 
 struct event {
@@ -73,6 +91,16 @@ struct tool {
 	__u32 leader;
 	__u32 pad;
 };
+
+// calls: the cgroup IDs of the watched containers' tool calls -> their agent
+// cgroup. User space adds each call's cgroup before a process runs in it.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} calls SEC(".maps");
 
 // agents: watched agent cgroup IDs. User space adds and removes them.
 struct {
@@ -149,9 +177,20 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	if (child->pid != child->tgid)
 		return 0; // a thread, not a process
 	__u64 cgroup = bpf_get_current_cgroup_id();
-	if (!bpf_map_lookup_elem(&agents, &cgroup))
-		return 0; // outside every watched agent cgroup, moved tool calls included
 	__u32 ptgid = parent->tgid, ctgid = child->tgid;
+	if (!bpf_map_lookup_elem(&agents, &cgroup)) {
+		__u64 *agent = bpf_map_lookup_elem(&calls, &cgroup);
+		if (!agent)
+			return 0; // outside every watched container
+		// A tool call's child stays in its cgroup unless it was cloned
+		// into another one.
+		if (BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id) != cgroup) {
+			struct event *e = reserve(EVENT_ESCAPE, *agent, ctgid, ptgid);
+			if (e)
+				bpf_ringbuf_submit(e, 0);
+		}
+		return 0;
+	}
 
 	struct tool *t = bpf_map_lookup_elem(&tools, &ptgid);
 	if (t) { // a call's process not moved yet: its child is the call's too

@@ -13,11 +13,13 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,6 +35,9 @@ const (
 	Child Kind = 2
 	// Exit: the leader of a tool call exited with ExitStatus.
 	Exit Kind = 3
+	// Escape: Leader, a process in a tool call's cgroup, forked Pid into
+	// another cgroup (clone3 CLONE_INTO_CGROUP), out of the call's limits.
+	Escape Kind = 4
 )
 
 // Event is one detector event.
@@ -86,8 +91,14 @@ type Detector struct {
 
 	mu   sync.Mutex
 	subs map[uint64]chan<- Event
+	// lost counts the events a watcher's full channel did not take.
+	lost atomic.Uint64
 	done chan struct{}
 }
+
+// dropCheck is how often the kernel's count of events lost to a full ring
+// buffer is read, and a rise logged.
+const dropCheck = 10 * time.Second
 
 // Load loads and attaches the programs. It fails where the kernel lacks BTF,
 // tp_btf or ring buffers, or the caller lacks the privilege.
@@ -114,12 +125,14 @@ func Load() (_ *Detector, retErr error) {
 	}
 	d.reader = r
 	go d.run()
+	go d.reportDrops()
 	return d, nil
 }
 
 // Watch starts detecting the tool calls forked from the agent cgroup with
 // the given ID; their events go to ch until Unwatch. ch should be buffered:
-// the reader does not wait for a slow watcher.
+// the reader does not wait for a slow watcher, whose events are dropped (and
+// counted in Lost) so that no container stalls another's.
 func (d *Detector) Watch(agentCgroup uint64, ch chan<- Event) error {
 	d.mu.Lock()
 	d.subs[agentCgroup] = ch
@@ -139,13 +152,6 @@ func (d *Detector) Unwatch(agentCgroup uint64) {
 	delete(d.subs, agentCgroup)
 }
 
-// Watched is the number of watched agent cgroups.
-func (d *Detector) Watched() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.subs)
-}
-
 // Dropped is the number of events lost to a full ring buffer.
 func (d *Detector) Dropped() (uint64, error) {
 	var perCPU []uint64
@@ -157,6 +163,46 @@ func (d *Detector) Dropped() (uint64, error) {
 		n += v
 	}
 	return n, nil
+}
+
+// AddCall watches the tool-call cgroup with ID call, of the container whose
+// agent cgroup is agentCgroup: a process there that forks a child into
+// another cgroup is reported (Escape). Add it before a process runs there.
+func (d *Detector) AddCall(call, agentCgroup uint64) error {
+	if err := d.objs.Calls.Put(call, agentCgroup); err != nil {
+		return fmt.Errorf("watch tool-call cgroup %d: %w", call, err)
+	}
+	return nil
+}
+
+// RemoveCall stops watching a tool-call cgroup.
+func (d *Detector) RemoveCall(call uint64) { _ = d.objs.Calls.Delete(call) }
+
+// Lost is the number of events dropped because a watcher's channel was full.
+func (d *Detector) Lost() uint64 { return d.lost.Load() }
+
+// reportDrops logs events lost to a full ring buffer or a slow watcher.
+func (d *Detector) reportDrops() {
+	t := time.NewTicker(dropCheck)
+	defer t.Stop()
+	var dropped, lost uint64
+	for {
+		select {
+		case <-d.done:
+			return
+		case <-t.C:
+		}
+		if n, err := d.Dropped(); err != nil {
+			log.L.WithError(err).Warn("read the tool-call detector's drop counter")
+		} else if n > dropped {
+			log.L.WithField("events", n-dropped).Warn("tool-call detector: events lost to a full ring buffer; calls may be placed late or end late")
+			dropped = n
+		}
+		if n := d.Lost(); n > lost {
+			log.L.WithField("events", n-lost).Warn("tool-call detector: events dropped for a container that did not take them")
+			lost = n
+		}
+	}
 }
 
 // Pending reports whether pid was forked by a process in the watched agent
@@ -212,9 +258,11 @@ func (d *Detector) run() {
 			if errors.Is(err, ringbuf.ErrClosed) {
 				return
 			}
+			log.L.WithError(err).Warn("read the tool-call detector's ring buffer")
 			continue
 		}
 		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &raw); err != nil {
+			log.L.WithError(err).Warn("decode a tool-call detector event")
 			continue
 		}
 		ev := Event{Kind: Kind(raw.Kind), AgentCgroup: raw.AgentCgroup, Pid: raw.Pid, Leader: raw.Leader,
@@ -227,7 +275,11 @@ func (d *Detector) run() {
 		ch := d.subs[ev.AgentCgroup]
 		d.mu.Unlock()
 		if ch != nil {
-			ch <- ev
+			select {
+			case ch <- ev:
+			default:
+				d.lost.Add(1)
+			}
 		}
 	}
 }

@@ -45,6 +45,7 @@ type detectorTool struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	detectorMapAgents      = "agents"
+	detectorMapCalls       = "calls"
 	detectorMapDropped     = "dropped"
 	detectorMapEvents      = "events"
 	detectorMapPending     = "pending"
@@ -107,6 +108,7 @@ type detectorProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type detectorMapSpecs struct {
 	Agents  *ebpf.MapSpec `ebpf:"agents"`
+	Calls   *ebpf.MapSpec `ebpf:"calls"`
 	Dropped *ebpf.MapSpec `ebpf:"dropped"`
 	Events  *ebpf.MapSpec `ebpf:"events"`
 	Pending *ebpf.MapSpec `ebpf:"pending"`
@@ -141,6 +143,7 @@ func (o *detectorObjects) Close() error {
 // It can be passed to loadDetectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type detectorMaps struct {
 	Agents  *ebpf.Map `ebpf:"agents"`
+	Calls   *ebpf.Map `ebpf:"calls"`
 	Dropped *ebpf.Map `ebpf:"dropped"`
 	Events  *ebpf.Map `ebpf:"events"`
 	Pending *ebpf.Map `ebpf:"pending"`
@@ -150,6 +153,7 @@ type detectorMaps struct {
 func (m *detectorMaps) Close() error {
 	return _DetectorClose(
 		m.Agents,
+		m.Calls,
 		m.Dropped,
 		m.Events,
 		m.Pending,

@@ -169,7 +169,7 @@ func TestDetector(t *testing.T) {
 
 	// Unwatched: nothing more.
 	d.Unwatch(id)
-	if n := d.Watched(); n != 1 {
+	if n := watched(d); n != 1 {
 		t.Errorf("%d cgroups watched after one of two was unwatched", n)
 	}
 	runIn(t, dir, `/bin/true`)
@@ -177,7 +177,86 @@ func TestDetector(t *testing.T) {
 		t.Errorf("events after Unwatch: %+v", evs)
 	}
 	d.Unwatch(otherID)
-	if n := d.Watched(); n != 0 {
+	if n := watched(d); n != 0 {
 		t.Errorf("%d cgroups watched after the last was unwatched", n)
+	}
+}
+
+// TestSlowWatcher: a container that does not take its events does not stall
+// the shared reader: another container's events still arrive, and the
+// dropped ones are counted.
+func TestSlowWatcher(t *testing.T) {
+	d := load(t)
+	slowDir, slowID := agentCgroup(t)
+	dir, id := agentCgroup(t)
+	slow, ch := make(chan Event), make(chan Event, 64) // slow is never read
+	for w, c := range map[uint64]chan Event{slowID: slow, id: ch} {
+		if err := d.Watch(w, c); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Unwatch(w) })
+	}
+	runIn(t, slowDir, `/bin/true; /bin/true`)
+	runIn(t, dir, `/bin/true`)
+	if evs := collect(ch); len(evs) == 0 {
+		t.Fatal("a slow watcher stalled another's events")
+	}
+	if d.Lost() == 0 {
+		t.Error("the slow watcher's events were not counted as lost")
+	}
+}
+
+func watched(d *Detector) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.subs)
+}
+
+// TestEscape: a process in a watched tool call's cgroup that clones a child
+// into another cgroup (clone3 CLONE_INTO_CGROUP) is reported; its plain
+// forks are not. The test process plays the tool call.
+func TestEscape(t *testing.T) {
+	d := load(t)
+	dir, agentID := agentCgroup(t)
+	ch := make(chan Event, 64)
+	if err := d.Watch(agentID, ch); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Unwatch(agentID) })
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var self string
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			self = p
+		}
+	}
+	selfID, err := cgroupfs.ID(cgroup2Mount(t) + self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.AddCall(selfID, agentID); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.RemoveCall(selfID) })
+
+	if err := exec.Command("/bin/true").Run(); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	cmd := exec.Command("/bin/true")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	evs := collect(ch)
+	if len(evs) != 1 || evs[0].Kind != Escape || evs[0].Pid != uint32(cmd.Process.Pid) || evs[0].Leader != uint32(os.Getpid()) || evs[0].AgentCgroup != agentID {
+		t.Errorf("events %+v, want one Escape of %d by %d", evs, cmd.Process.Pid, os.Getpid())
 	}
 }
