@@ -6,6 +6,7 @@ package shim
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -72,7 +73,18 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 		return shim.StopStatus{}, err
 	}
 	dir := state.Dir(state.DefaultRoot, ns, id)
-	if err := hooks.Cleanup(ctx, dir); err != nil {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		// The container was deleted through its shim, which removed the
+		// state last; the runc shim's cleanup still runs the runtime (a
+		// `delete --force` that finds nothing), through the wrapper's link.
+		self, err := os.Executable()
+		if err == nil {
+			err = state.LinkRuntime(dir, self)
+		}
+		if err != nil {
+			log.G(ctx).WithError(err).Warn("link the runtime wrapper for cleanup")
+		}
+	} else if err := hooks.Cleanup(ctx, dir); err != nil {
 		log.G(ctx).WithError(err).Warn("clean up agent/tools cgroups")
 	}
 	status, err := m.Shim.Stop(ctx, id)

@@ -29,7 +29,8 @@ func init() {
 			}
 			sd := ss.(shutdown.Service)
 			publisher := pp.(shim.Publisher)
-			inner, err := task.NewTaskService(ic.Context, publisher, sd)
+			filter := &oomFilter{Publisher: publisher}
+			inner, err := task.NewTaskService(ic.Context, filter, sd)
 			if err != nil {
 				return nil, err
 			}
@@ -37,7 +38,12 @@ func init() {
 			// address file if it was there when it started; the start action
 			// may write it a moment later, and names the debug socket too.
 			sd.RegisterCallback(func(context.Context) error { return removeSockets(".") })
-			return newService(inner, publisher)
+			svc, err := newService(inner, publisher)
+			if err != nil {
+				return nil, err
+			}
+			filter.container = svc.container
+			return svc, nil
 		},
 	})
 }

@@ -149,7 +149,9 @@ func removeSockets(bundle string) error {
 	var errs []error
 	for _, f := range []string{addressFile, debugAddressFile} {
 		if address, err := shim.ReadAddress(filepath.Join(bundle, f)); err == nil {
-			errs = append(errs, shim.RemoveSocket(address))
+			if err := shim.RemoveSocket(address); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)

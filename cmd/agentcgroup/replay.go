@@ -42,6 +42,8 @@ sweep.md and sweep.svg (the largest N per arm with no agent-framework kill).`,
 		&cli.StringFlag{Name: "pool", Value: "/agentcgroup-replay", Usage: "parent cgroup of the arms' pools"},
 		&cli.StringFlag{Name: "sweep", Usage: "comma-separated numbers of agents to sweep at the fixed budget"},
 		&cli.StringFlag{Name: "out", Value: "replay-results", Usage: "folder for the table, plots and raw results"},
+		&cli.StringFlag{Name: "order", Value: replay.OrderName, Usage: "which traces the agents replay: name (file order) or peak (largest memory burst first)"},
+		&cli.DurationFlag{Name: "bound", Usage: "time bound of one arm; agents still running then are reported unfinished (default: ten times the longest trace, compressed, plus a minute)"},
 	},
 	Action: runReplay,
 }
@@ -83,6 +85,10 @@ func runReplay(c *cli.Context) error {
 		Rootfs: c.String("rootfs"), Traces: traces,
 		Budget: budget.Bytes, Speed: c.Float64("speed"), Scale: c.Float64("scale"), Seed: c.Int64("seed"),
 		Pool: c.String("pool"), Progress: os.Stderr,
+		Order: c.String("order"), Timeout: c.Duration("bound"),
+	}
+	if o := cfg.Order; o != replay.OrderName && o != replay.OrderPeak {
+		return fmt.Errorf("--order %q: want %s or %s", o, replay.OrderName, replay.OrderPeak)
 	}
 	out := c.String("out")
 	if err := os.MkdirAll(out, 0o755); err != nil {

@@ -11,6 +11,8 @@
 //	agentsim -alloc MiB [-ramp 2s] [-hold 1s]    allocate and touch MiB (spread over -ramp), then exit
 //	agentsim -trace FILE [-speed 10] [-scale 1] [-seed N]  replay an agent run (see replay.go), then exit
 //	agentsim -steps 0:120,0.4:300 -for 1s        a replayed tool call: hold MiB levels, exit after -for
+//	agentsim -int80                              make one 32-bit system call (int 0x80), then exit
+//	agentsim -escape DIR CMD...                  run CMD cloned into cgroup DIR (CLONE_INTO_CGROUP), then exit
 package main
 
 import (
@@ -39,7 +41,17 @@ func main() {
 	steps := flag.String("steps", "", "as a replayed tool call: seconds:MiB levels to hold")
 	holdFor := flag.Duration("for", 0, "with -steps, exit after this long")
 	logPath := flag.String("log", "", "write stdout and stderr to this file")
+	int80 := flag.Bool("int80", false, "make one 32-bit system call, then exit")
+	escapeTo := flag.String("escape", "", "run the command cloned into this cgroup, then exit")
 	flag.Parse()
+	if *escapeTo != "" {
+		escape(*escapeTo, flag.Args())
+		return
+	}
+	if *int80 {
+		compat32()
+		return
+	}
 	if *logPath != "" {
 		f, err := os.Create(*logPath)
 		if err != nil {
