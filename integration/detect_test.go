@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/agentcgroup/agentcgroup/state"
+	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
 // TestForkDetection: an agent framework (the simulator, multi-threaded) runs
@@ -35,13 +35,13 @@ func TestForkDetection(t *testing.T) {
 		d.start(t, rt, b, nil, "/bin/agentsim", "-delay", "300ms", "echo other-container-call")
 		d.mustCtr(t, "task", "exec", "--exec-id", "from-outside", a, "/bin/sh", "-c", "exit 0")
 
-		var recs []state.Record
+		var recs []toolcall.Record
 		eventually(t, "five ended calls in "+a, func() bool {
 			recs = ps(t, a)
 			return len(recs) >= 5 && ended(recs) == len(recs)
 		})
 		sort.Slice(recs, func(i, j int) bool { return recs[i].Start.Before(recs[j].Start) })
-		var forks []state.Record
+		var forks []toolcall.Record
 		for _, r := range recs {
 			if r.Kind == "fork" {
 				forks = append(forks, r)
@@ -55,7 +55,7 @@ func TestForkDetection(t *testing.T) {
 		wantCodes := []uint32{0, 0, 3, 0}
 		cgroups := map[string]bool{}
 		for i, r := range forks {
-			if r.ExitCode == nil || *r.ExitCode != wantCodes[i] || r.State != state.Exited {
+			if r.ExitCode == nil || *r.ExitCode != wantCodes[i] || r.State != toolcall.Exited {
 				t.Errorf("call %d %s: state %s exit %v, want exited %d", i+1, r.ID, r.State, r.ExitCode, wantCodes[i])
 			}
 			if len(r.Command) < 3 || r.Command[0] != "/bin/sh" || r.Command[1] != "-c" {
@@ -88,7 +88,7 @@ func TestForkDetection(t *testing.T) {
 		}
 		os.Remove(filepath.Join(rootfs, out(a, "log")))
 
-		var other []state.Record
+		var other []toolcall.Record
 		eventually(t, "the other container's call", func() bool {
 			other = ps(t, b)
 			return len(other) == 1 && ended(other) == 1
@@ -106,8 +106,8 @@ func TestForkDetection(t *testing.T) {
 }
 
 // ended counts the calls that have ended.
-func ended(recs []state.Record) int {
-	return count(recs, func(r state.Record) bool { return r.End != nil && r.State != state.Running })
+func ended(recs []toolcall.Record) int {
+	return count(recs, func(r toolcall.Record) bool { return r.End != nil && r.State != toolcall.Running })
 }
 
 // TestDetectorFallback: on a kernel without BTF (an empty file bound over
@@ -163,7 +163,7 @@ func TestHoldSeccompProfile(t *testing.T) {
 			"grep Seccomp /proc/self/status > "+status,
 			// swapoff is outside the default profile's allow list without CAP_SYS_ADMIN.
 			"swapoff /nonexistent 2> "+denied+"; true")
-		var recs []state.Record
+		var recs []toolcall.Record
 		eventually(t, "two ended calls", func() bool {
 			recs = ps(t, id)
 			return len(recs) == 2 && ended(recs) == 2
@@ -184,5 +184,27 @@ func TestHoldSeccompProfile(t *testing.T) {
 		}
 		d.remove(id)
 		assertGone(t, id)
+	})
+}
+
+// TestEscape: a tool call that clones a child straight into C/agent (clone3
+// CLONE_INTO_CGROUP with an fd on the read-only /sys/fs/cgroup/agent, which
+// needs no write access) does not get a process out of its limits: the
+// shim kills the escapee at once; the call and the agent go on.
+func TestEscape(t *testing.T) {
+	forEachStack(t, func(t *testing.T, d *daemon) {
+		id := newID("escape")
+		d.start(t, d.agentcgroup(), id, nil, agentInit...)
+		r := d.ctr(t, "task", "exec", "--exec-id", "escape", id,
+			"/bin/agentsim", "-escape", "/sys/fs/cgroup/agent", "/bin/sh", "-c", "sleep 5; echo survived")
+		if strings.Contains(r.stdout, "survived") || !strings.Contains(r.stdout, "escapee: signal: killed") {
+			t.Errorf("escape attempt: %v; want the escapee killed", r)
+		}
+		if st := d.status(t, id); st != "RUNNING" {
+			t.Errorf("container %s after the escape attempt", st)
+		}
+		if r := d.ctr(t, "task", "exec", "--exec-id", "next", id, "/bin/sh", "-c", "echo alive"); strings.TrimSpace(r.stdout) != "alive" {
+			t.Errorf("next call: %v", r)
+		}
 	})
 }

@@ -107,9 +107,42 @@ var scenarios = []scenario{
 	},
 }
 
+// Scenarios of what agents do that are not about the tree (issue: drop-in
+// where users run it).
+var agentScenarios = []scenario{
+	{
+		// An exec that starts a dev server or a watcher ends with its own
+		// process, as under the runc shim; the job lives on in its call.
+		name: "exec starting a background job returns when its process ends",
+		run: func(t *testing.T, d *daemon, rt runtime) []string {
+			id := newID("bg")
+			d.start(t, rt, id, nil, agentInit...)
+			start := time.Now()
+			r := d.ctr(t, "task", "exec", "--exec-id", "bg", id, "/bin/sh", "-c", "sleep 30 </dev/null >/dev/null 2>&1 & echo started")
+			took := time.Since(start)
+			return []string{fmt.Sprintf("exit=%d stdout=%q stderr=%q returned before the job ended: %v", r.code, r.stdout, r.stderr, took < 20*time.Second)}
+		},
+		want: []string{`exit=0 stdout="started\n" stderr="" returned before the job ended: true`},
+	},
+	{
+		// i386 programs, -m32 test suites: a container without a seccomp
+		// profile runs 32-bit system calls; so does one with containerd's.
+		name: "32-bit system call with and without a seccomp profile",
+		run: func(t *testing.T, d *daemon, rt runtime) []string {
+			var out []string
+			for _, extra := range [][]string{{"--rm"}, {"--rm", "--seccomp"}} {
+				r := d.ctr(t, runArgs(rt, false, newID("int80"), extra, "/bin/agentsim", "-int80")...)
+				out = append(out, fmt.Sprintf("%v: exit=%d stdout=%q", extra, r.code, r.stdout))
+			}
+			return out
+		},
+		want: []string{`[--rm]: exit=0 stdout="int 0x80 getpid: ok\n"`, `[--rm --seccomp]: exit=0 stdout="int 0x80 getpid: ok\n"`},
+	},
+}
+
 func TestDifferential(t *testing.T) {
 	forEachStack(t, func(t *testing.T, d *daemon) {
-		for _, sc := range scenarios {
+		for _, sc := range append(scenarios, agentScenarios...) {
 			t.Run(sc.name, func(t *testing.T) {
 				want := sc.run(t, d, d.runc())
 				got := sc.run(t, d, d.agentcgroup())

@@ -19,7 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
-	"github.com/agentcgroup/agentcgroup/state"
+	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
 func annotations(kv ...string) []string {
@@ -31,9 +31,9 @@ func annotations(kv ...string) []string {
 }
 
 // endedRecord waits for the record of a call that has ended.
-func endedRecord(t testing.TB, id, call string) *state.Record {
+func endedRecord(t testing.TB, id, call string) *toolcall.Record {
 	t.Helper()
-	var rec *state.Record
+	var rec *toolcall.Record
 	eventually(t, "the record of "+call, func() bool {
 		rec = find(ps(t, id), call)
 		return rec != nil && rec.End != nil
@@ -41,7 +41,7 @@ func endedRecord(t testing.TB, id, call string) *state.Record {
 	return rec
 }
 
-func count(recs []state.Record, pred func(r state.Record) bool) int {
+func count(recs []toolcall.Record, pred func(r toolcall.Record) bool) int {
 	n := 0
 	for _, r := range recs {
 		if pred(r) {
@@ -66,6 +66,7 @@ func TestToolOOM(t *testing.T) {
 		rt := d.agentcgroup()
 		id := newID("oom")
 		ev := subscribeToolEvents(t, d)
+		tasks := watchEvents(t, d)
 		d.start(t, rt, id, annotations("tool.memory.max=64Mi"),
 			"/bin/agentsim", "-delay", "200ms", "-repeat", strconv.Itoa(n), "exec /bin/agentsim -alloc 128")
 		agent := d.pid(t, id)
@@ -82,25 +83,30 @@ func TestToolOOM(t *testing.T) {
 		if r := d.ctr(t, "task", "exec", "--exec-id", "next", id, "/bin/sh", "-c", "echo alive"); r.code != 0 || strings.TrimSpace(r.stdout) != "alive" {
 			t.Errorf("the agent's next call: %v", r)
 		}
-		var recs []state.Record
+		var recs []toolcall.Record
 		eventually(t, fmt.Sprintf("%d oom-killed calls", 2*n), func() bool {
 			recs = ps(t, id)
-			return count(recs, func(r state.Record) bool { return r.State == state.OOMKilled }) == 2*n
+			return count(recs, func(r toolcall.Record) bool { return r.State == toolcall.OOMKilled }) == 2*n
 		})
 		for _, r := range recs {
-			if r.State == state.OOMKilled && (!strings.Contains(r.Reason, "out of memory") || r.MemoryPeakBytes < 60<<20 || r.MemoryPeakBytes > 65<<20) {
+			if r.State == toolcall.OOMKilled && (!strings.Contains(r.Reason, "out of memory") || r.MemoryPeakBytes < 60<<20 || r.MemoryPeakBytes > 65<<20) {
 				t.Errorf("record %s: reason %q, peak %d", r.ID, r.Reason, r.MemoryPeakBytes)
 			}
 		}
-		if forks := count(recs, func(r state.Record) bool { return r.Kind == "fork" && r.State == state.OOMKilled }); forks != n {
+		if forks := count(recs, func(r toolcall.Record) bool { return r.Kind == "fork" && r.State == toolcall.OOMKilled }); forks != n {
 			t.Errorf("oom-killed fork calls = %d, want %d", forks, n)
 		}
 		if p := d.pid(t, id); p != agent {
 			t.Errorf("agent pid %d, was %d", p, agent)
 		}
+		// A tool call's own OOM is not the container's: no /tasks/oom, so
+		// CRI and Docker do not report the agent container OOMKilled.
+		if tasks.saw(t, "/tasks/oom", id) {
+			t.Errorf("a tool call killed at its own memory.max raised /tasks/oom for container %s", id)
+		}
 		for _, call := range []string{"big-0", "fork-1"} {
 			m := ev.saw("/agentcgroup/tool-call/killed", id, call)
-			if m == nil || !strings.Contains(fmt.Sprint(m["reason"]), "out of memory") || m["state"] != state.OOMKilled {
+			if m == nil || !strings.Contains(fmt.Sprint(m["reason"]), "out of memory") || m["state"] != string(toolcall.OOMKilled) {
 				t.Errorf("event for %s: %v; want /agentcgroup/tool-call/killed, oom-killed, out of memory", call, m)
 			}
 		}
@@ -120,7 +126,7 @@ func TestThrottle(t *testing.T) {
 			t.Fatalf("throttled call: %v", r)
 		}
 		rec := endedRecord(t, id, "over-high")
-		if rec.State != state.Exited || rec.MemoryHighEvents == 0 || rec.ThrottledSeconds <= 0 || rec.OOMKills != 0 {
+		if rec.State != toolcall.Exited || rec.MemoryHighEvents == 0 || rec.ThrottledSeconds <= 0 || rec.OOMKills != 0 {
 			t.Errorf("record %+v: want exited, high events, throttled time, no OOM kill", rec)
 		}
 		d.remove(id)
@@ -144,7 +150,7 @@ func TestStallTimeout(t *testing.T) {
 			t.Errorf("killed after %v, before the stall timeout", took)
 		}
 		rec := endedRecord(t, id, "stuck")
-		if rec.State != state.Killed || !strings.Contains(rec.Reason, "no progress") {
+		if rec.State != toolcall.Killed || !strings.Contains(rec.Reason, "no progress") {
 			t.Errorf("record %+v: want killed for no progress", rec)
 		}
 		if d.status(t, id) != "RUNNING" {
@@ -189,15 +195,15 @@ func TestPoolFreeze(t *testing.T) {
 		if rh.code != 0 || rl.code != 0 {
 			t.Errorf("calls: high %v, low %v", rh, rl)
 		}
-		var h, l *state.Record
+		var h, l *toolcall.Record
 		eventually(t, "both records", func() bool {
 			h, l = find(ps(t, hi), "hold-1"), find(ps(t, lo), "ramp-1")
 			return h != nil && l != nil && h.End != nil && l.End != nil
 		})
-		if h.Freezes != 0 || h.State != state.Exited {
+		if h.Freezes != 0 || h.State != toolcall.Exited {
 			t.Errorf("high-priority call: %+v; want never frozen, exited", h)
 		}
-		if l.Freezes == 0 || l.FrozenSeconds <= 0 || l.State != state.Exited {
+		if l.Freezes == 0 || l.FrozenSeconds <= 0 || l.State != toolcall.Exited {
 			t.Errorf("low-priority call: %+v; want frozen, thawed, exited", l)
 		}
 		if ev.saw("/agentcgroup/tool-call/frozen", lo, "ramp-1") == nil || ev.saw("/agentcgroup/tool-call/thawed", lo, "ramp-1") == nil {
@@ -314,4 +320,44 @@ func (w *toolEvents) saw(topic, id, call string) map[string]any {
 			return nil
 		}
 	}
+}
+
+// TestResize: a change of C's memory.max (ctr task update, CRI
+// UpdateContainerResources) resolves the percentage limits again: a running
+// call, a new exec and the spare cgroups of forked calls get 90% of the new
+// limit; a byte limit given by annotation stays.
+func TestResize(t *testing.T) {
+	forEachStack(t, func(t *testing.T, d *daemon) {
+		id := newID("resize")
+		d.start(t, d.agentcgroup(), id, append([]string{"--memory-limit", "536870912"}, annotations("agent.memory.max=400Mi")...), agentInit...)
+		d.mustCtr(t, "task", "exec", "-d", "--exec-id", "long", id, "/bin/sleep", "60")
+		long := filepath.Join(containerCgroup(id), "tools", "long")
+		eventually(t, "the long call's cgroup", func() bool { _, err := os.Stat(long); return err == nil })
+		if got := readTrim(t, filepath.Join(long, "memory.max")); got != "483183820" {
+			t.Fatalf("memory.max of a call before resize = %s, want 90%% of 512 MiB", got)
+		}
+		d.updateMemory(t, id, 268435456)
+		const want = "241591910" // 90% of 256 MiB
+		if got := readTrim(t, filepath.Join(long, "memory.max")); got != want {
+			t.Errorf("memory.max of the running call after resize = %s, want %s", got, want)
+		}
+		if got := readTrim(t, filepath.Join(long, "memory.high")); got != "201326592" {
+			t.Errorf("memory.high of the running call after resize = %s, want 75%% of 256 MiB", got)
+		}
+		d.mustCtr(t, "task", "exec", "-d", "--exec-id", "new", id, "/bin/sleep", "60")
+		fresh := filepath.Join(containerCgroup(id), "tools", "new")
+		eventually(t, "the new call's cgroup", func() bool { _, err := os.Stat(fresh); return err == nil })
+		if got := readTrim(t, filepath.Join(fresh, "memory.max")); got != want {
+			t.Errorf("a new exec's memory.max = %s, want %s", got, want)
+		}
+		spares, _ := filepath.Glob(filepath.Join(containerCgroup(id), "tools", "fork-*"))
+		for _, s := range spares {
+			if got := readTrim(t, filepath.Join(s, "memory.max")); got != want {
+				t.Errorf("spare %s memory.max = %s, want %s", filepath.Base(s), got, want)
+			}
+		}
+		if got := readTrim(t, filepath.Join(containerCgroup(id), "agent", "memory.max")); got != "419430400" {
+			t.Errorf("agent memory.max = %s, want the annotation's 400Mi", got)
+		}
+	})
 }
