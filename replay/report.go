@@ -10,6 +10,7 @@ import (
 // Totals are an arm's figures as the table shows them.
 type Totals struct {
 	Agents, Completed, AgentKills       int
+	Unfinished                          int // still running at the arm's bound
 	CallsDone, CallsKilled, CallsFrozen int
 	CallsLost                           int // calls of agents that died before reporting
 	StretchP50, StretchP95              float64
@@ -27,6 +28,9 @@ func (r *ArmResult) Totals() Totals {
 		}
 		if a.AgentKilled {
 			t.AgentKills++
+		}
+		if a.Unfinished {
+			t.Unfinished++
 		}
 		t.CallsFrozen += a.Frozen
 		if a.Summary == nil {
@@ -59,13 +63,24 @@ func WriteTable(w io.Writer, results []*ArmResult) {
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range results {
 		t := r.Totals()
-		lost := ""
+		lost, unfinished, makespan := "", "", t.Makespan.Round(100*time.Millisecond).String()
 		if t.CallsLost > 0 {
-			lost = fmt.Sprintf(" (+ the calls of %d agents that died)", t.CallsLost)
+			lost = fmt.Sprintf(" (+ the calls of %d agents that died or did not finish)", t.CallsLost)
 		}
-		fmt.Fprintf(w, "| (%s) %s | %d / %d | **%d** | %d / %d / %d%s | %s | %.2f / %.2f | %s / %s |\n",
-			r.Arm.Name, r.Arm.Label, t.Completed, t.Agents, t.AgentKills, t.CallsDone, t.CallsKilled, t.CallsFrozen, lost,
-			t.Makespan.Round(100*time.Millisecond), t.StretchP50, t.StretchP95, mib(t.MeanBytes), mib(t.PeakBytes))
+		if t.Unfinished > 0 {
+			unfinished = fmt.Sprintf(" (%d unfinished)", t.Unfinished)
+			makespan = "> " + r.Bound.Round(time.Second).String() + " (bound)"
+		}
+		fmt.Fprintf(w, "| (%s) %s | %d / %d%s | **%d** | %d / %d / %d%s | %s | %.2f / %.2f | %s / %s |\n",
+			r.Arm.Name, r.Arm.Label, t.Completed, t.Agents, unfinished, t.AgentKills, t.CallsDone, t.CallsKilled, t.CallsFrozen, lost,
+			makespan, t.StretchP50, t.StretchP95, mib(t.MeanBytes), mib(t.PeakBytes))
+	}
+	for _, r := range results {
+		for _, a := range r.Agents {
+			if a.Unfinished {
+				fmt.Fprintf(w, "\n(%s) %s did not finish within %s; it was doing: %s\n", r.Arm.Name, a.ID, r.Bound.Round(time.Second), a.Doing)
+			}
+		}
 	}
 }
 

@@ -27,7 +27,44 @@ func TestTotals(t *testing.T) {
 	}
 	var b bytes.Buffer
 	WriteTable(&b, []*ArmResult{r})
-	if !strings.Contains(b.String(), "| (d) agentcgroup, default policy | 1 / 2 | **1** | 3 / 1 / 2 (+ the calls of 1 agents that died) | 1m30s |") {
+	if !strings.Contains(b.String(), "| (d) agentcgroup, default policy | 1 / 2 | **1** | 3 / 1 / 2 (+ the calls of 1 agents that died or did not finish) | 1m30s |") {
 		t.Errorf("table:\n%s", b.String())
+	}
+}
+
+// TestUnfinished: agents still running at the arm's bound are counted and
+// said, with what they were doing; the makespan is the bound, at least.
+func TestUnfinished(t *testing.T) {
+	r := &ArmResult{
+		Arm:      Arms[0],
+		Agents:   []AgentResult{{Completed: true, Summary: &trace.Summary{Calls: 1}}, {ID: "replay-a-1", Unfinished: true, Doing: "call 7: pytest"}},
+		Makespan: 2 * time.Minute, Bound: 2 * time.Minute,
+	}
+	if got := r.Totals(); got.Unfinished != 1 || got.Completed != 1 || got.CallsLost != 1 {
+		t.Errorf("Totals = %+v", got)
+	}
+	var b bytes.Buffer
+	WriteTable(&b, []*ArmResult{r})
+	for _, want := range []string{"| 1 / 2 (1 unfinished) |", "| > 2m0s (bound) |", "replay-a-1 did not finish within 2m0s; it was doing: call 7: pytest"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// TestOrderPeak: --order peak puts the largest bursts first.
+func TestOrderPeak(t *testing.T) {
+	tr := func(peak float64) *trace.Trace {
+		return &trace.Trace{Samples: []trace.Sample{{T: 0, MemoryMB: 100}, {T: 1, MemoryMB: peak}}}
+	}
+	files, traces := []string{"a", "b", "c"}, []*trace.Trace{tr(300), tr(2000), tr(500)}
+	if err := OrderTraces(files, traces, OrderPeak); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(files, "") != "bca" || peakMB(traces[0]) != 2000 {
+		t.Errorf("order %v", files)
+	}
+	if err := OrderTraces(files, traces, "size"); err == nil {
+		t.Error("an unknown order was accepted")
 	}
 }
