@@ -226,6 +226,13 @@ func (d *Detector) Claim(pid uint32, agentCgroup uint64) error {
 	return nil
 }
 
+// Forget makes a pending pid, or a tool call's leader, a process of the
+// agent again (a session shell: its own children are the tool calls).
+func (d *Detector) Forget(pid uint32) {
+	_ = d.objs.Pending.Delete(pid)
+	_ = d.objs.Tools.Delete(pid)
+}
+
 // Close detaches the programs and frees everything; nothing of the detector
 // stays loaded.
 func (d *Detector) Close() error {

@@ -110,7 +110,8 @@ func BenchmarkPlacement(b *testing.B) {
 	l, err := exechold.Listen(filepath.Join(b.TempDir(), "hold.sock"))
 	must(b, err)
 	defer l.Close()
-	l.Handle(func(pid uint32) {
+	l.Handle(func(r *exechold.Request) {
+		pid := r.Pid
 		forked, ok := d.Pending(pid, id)
 		if !ok {
 			return

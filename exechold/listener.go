@@ -25,7 +25,7 @@ type Listener struct {
 	euid uint32
 
 	mu      sync.Mutex
-	handler func(pid uint32)
+	handler func(*Request)
 	files   map[*os.File]struct{}      // the seccomp listeners served
 	conns   map[*net.UnixConn]struct{} // the connections not yet read
 	closed  bool
@@ -77,9 +77,10 @@ func Listen(path string) (*Listener, error) {
 // Path is the socket's path, the profile's listenerPath.
 func (l *Listener) Path() string { return l.path }
 
-// Handle sets what runs while an execve is held, with the caller's pid in
-// the shim's pid namespace. Until it is set, every execve continues at once.
-func (l *Listener) Handle(f func(pid uint32)) {
+// Handle sets what runs while an execve is held, with the request (the
+// caller's pid in the shim's pid namespace, and what it asks to run). Until
+// it is set, every execve continues at once.
+func (l *Listener) Handle(f func(*Request)) {
 	l.mu.Lock()
 	l.handler = f
 	l.mu.Unlock()
@@ -258,7 +259,7 @@ func (l *Listener) serve(fd int) {
 			h := l.handler
 			l.mu.Unlock()
 			if h != nil {
-				h(n.Pid)
+				h(&Request{Pid: n.Pid, n: n})
 			}
 			// ENOENT: the task was interrupted or killed meanwhile.
 			_ = send(rc, n.ID)

@@ -38,8 +38,14 @@ func TestHold(t *testing.T) {
 	var mu sync.Mutex
 	var exes []string
 	var last uint32
-	l.Handle(func(pid uint32) {
+	var commands []string
+	l.Handle(func(r *Request) {
+		pid := r.Pid
 		exe, _ := os.Readlink("/proc/" + strconv.Itoa(int(pid)) + "/exe")
+		path, argv, err := r.Command()
+		if err != nil {
+			t.Errorf("Command of held %s: %v", exe, err)
+		}
 		if strings.HasSuffix(exe, "sh") {
 			// A slow placement: the program still must not run. (Not for
 			// the test binary: Go preempts its thread with signals, and a
@@ -52,6 +58,7 @@ func TestHold(t *testing.T) {
 		// 10ms. Count it once.
 		if pid != last {
 			exes = append(exes, exe)
+			commands = append(commands, path+": "+strings.Join(argv, " "))
 		}
 		last = pid
 		mu.Unlock()
@@ -73,6 +80,11 @@ func TestHold(t *testing.T) {
 	// While held, each caller still runs the program it was before execve.
 	if exes[0] != self || !strings.HasSuffix(exes[1], "sh") || !strings.HasSuffix(exes[2], "sh") {
 		t.Fatalf("held callers ran %q; want the test binary, then the shell twice", exes)
+	}
+	// What each asked to run, read from its memory while held.
+	want := []string{"/bin/sh: /bin/sh -c /bin/echo one; /bin/echo two", "/bin/echo: /bin/echo one", "/bin/echo: /bin/echo two"}
+	if strings.Join(commands, "|") != strings.Join(want, "|") {
+		t.Errorf("held commands %q, want %q", commands, want)
 	}
 }
 
@@ -306,7 +318,7 @@ func TestPeerCredentials(t *testing.T) {
 	}
 	defer l.Close()
 	var held atomic.Int32
-	l.Handle(func(uint32) { held.Add(1) })
+	l.Handle(func(*Request) { held.Add(1) })
 
 	// Get a held process's listener, the process waiting in execve.
 	relay, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "relay.sock"), Net: "unix"})

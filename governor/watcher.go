@@ -33,6 +33,9 @@ const (
 	Froze   Action = "froze"
 	Thawed  Action = "thawed"
 	Killing Action = "killing" // the call's end reports the kill
+	// OOMKilled: the kernel's OOM killer took the call (reported at once,
+	// ahead of its processes' exit).
+	OOMKilled Action = "oom-killed"
 )
 
 // Callback reports an action on a call of the container, with its reason.
@@ -93,6 +96,7 @@ type watched struct {
 	cl          *toolcall.Call
 	group, dir  string
 	high        uint64 // memory.events "high" last seen
+	oomKills    uint64 // memory.events "oom_kill" last seen
 	lastHigh    time.Time
 	freezeAsked time.Time
 	stallSince  time.Time
@@ -310,11 +314,31 @@ func (w *Watcher) memoryEvents(wc *watched, now time.Time) {
 	if err != nil || st.GetMemoryEvents() == nil {
 		return // the call has ended
 	}
+	if kills := st.GetMemoryEvents().OomKill; kills > wc.oomKills {
+		wc.oomKills = kills
+		w.report(wc, OOMKilled, "")
+	}
 	if high := st.GetMemoryEvents().High; high > wc.high {
 		wc.high, wc.lastHigh = high, now
 		if err := wc.cl.Throttle(now); err != nil {
 			log.G(w.ctx).WithError(err).Warn("throttled tool call")
 		}
+	}
+}
+
+// report calls the callback of the container of a watched call.
+func (w *Watcher) report(wc *watched, a Action, reason string) {
+	w.mu.Lock()
+	var cb Callback
+	for _, c := range w.containers {
+		if c.calls[wc.cl] == wc {
+			cb = c.cb
+			break
+		}
+	}
+	w.mu.Unlock()
+	if cb != nil {
+		cb(wc.cl, a, reason)
 	}
 }
 

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/containerd/log"
@@ -21,15 +19,7 @@ import (
 type call struct {
 	*toolcall.Call
 	dir  string
-	tell io.WriteCloser // an exec's stderr; nil for fork calls
-	told sync.Once
-}
-
-// tellOnce writes the reason (if any) on an exec's stderr and closes it, once.
-func (cl *call) tellOnce(ctx context.Context, reason string) {
-	if cl.tell != nil {
-		cl.told.Do(func() { go tell(ctx, cl.tell, reason) })
-	}
+	tell *teller
 }
 
 // WaitFunc waits for a process to exit and returns its exit status.
@@ -54,10 +44,13 @@ func (c *Container) track(ctx context.Context, cl *call, wait WaitFunc) {
 		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, errExitUnseen) {
 			log.G(ctx).WithError(err).WithField("call", cl.ID()).Warn("wait for tool call")
 		}
-		if err == nil {
+		switch {
+		case err == nil:
 			cl.Exit(status, at)
 			c.calls.save()
 			c.tellExit(ctx, cl, status)
+		case errors.Is(err, errExitUnseen): // gone, by a signal the detector did not see
+			c.tellExit(ctx, cl, sigkillStatus)
 		}
 		if err := c.empty.Wait(c.ctx, cl.dir); err != nil {
 			return // the container's teardown ends the call
@@ -66,15 +59,12 @@ func (c *Container) track(ctx context.Context, cl *call, wait WaitFunc) {
 	}()
 }
 
-// tellExit ends an exec's stream when its process ends, as under the runc
-// shim: a background job it started keeps the call (its cgroup, limits and
-// record) alive, never the client. A process killed by the call's OOM or by
-// the governor leaves its reason first; both are counted before the kernel
-// sends the SIGKILL.
+// tellExit ends the call's stream when its first process ends, as under the
+// runc shim: a background job it started keeps the call (its cgroup, limits
+// and record) alive, never the agent's stream. A process killed by the
+// call's OOM or by the governor leaves its reason first; both are counted
+// before the kernel sends the SIGKILL.
 func (c *Container) tellExit(ctx context.Context, cl *call, status uint32) {
-	if cl.tell == nil {
-		return
-	}
 	var reason string
 	if status == sigkillStatus {
 		m, err := tree.Measure(cl.Cgroup())
@@ -82,7 +72,15 @@ func (c *Container) tellExit(ctx context.Context, cl *call, status uint32) {
 			reason = c.killReason(cl.Doomed(), m)
 		}
 	}
-	cl.tellOnce(ctx, reason)
+	cl.tell.close(ctx, reason)
+}
+
+// tellKilled says why a call was killed as soon as the kernel reports its
+// OOM kill, ahead of its processes' exit.
+func (c *Container) tellKilled(ctx context.Context, cl *call) {
+	if m, err := tree.Measure(cl.Cgroup()); err == nil {
+		cl.tell.say(ctx, c.killReason(cl.Doomed(), m))
+	}
 }
 
 // sigkillStatus is the exit status of a process killed by SIGKILL.
@@ -125,7 +123,7 @@ func (c *Container) endCall(ctx context.Context, cl *call) {
 	} else {
 		log.G(ctx).WithFields(fields).Debug("tool call ended")
 	}
-	cl.tellOnce(ctx, rec.Reason) // the container's teardown, before the exit was seen
+	cl.tell.close(ctx, rec.Reason) // the container's teardown, before the exit was seen
 }
 
 // newCall creates tool call id's cgroup with the tool-call limits and, with

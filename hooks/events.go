@@ -2,7 +2,6 @@ package hooks
 
 import (
 	"context"
-	"io"
 	"strings"
 	"sync"
 
@@ -23,10 +22,6 @@ const (
 	topicThawed = "/agentcgroup/tool-call/thawed"
 	topicKilled = "/agentcgroup/tool-call/killed"
 )
-
-// TellPrefix starts the line an exec'd tool call that was killed gets on its
-// stderr.
-const TellPrefix = "agentcgroup: "
 
 // eventQueueSize bounds the events waiting for containerd; the queue keeps
 // a slow containerd from holding up placement or the governor.
@@ -128,17 +123,13 @@ func (c *Container) governed(cl *toolcall.Call, a governor.Action, reason string
 		c.events.publish(c.ctx, topicThawed, c.event(rec, reason))
 	case governor.Killing:
 		log.G(c.ctx).WithFields(fields).Warn("killing stalled tool call")
-	}
-	c.calls.save()
-}
-
-// tell writes the reason on an exec'd call's stderr and closes it; the
-// client sees the stream end only after that.
-func tell(ctx context.Context, w io.WriteCloser, reason string) {
-	if reason != "" {
-		if _, err := io.WriteString(w, TellPrefix+reason+"\n"); err != nil {
-			log.G(ctx).WithError(err).Debug("tell the agent")
+	case governor.OOMKilled:
+		c.mu.Lock()
+		hc := c.live[rec.ID]
+		c.mu.Unlock()
+		if hc != nil {
+			c.tellKilled(c.ctx, hc)
 		}
 	}
-	w.Close()
+	c.calls.save()
 }

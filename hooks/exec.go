@@ -51,7 +51,7 @@ func (c *Container) StartedExec(ctx context.Context, execID string, pid uint32, 
 			Cgroup: c.tree.CallGroup(execID), Start: time.Now().UTC(),
 		}),
 		dir:  c.tree.CallDir(execID),
-		tell: pe.stderr,
+		tell: &teller{w: pe.stderr},
 	}, wait)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/agentcgroup/agentcgroup/bpf"
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/exechold"
 	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
@@ -85,7 +87,7 @@ func (c *Container) watch(ctx context.Context, d *bpf.Detector) error {
 	c.refill(ctx)
 	go c.handleEvents(ctx, events)
 	if c.hold != nil {
-		c.hold.Handle(func(pid uint32) { c.placeHeld(ctx, pid) })
+		c.hold.Handle(func(r *exechold.Request) { c.placeHeld(ctx, r) })
 	}
 	return nil
 }
@@ -163,7 +165,8 @@ func (c *Container) refill(ctx context.Context) {
 // placeHeld places a tool call while its first execve waits in the kernel:
 // the program starts in the call's cgroup, having charged nothing to
 // C/agent. Anything else the caller execs continues at once.
-func (c *Container) placeHeld(ctx context.Context, pid uint32) {
+func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
+	pid := r.Pid
 	forked, ok := c.detector.Pending(pid, c.agentID)
 	if !ok {
 		// The caller may be a thread other than its process's leader;
@@ -182,6 +185,13 @@ func (c *Container) placeHeld(ctx context.Context, pid uint32) {
 	if placed {
 		return // the same call's next execve: a PATH search, or one a signal restarted
 	}
+	if path, argv, err := r.Command(); err == nil && c.policy.IsSession(path, argv) {
+		// A session shell stays with the agent: the commands it forks are
+		// fresh children of C/agent, each a tool call.
+		c.detector.Forget(pid)
+		log.G(ctx).WithFields(log.Fields{"pid": pid, "command": argv}).Debug("session: its commands are the tool calls")
+		return
+	}
 	if c.place(ctx, pid, forked) == nil {
 		return
 	}
@@ -197,6 +207,10 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 	fc := c.forks[ev.Pid]
 	c.mu.Unlock()
 	if fc == nil {
+		if c.policy.IsSession(ev.Filename, ev.Args) { // no hold: seen after its exec
+			c.detector.Forget(ev.Pid)
+			return
+		}
 		if fc = c.place(ctx, ev.Pid, ev.Forked); fc == nil {
 			return
 		}
@@ -244,8 +258,15 @@ func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration)
 		log.G(ctx).WithError(err).WithField("call", id).Warn("move tool call into its cgroup")
 	}
 	placed := bpf.Since(forked)
+	// The call's stderr as the agent gave it, to say why the call died
+	// before the agent reads the end of it; closed when the leader exits.
+	stderr, err := stderrOf(leader)
+	if err != nil && !errors.Is(err, syscall.ESRCH) {
+		log.G(ctx).WithError(err).WithField("call", id).Debug("no stderr to tell the agent on")
+	}
 	fc := &forkCall{pid: pid, leader: leader, exited: make(chan struct{}), call: &call{
-		dir: dir,
+		dir:  dir,
+		tell: &teller{w: stderr},
 		Call: toolcall.New(toolcall.Record{
 			ID: id, Kind: toolcall.KindFork, Pid: pid, PlacedAfterUs: placed.Microseconds(),
 			Cgroup: c.tree.CallGroup(id), Start: time.Now().Add(-placed).UTC(),
@@ -273,6 +294,15 @@ func (c *Container) forget(fc *forkCall) {
 	if c.forks[fc.pid] == fc {
 		delete(c.forks, fc.pid)
 	}
+}
+
+// stderrOf duplicates the stderr of the process behind pidfd leader.
+func stderrOf(leader *os.File) (io.WriteCloser, error) {
+	fd, err := unix.PidfdGetfd(int(leader.Fd()), 2, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "stderr"), nil
 }
 
 // threadGroup returns the process (thread group) of thread tid.

@@ -230,7 +230,7 @@ func newPool(tb testing.TB, d *daemon) (pool, hi, lo string) {
 		tb.Fatal(err)
 	}
 	hi, lo = newID("hi"), newID("lo")
-	for _, c := range []struct{ id, prio string }{{hi, "high"}, {lo, "low"}} {
+	for _, c := range []struct{ id, prio string }{{hi, "normal"}, {lo, "low"}} {
 		extra := append(annotations("priority="+c.prio), "--cgroup", pool+"/"+c.id)
 		d.start(tb, d.agentcgroup(), c.id, extra, "/bin/agentsim")
 	}

@@ -3,7 +3,7 @@
 # Debian packages through apt-get; containerd 2.4, its runc shim, ctr and runc 1.5 built
 # from the Go module proxy into .cache/tools/bin, containerd 1.7 with its runc shim and ctr
 # into .cache/tools/containerd-1.7/bin; Debian's 6.12 kernel for the cgroup v2 guest
-# unpacked into .cache/kernel. Re-running it is cheap: finished steps are skipped.
+# unpacked into .cache/kernel; a Debian root for the agent harnesses (debian-rootfs.sh). Re-running it is cheap: finished steps are skipped.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,7 +17,7 @@ RUNC_VERSION=${RUNC_VERSION:-v1.5.2}
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
-apt_pkgs=(qemu-system-x86 containerd runc crun busybox-static libseccomp-dev clang llvm libbpf-dev bpftool)
+apt_pkgs=(qemu-system-x86 containerd runc crun busybox-static libseccomp-dev clang llvm libbpf-dev bpftool debootstrap)
 missing=()
 for p in "${apt_pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -71,4 +71,6 @@ if ! ls "$cache"/kernel/boot/vmlinuz-* >/dev/null 2>&1; then
 	dpkg -x "$tmp"/*.deb "$cache/kernel"
 	rm -rf "$tmp"
 fi
+# The agent harness containers' Debian root (bash, python3, node, gcc, tmux).
+"$root/integration/debian-rootfs.sh"
 log "ready: $(ls "$cache"/kernel/boot/vmlinuz-*), $("$bin/containerd" --version | awk '{print $3}'), runc $("$bin/runc" --version | awk 'NR==1{print $3}')"

@@ -131,8 +131,15 @@ func annotations(p Policy) map[string]string {
 		AnnotationAgentHigh: p.AgentMemoryHigh.String(), AnnotationAgentMax: p.AgentMemoryMax.String(),
 		AnnotationAgentLow: p.AgentMemoryLow.String(), AnnotationToolPidsMax: pids,
 		AnnotationPriority: string(p.Priority), AnnotationStallTimeout: p.StallTimeout.String(),
-		AnnotationDetect: string(p.Detect),
+		AnnotationDetect: string(p.Detect), AnnotationSessions: sessions(p.Sessions),
 	}
+}
+
+func sessions(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 // FuzzApply fuzzes the annotation parser: one annotation, as a container
@@ -153,6 +160,7 @@ func FuzzApply(f *testing.F) {
 		{AnnotationAgentLow, "200Mi"}, {AnnotationAgentLow, "lots"}, {AnnotationAgentHigh, "150%"}, {AnnotationAgentMax, "512Mi"},
 		{"io.agentcgroup.tool.memory.hihg", "1G"}, {"io.agentcgroup.x\ny", "1"}, {"org.example.other", "ignored"}, {"", ""},
 		{AnnotationPriority, "\xfflow"},
+		{AnnotationSessions, "bash,tmux"}, {AnnotationSessions, "none"}, {AnnotationSessions, "bash,,sh"}, {AnnotationSessions, "ba sh"},
 	} {
 		f.Add(kv[0], kv[1])
 	}

@@ -28,6 +28,7 @@ const (
 	AnnotationPriority     = Prefix + "priority"
 	AnnotationStallTimeout = Prefix + "tool.stall-timeout"
 	AnnotationDetect       = Prefix + "detect"
+	AnnotationSessions     = Prefix + "sessions"
 )
 
 // Priority orders containers and tool calls for freezing under pressure.
@@ -74,6 +75,39 @@ type Policy struct {
 	Priority     Priority
 	StallTimeout time.Duration
 	Detect       Detect
+	// Sessions are the programs that are shell sessions, not tool calls,
+	// when the agent starts them without a -c command (an interactive
+	// bash fed on its stdin or a pty, tmux, screen): each command they run
+	// is a tool call of its own, and they stay with the agent. Comma
+	// separated program names; "" for none.
+	Sessions string
+}
+
+// DefaultSessions are the shells and terminal multiplexers that agent
+// frameworks keep as sessions (SWE-agent's bash, OpenHands' tmux).
+const DefaultSessions = "bash,sh,dash,zsh,ksh,ash,fish,tmux,screen"
+
+// IsSession reports whether a process executing argv (path when argv is
+// empty) is a session: a Sessions program (by base name; a login shell's
+// leading "-" aside) whose options before the first operand have no -c.
+func (p Policy) IsSession(path string, argv []string) bool {
+	prog := path
+	if len(argv) > 0 {
+		prog = argv[0]
+	}
+	prog = strings.TrimPrefix(prog[strings.LastIndexByte(prog, '/')+1:], "-")
+	if prog == "" || !slices.Contains(strings.Split(p.Sessions, ","), prog) {
+		return false
+	}
+	for _, a := range argv[min(1, len(argv)):] {
+		if a == "--" || !strings.HasPrefix(a, "-") {
+			break // the options end: a script operand, or a tmux command
+		}
+		if !strings.HasPrefix(a, "--") && strings.ContainsRune(a[1:], 'c') {
+			return false // -c, -lc, -ec: a command, not a session
+		}
+	}
+	return true
 }
 
 // Default is the policy of a container without annotations or config, sized
@@ -98,6 +132,7 @@ func Default() Policy {
 		Priority:     PriorityNormal,
 		StallTimeout: 5 * time.Minute,
 		Detect:       DetectForkExec,
+		Sessions:     DefaultSessions,
 	}
 }
 
@@ -128,9 +163,14 @@ func (e *InvalidError) Is(target error) bool { return target == errdefs.ErrInval
 type DeniedError struct {
 	Key     string
 	Allowed []string
+	// Value and Reason say why a value is refused without an allow-list.
+	Value, Reason string
 }
 
 func (e *DeniedError) Error() string {
+	if e.Reason != "" {
+		return fmt.Sprintf("annotation %s=%q is not honoured by this shim's config: it %s", e.Key, e.Value, e.Reason)
+	}
 	allowed := "none"
 	if len(e.Allowed) > 0 {
 		allowed = strings.Join(e.Allowed, ", ")
@@ -227,6 +267,22 @@ var fields = map[string]field{
 	}, false},
 	AnnotationPriority: oneOf(func(p *Policy) *Priority { return &p.Priority }, PriorityHigh, PriorityNormal, PriorityLow),
 	AnnotationDetect:   oneOf(func(p *Policy) *Detect { return &p.Detect }, DetectForkExec, DetectExec, DetectOff),
+	AnnotationSessions: {`comma-separated program names (letters, digits, ".", "_", "+", "-"), or "none" (bash,tmux)`, func(p *Policy, v string) error {
+		if v == "none" {
+			p.Sessions = ""
+			return nil
+		}
+		names := strings.Split(v, ",")
+		for _, n := range names {
+			if n == "" || len(n) > 64 || strings.IndexFunc(n, func(r rune) bool {
+				return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._+-", r))
+			}) >= 0 {
+				return fmt.Errorf("%q is no program name", n)
+			}
+		}
+		p.Sessions = strings.Join(names, ",")
+		return nil
+	}, false},
 	AnnotationStallTimeout: {fmt.Sprintf("a Go duration of at least %v and at most %v (90s, 5m)", minStallTimeout, maxStallTimeout), func(p *Policy, v string) error {
 		d, err := time.ParseDuration(v)
 		switch {
@@ -339,7 +395,20 @@ func Resolve(config map[string]string, allowed []string, annotations map[string]
 			}
 		}
 	}
-	return Apply(base, SourceAnnotation, annotations)
+	p, err := Apply(base, SourceAnnotation, annotations)
+	if err != nil {
+		return p, err
+	}
+	// Without an allow-list a container's annotations decide only about
+	// itself: every key bounds what is inside C, except a priority above
+	// the config's, which would have its neighbours frozen first. Where
+	// tenants set annotations (CRI pod annotations) that is the operator's
+	// to grant, by listing the key.
+	if allowed == nil && p.Priority.Rank() > base.Priority.Rank() {
+		return Policy{}, &DeniedError{Key: AnnotationPriority, Value: string(p.Priority),
+			Reason: "raises the container above its neighbours in the pool, which only the operator grants: list it in AllowedAnnotations"}
+	}
+	return p, nil
 }
 
 // CheckAllowed validates a config's list of honoured annotation keys.

@@ -210,12 +210,12 @@ func TestApplyEdges(t *testing.T) {
 }
 
 func TestResolvePolicy(t *testing.T) {
-	p, err := Resolve(map[string]string{"tool.memory.max": "1Gi", "priority": "low"}, nil,
-		map[string]string{AnnotationPriority: "high"})
+	p, err := Resolve(map[string]string{"tool.memory.max": "1Gi", "priority": "high"}, nil,
+		map[string]string{AnnotationPriority: "low"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.ToolMemoryMax.Bytes != 1<<30 || p.Priority != PriorityHigh || p.ToolMemoryHigh.Percent != 75 {
+	if p.ToolMemoryMax.Bytes != 1<<30 || p.Priority != PriorityLow || p.ToolMemoryHigh.Percent != 75 {
 		t.Errorf("config then annotations: %+v", p)
 	}
 
@@ -241,5 +241,64 @@ func TestResolvePolicy(t *testing.T) {
 	}
 	if err := CheckAllowed([]string{"io.agentcgroup.priorty"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("CheckAllowed of a typo: %v", err)
+	}
+}
+
+func TestIsSession(t *testing.T) {
+	p := Default()
+	for _, tc := range []struct {
+		argv []string
+		want bool
+	}{
+		{[]string{"bash"}, true},
+		{[]string{"/bin/bash", "-i"}, true},
+		{[]string{"-bash"}, true}, // a login shell
+		{[]string{"bash", "--norc", "--noprofile"}, true},
+		{[]string{"sh", "-s"}, true},
+		{[]string{"tmux", "new-session", "-d", "-c", "/work"}, true},
+		{[]string{"tmux", "send-keys", "-t", "main", "ls", "Enter"}, true},
+		{[]string{"bash", "-c", "pytest"}, false},
+		{[]string{"bash", "-lc", "make"}, false},
+		{[]string{"/bin/sh", "-ec", "echo"}, false},
+		{[]string{"python3", "-i"}, false},
+		{[]string{"bashful"}, false},
+		{nil, false},
+	} {
+		if got := p.IsSession("", tc.argv); got != tc.want {
+			t.Errorf("IsSession(%q) = %v, want %v", tc.argv, got, tc.want)
+		}
+	}
+	if !p.IsSession("/usr/bin/bash", nil) {
+		t.Error("a path without argv is not read")
+	}
+	p.Sessions = ""
+	if p.IsSession("", []string{"bash"}) {
+		t.Error("sessions=none still has sessions")
+	}
+}
+
+// TestPriorityNeedsOperator: without an allow-list a container may lower
+// its priority but not raise it above the config's; listed, it may.
+func TestPriorityNeedsOperator(t *testing.T) {
+	for _, tc := range []struct {
+		prio    string
+		allowed []string
+		config  map[string]string
+		ok      bool
+	}{
+		{"low", nil, nil, true},
+		{"normal", nil, nil, true},
+		{"high", nil, nil, false},
+		{"high", []string{AnnotationPriority}, nil, true},
+		{"high", nil, map[string]string{"priority": "high"}, true},
+	} {
+		p, err := Resolve(tc.config, tc.allowed, map[string]string{AnnotationPriority: tc.prio})
+		if tc.ok != (err == nil) || (err == nil && string(p.Priority) != tc.prio) {
+			t.Errorf("priority=%s allowed %v config %v: %+v, %v", tc.prio, tc.allowed, tc.config, p.Priority, err)
+		}
+		var de *DeniedError
+		if err != nil && (!errors.As(err, &de) || !strings.Contains(err.Error(), "AllowedAnnotations")) {
+			t.Errorf("priority=%s: %v, want a DeniedError that says how to allow it", tc.prio, err)
+		}
 	}
 }

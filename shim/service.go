@@ -121,7 +121,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	carve := pol.Detect != policy.DetectOff
+	// A pod's sandbox (pause) container runs no agent: it is run as under
+	// the runc shim.
+	carve := pol.Detect != policy.DetectOff && !isSandbox(spec)
 	if err := hooks.Available(); carve && err != nil {
 		s.warnOnce.Do(func() {
 			log.G(ctx).WithError(err).Warn("agentcgroup features are off on this host: containers run as under the runc shim")
@@ -229,6 +231,13 @@ func (s *service) releaseDetector(ctx context.Context, id string) {
 		}
 	}
 }
+
+// criContainerType is the annotation by which containerd's CRI plugin tells
+// a pod's sandbox container ("sandbox") from its containers; its own
+// package is internal to containerd.
+const criContainerType = "io.kubernetes.cri.container-type"
+
+func isSandbox(spec *specs.Spec) bool { return spec.Annotations[criContainerType] == "sandbox" }
 
 // loadGovernor returns the shim's governor, starting it on first use; nil,
 // said in the log, where it cannot start.
