@@ -141,13 +141,14 @@ func (w *Watcher) freeze(c *container, wc *watched, sc scope, now time.Time) {
 		log.G(w.ctx).WithError(err).WithField("call", wc.cl.ID()).Warn("freeze tool call")
 		return
 	}
-	if err := wc.cl.Freeze(now); err != nil {
+	reason := "memory pressure on the " + string(sc)
+	if err := wc.cl.Freeze(now, reason); err != nil {
 		// The call ended meanwhile; its cgroup is empty or gone.
 		log.G(w.ctx).WithError(err).Debug("freeze tool call")
 		return
 	}
 	wc.freezeAsked = now
-	c.cb(wc.cl, Froze, "memory pressure on the "+string(sc))
+	c.cb(wc.cl, Froze, reason)
 }
 
 func (w *Watcher) thaw(c *container, wc *watched, now time.Time) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/log"
@@ -93,7 +94,7 @@ func (c *Container) event(rec toolcall.Record, reason string) *structpb.Struct {
 	if peak == 0 {
 		peak, _ = cgroupfs.ReadUint(cgroupfs.Path(rec.Cgroup), "memory.peak")
 	}
-	ev, err := structpb.NewStruct(map[string]any{
+	fields := map[string]any{
 		"container_id":      c.st.ID,
 		"call_id":           rec.ID,
 		"kind":              rec.Kind,
@@ -102,7 +103,17 @@ func (c *Container) event(rec toolcall.Record, reason string) *structpb.Struct {
 		"reason":            reason,
 		"priority":          string(c.policy.Priority),
 		"memory_peak_bytes": float64(peak),
-	})
+		"frozen_seconds":    rec.FrozenSeconds,
+		"throttled_seconds": rec.ThrottledSeconds,
+	}
+	// What the agent is waiting on, and since when.
+	if rec.FrozenSince != nil {
+		fields["frozen_since"] = rec.FrozenSince.Format(time.RFC3339Nano)
+	}
+	if rec.ThrottledSince != nil {
+		fields["throttled_since"] = rec.ThrottledSince.Format(time.RFC3339Nano)
+	}
+	ev, err := structpb.NewStruct(fields)
 	if err != nil {
 		log.G(c.ctx).WithError(err).WithField("call", rec.ID).Warn("build tool-call event")
 	}

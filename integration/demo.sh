@@ -41,8 +41,32 @@ echo "tool-call cgroups in use after the calls ended: $busy (and $ready empty, r
 step "agentcgroup ps agent1"
 agentcgroup ps agent1
 
+step "a session agent, as SWE-agent runs one: one bash on a pipe, every command its own call"
+debian=$root/.cache/debian-rootfs
+out=$work/session && mkdir -p "$out"
+cat >"$out/commands.json" <<'JSON'
+["cd /tmp && echo hello from the session", "python3 -c 'a = bytearray(400 << 20)'", "git --version", "echo the session is still there: $$"]
+JSON
+ctr run -d --runtime io.containerd.agentcgroup.v1 --rootfs "$debian" --env PATH=/usr/bin:/bin --memory-limit $((1 << 30)) \
+	--annotation io.agentcgroup.tool.memory.max=256Mi --mount "type=bind,src=$out,dst=/out,options=rbind:rw" agent2 \
+	/usr/bin/python3 /harness/pipe-session.py /out/commands.json /out/results.jsonl
+for _ in $(seq 600); do grep -q '"done"' "$out/results.jsonl" 2>/dev/null && break; sleep 0.2; done
+echo "what the agent read of each command (tool.memory.max=256Mi):"
+python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if "command" in r:
+        print("  $ %s\n    exit %s, output: %r" % (r["command"], r["exit"], r["output"]))
+' "$out/results.jsonl"
+echo "the session shell stays in C/agent: $(for p in $(cat /sys/fs/cgroup/default/agent2/agent/cgroup.procs); do cat /proc/$p/comm; done | xargs)"
+agentcgroup ps agent2
+
 step "teardown: kill, delete"
-ctr task kill -s SIGKILL agent1
-for _ in $(seq 50); do ctr task ls | grep -q 'agent1.*STOPPED' && break; sleep 0.1; done
-ctr task rm agent1 && ctr container rm agent1
-echo "after delete: cgroup $( [ -e $cg ] && echo LEFT || echo gone), state $( [ -e /run/agentcgroup/default/agent1 ] && echo LEFT || echo gone), shims $(pgrep -c -f containerd-shim-agentcgroup || true)"
+for c in agent1 agent2; do
+	ctr task kill -s SIGKILL $c
+	for _ in $(seq 50); do ctr task ls | grep -q "$c.*STOPPED" && break; sleep 0.1; done
+	ctr task rm $c && ctr container rm $c
+	echo "after delete of $c: cgroup $( [ -e /sys/fs/cgroup/default/$c ] && echo LEFT || echo gone), state $( [ -e /run/agentcgroup/default/$c ] && echo LEFT || echo gone)"
+done
+echo "shims left: $(pgrep -c -f containerd-shim-agentcgroup || true)"

@@ -188,15 +188,15 @@ func TestHoldSeccompProfile(t *testing.T) {
 }
 
 // TestEscape: a tool call that clones a child straight into C/agent (clone3
-// CLONE_INTO_CGROUP with an fd on the read-only /sys/fs/cgroup/agent, which
-// needs no write access) does not get a process out of its limits: the
-// shim kills the escapee at once; the call and the agent go on.
+// CLONE_INTO_CGROUP with an fd on C/agent from the read-only /sys/fs/cgroup,
+// which needs no write access) does not get a process out of its limits:
+// the shim kills the escapee at once; the call and the agent go on.
 func TestEscape(t *testing.T) {
 	forEachStack(t, func(t *testing.T, d *daemon) {
 		id := newID("escape")
 		d.start(t, d.agentcgroup(), id, nil, agentInit...)
 		r := d.ctr(t, "task", "exec", "--exec-id", "escape", id,
-			"/bin/agentsim", "-escape", "/sys/fs/cgroup/agent", "/bin/sh", "-c", "sleep 5; echo survived")
+			"/bin/agentsim", "-escape", "agent", "/bin/sh", "-c", "sleep 5; echo survived")
 		if strings.Contains(r.stdout, "survived") || !strings.Contains(r.stdout, "escapee: signal: killed") {
 			t.Errorf("escape attempt: %v; want the escapee killed", r)
 		}

@@ -14,7 +14,24 @@ type Call struct {
 	// The spells in progress (zero when none): their time is added to the
 	// record when they end.
 	throttledSince, frozenSince time.Time
+	frozenWhy                   string
 	killReason                  string
+}
+
+// Why a throttled call waits.
+const throttledWhy = "throttled by the kernel: over its memory.high"
+
+// spells mirrors the spells in progress into the record.
+func (c *Call) spells() {
+	c.rec.ThrottledSince, c.rec.FrozenSince, c.rec.Waiting = nil, nil, ""
+	if !c.throttledSince.IsZero() {
+		t := c.throttledSince.UTC()
+		c.rec.ThrottledSince, c.rec.Waiting = &t, throttledWhy
+	}
+	if !c.frozenSince.IsZero() {
+		t := c.frozenSince.UTC()
+		c.rec.FrozenSince, c.rec.Waiting = &t, "frozen: "+c.frozenWhy
+	}
 }
 
 // New starts following a call from its record; the call is Running.
@@ -76,6 +93,7 @@ func (c *Call) Throttle(now time.Time) error {
 		return nil
 	}
 	c.throttledSince = now
+	c.spells()
 	if c.rec.State == Running {
 		return c.transition(Throttled)
 	}
@@ -91,21 +109,23 @@ func (c *Call) Unthrottle(last time.Time) error {
 	}
 	c.rec.ThrottledSeconds += last.Sub(c.throttledSince).Seconds()
 	c.throttledSince = time.Time{}
+	c.spells()
 	if c.rec.State == Throttled {
 		return c.transition(Running)
 	}
 	return nil
 }
 
-// Freeze records a freeze the governor made.
-func (c *Call) Freeze(now time.Time) error {
+// Freeze records a freeze the governor made, and why.
+func (c *Call) Freeze(now time.Time, why string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.transition(Frozen); err != nil {
 		return err
 	}
-	c.frozenSince = now
+	c.frozenSince, c.frozenWhy = now, why
 	c.rec.Freezes++
+	c.spells()
 	return nil
 }
 
@@ -134,6 +154,7 @@ func (c *Call) thaw(now time.Time) error {
 	}
 	c.rec.FrozenSeconds += now.Sub(c.frozenSince).Seconds()
 	c.frozenSince = time.Time{}
+	c.spells()
 	return nil
 }
 
@@ -191,6 +212,7 @@ func (c *Call) End(now time.Time, m Measures, reason string) (Record, error) {
 		c.rec.ThrottledSeconds += now.Sub(c.throttledSince).Seconds()
 		c.throttledSince = time.Time{}
 	}
+	c.spells()
 	c.rec.MemoryPeakBytes, c.rec.MemoryHighEvents, c.rec.MemoryMaxEvents, c.rec.OOMKills = m.Peak, m.High, m.Max, m.OOMKills
 	c.rec.Reason = reason
 	to := Exited

@@ -41,10 +41,13 @@ func TestSpells(t *testing.T) {
 	if err := c.Throttle(at(0)); err != nil || c.State() != Throttled {
 		t.Fatalf("Throttle: %v, %s", err, c.State())
 	}
-	if err := c.Freeze(at(1)); err != nil || c.State() != Frozen {
+	if err := c.Freeze(at(1), "memory pressure on the pool"); err != nil || c.State() != Frozen {
 		t.Fatalf("Freeze: %v, %s", err, c.State())
 	}
-	if err := c.Freeze(at(1.5)); !errors.Is(err, ErrTransition) {
+	if r := c.Record(); r.FrozenSince == nil || !r.FrozenSince.Equal(at(1)) || r.ThrottledSince == nil || r.Waiting != "frozen: memory pressure on the pool" {
+		t.Errorf("while frozen: since %v, throttled since %v, waiting %q", r.FrozenSince, r.ThrottledSince, r.Waiting)
+	}
+	if err := c.Freeze(at(1.5), "again"); !errors.Is(err, ErrTransition) {
 		t.Errorf("second Freeze: %v", err)
 	}
 	if err := c.Thaw(at(3)); err != nil || c.State() != Throttled {
@@ -57,6 +60,9 @@ func TestSpells(t *testing.T) {
 		t.Errorf("Thaw of a running call: %v", err)
 	}
 	r := c.Record()
+	if r.FrozenSince != nil || r.ThrottledSince != nil || r.Waiting != "" {
+		t.Errorf("spells left in the record: %+v", r)
+	}
 	if r.FrozenSeconds != 2 || r.ThrottledSeconds != 4 || r.Freezes != 1 {
 		t.Errorf("frozen %v s, throttled %v s, freezes %d", r.FrozenSeconds, r.ThrottledSeconds, r.Freezes)
 	}
@@ -87,7 +93,7 @@ func TestEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.frozen {
-				if err := c.Freeze(now.Add(time.Second)); err != nil {
+				if err := c.Freeze(now.Add(time.Second), "test"); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -101,7 +107,7 @@ func TestEnd(t *testing.T) {
 			if r.ThrottledSeconds != 3 || (tc.frozen && r.FrozenSeconds != 2) {
 				t.Errorf("throttled %v s, frozen %v s", r.ThrottledSeconds, r.FrozenSeconds)
 			}
-			if err := c.Freeze(now); !errors.Is(err, ErrTransition) {
+			if err := c.Freeze(now, "late"); !errors.Is(err, ErrTransition) {
 				t.Errorf("Freeze after End: %v", err)
 			}
 			if _, err := c.End(now, tc.m, ""); !errors.Is(err, ErrTransition) {

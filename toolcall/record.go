@@ -39,6 +39,13 @@ type Record struct {
 	StartedUnplaced  bool    `json:"started_unplaced,omitempty"`
 	ThrottledSeconds float64 `json:"throttled_seconds"`
 	FrozenSeconds    float64 `json:"frozen_seconds"`
+	// ThrottledSince and FrozenSince start the spell in progress, if any
+	// (its time is added to the seconds above when it ends); Waiting says
+	// why the call is slowed down or stopped, so that an orchestrator can
+	// show what the agent is waiting on.
+	ThrottledSince *time.Time `json:"throttled_since,omitempty"`
+	FrozenSince    *time.Time `json:"frozen_since,omitempty"`
+	Waiting        string     `json:"waiting,omitempty"`
 	// Freezes counts how often the call was frozen; FreezeLatencyUs is the
 	// last one's time from the pressure notification to frozen.
 	Freezes         int   `json:"freezes,omitempty"`

@@ -87,11 +87,22 @@ func printTable(w io.Writer, recs []toolcall.Record) error {
 			dur = r.End.Sub(r.Start)
 		}
 		cmd := command(r.Command)
+		// The spells in progress count too.
+		throttled, frozen := r.ThrottledSeconds, r.FrozenSeconds
+		if r.ThrottledSince != nil {
+			throttled += time.Since(*r.ThrottledSince).Seconds()
+		}
+		if r.FrozenSince != nil {
+			frozen += time.Since(*r.FrozenSince).Seconds()
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%.1fs\t%.1fs\t%s\n", r.ID, r.Pid, r.State, exit,
 			r.Start.Local().Format(time.TimeOnly), dur.Round(time.Millisecond), bytesIEC(r.MemoryPeakBytes), r.MemoryHighEvents,
-			r.ThrottledSeconds, r.FrozenSeconds, cmd)
-		if r.Reason != "" {
+			throttled, frozen, cmd)
+		switch {
+		case r.Reason != "":
 			reasons = append(reasons, r.ID+": "+r.Reason)
+		case r.Waiting != "":
+			reasons = append(reasons, r.ID+": "+r.Waiting)
 		}
 	}
 	if err := tw.Flush(); err != nil {

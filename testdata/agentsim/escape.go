@@ -4,13 +4,26 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"syscall"
 )
 
 // escape runs argv as a child cloned straight into the cgroup dir (clone3
 // CLONE_INTO_CGROUP), as a hostile tool call would try to leave its own
-// cgroup, and reports how the child ended.
+// cgroup, and reports how the child ended. A relative dir is taken in the
+// container's cgroup C, two levels above the caller's own (C/tools/<id>),
+// as /sys/fs/cgroup shows it with or without a cgroup namespace.
 func escape(dir string, argv []string) {
+	if !filepath.IsAbs(dir) {
+		b, err := os.ReadFile("/proc/self/cgroup")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "agentsim:", err)
+			os.Exit(2)
+		}
+		own := strings.TrimSpace(strings.TrimPrefix(string(b), "0::"))
+		dir = filepath.Join("/sys/fs/cgroup", filepath.Dir(filepath.Dir(own)), dir)
+	}
 	fd, err := os.Open(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "agentsim:", err)

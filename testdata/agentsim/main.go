@@ -12,7 +12,8 @@
 //	agentsim -trace FILE [-speed 10] [-scale 1] [-seed N]  replay an agent run (see replay.go), then exit
 //	agentsim -steps 0:120,0.4:300 -for 1s        a replayed tool call: hold MiB levels, exit after -for
 //	agentsim -int80                              make one 32-bit system call (int 0x80), then exit
-//	agentsim -escape DIR CMD...                  run CMD cloned into cgroup DIR (CLONE_INTO_CGROUP), then exit
+//	agentsim -escape DIR CMD...                  run CMD cloned into cgroup DIR (CLONE_INTO_CGROUP; relative: in
+//	                                             the container's cgroup), then exit
 package main
 
 import (
