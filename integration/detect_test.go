@@ -6,8 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -206,5 +208,47 @@ func TestEscape(t *testing.T) {
 		if r := d.ctr(t, "task", "exec", "--exec-id", "next", id, "/bin/sh", "-c", "echo alive"); strings.TrimSpace(r.stdout) != "alive" {
 			t.Errorf("next call: %v", r)
 		}
+	})
+}
+
+// TestHeldChildrenKilled: an agent that kills its tool calls right after
+// forking them (while their execve is held for placement, before they are
+// claimed) leaves no call running and no empty cgroup but the spares.
+func TestHeldChildrenKilled(t *testing.T) {
+	const n = 100
+	forEachStack(t, func(t *testing.T, d *daemon) {
+		id := newID("killheld")
+		d.start(t, d.agentcgroup(), id, nil, "/bin/agentsim", "-killheld", strconv.Itoa(n))
+		deadline := time.Now().Add(3 * time.Minute)
+		for d.ctr(t, "task", "exec", "--exec-id", newID("probe"), id, "/bin/test", "-e", "/tmp/killheld.done").code != 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the agent did not finish killing its calls")
+			}
+			time.Sleep(time.Second)
+		}
+		var recs []toolcall.Record
+		deadline = time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			recs = ps(t, id)
+			if count(recs, func(r toolcall.Record) bool { return !r.State.Ended() }) == 0 {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if left := count(recs, func(r toolcall.Record) bool { return !r.State.Ended() }); left != 0 {
+			t.Errorf("%d of %d calls still live after their processes were killed", left, len(recs))
+		}
+		calls, _ := filepath.Glob(filepath.Join(containerCgroup(id), "tools", "*"))
+		var empty int
+		for _, c := range calls {
+			if fi, err := os.Stat(c); err == nil && fi.IsDir() && readTrim(t, filepath.Join(c, "cgroup.events")) != "" &&
+				strings.Contains(readTrim(t, filepath.Join(c, "cgroup.events")), "populated 0") {
+				empty++
+			}
+		}
+		if empty > 2 { // the two spares
+			t.Errorf("%d empty tool-call cgroups, want at most the 2 spares", empty)
+		}
+		t.Logf("%d calls recorded for %d killed at their start", len(recs), n)
 	})
 }

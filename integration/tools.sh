@@ -41,6 +41,7 @@ gobuild containerd github.com/containerd/containerd/v2/cmd/containerd "$CONTAINE
 gobuild ctr github.com/containerd/containerd/v2/cmd/ctr "$CONTAINERD_VERSION" ""
 gobuild containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 "$CONTAINERD_VERSION" "no_grpc"
 CGO=1 gobuild runc github.com/opencontainers/runc "$RUNC_VERSION" "seccomp"
+gobuild crictl sigs.k8s.io/cri-tools/cmd/crictl "${CRICTL_VERSION:-v1.37.0}" ""
 # containerd 1.7's go.mod has exclude directives, which `go install pkg@version` refuses:
 # build it from a scratch module that requires it.
 c17=$cache/tools/containerd-1.7/bin

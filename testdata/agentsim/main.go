@@ -12,6 +12,7 @@
 //	agentsim -trace FILE [-speed 10] [-scale 1] [-seed N]  replay an agent run (see replay.go), then exit
 //	agentsim -steps 0:120,0.4:300 -for 1s        a replayed tool call: hold MiB levels, exit after -for
 //	agentsim -int80                              make one 32-bit system call (int 0x80), then exit
+//	agentsim -killheld N                         start N calls, killing each at once, then wait
 //	agentsim -escape DIR CMD...                  run CMD cloned into cgroup DIR (CLONE_INTO_CGROUP; relative: in
 //	                                             the container's cgroup), then exit
 package main
@@ -44,6 +45,7 @@ func main() {
 	logPath := flag.String("log", "", "write stdout and stderr to this file")
 	int80 := flag.Bool("int80", false, "make one 32-bit system call, then exit")
 	escapeTo := flag.String("escape", "", "run the command cloned into this cgroup, then exit")
+	killN := flag.Int("killheld", 0, "start this many calls, killing each right after its fork")
 	flag.Parse()
 	if *escapeTo != "" {
 		escape(*escapeTo, flag.Args())
@@ -85,6 +87,9 @@ func main() {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	busy := spinThreads(4) // an agent framework is multi-threaded
+	if *killN > 0 {
+		killHeld(*killN)
+	}
 	if *loop > 0 {
 		start := time.Now()
 		for range *loop {
