@@ -245,8 +245,14 @@ func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration)
 	leader, err := pidfd(pid)
 	if err != nil {
 		c.placeMu.Lock()
-		c.spare = append(c.spare, id) // unused
+		if len(c.spare) < spares && !c.closing {
+			c.spare = append(c.spare, id) // unused
+			id = ""
+		}
 		c.placeMu.Unlock()
+		if id != "" {
+			_ = c.removeCall(id)
+		}
 		c.placing.Done()
 		if !errors.Is(err, syscall.ESRCH) {
 			log.G(ctx).WithError(err).WithField("pid", pid).Warn("open the pidfd of a tool call")

@@ -181,7 +181,7 @@ func getDaemon(t testing.TB, s stack) *daemon {
 }
 
 func startDaemon(s stack) (*daemon, error) {
-	dir, err := os.MkdirTemp("", "agentcgroup-containerd")
+	dir, err := tmpfsDir("agentcgroup-containerd")
 	if err != nil {
 		return nil, err
 	}
@@ -223,10 +223,48 @@ func (d *daemon) log() string {
 	return string(b)
 }
 
+// tmpfsDir makes a temporary folder on a tmpfs of its own: snapshotters
+// mount overlays there, which an overlay (the lab guest's root) cannot hold.
+func tmpfsDir(prefix string) (string, error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", err
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"); err != nil {
+		return "", fmt.Errorf("mount a tmpfs on %s: %w", dir, err)
+	}
+	return dir, nil
+}
+
+// testTmpfsDir is a tmpfsDir removed when the test ends.
+func testTmpfsDir(t *testing.T, prefix string) string {
+	dir, err := tmpfsDir(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeTmpfsDir(dir) })
+	return dir
+}
+
+// cachedTool is a tool integration/tools.sh builds into .cache/tools/bin.
+func cachedTool(t *testing.T, name string) string {
+	path := filepath.Join(projectRoot, ".cache/tools/bin", name)
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("%s (integration/tools.sh builds it): %v", name, err)
+	}
+	return path
+}
+
+// removeTmpfsDir unmounts and removes a tmpfsDir.
+func removeTmpfsDir(dir string) {
+	syscall.Unmount(dir, syscall.MNT_DETACH)
+	os.RemoveAll(dir)
+}
+
 func (d *daemon) stop() {
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	d.cmd.Wait()
-	os.RemoveAll(d.dir)
+	removeTmpfsDir(d.dir)
 }
 
 // result is what a ctr command did.

@@ -333,11 +333,13 @@ func TestResize(t *testing.T) {
 		d.mustCtr(t, "task", "exec", "-d", "--exec-id", "long", id, "/bin/sleep", "60")
 		long := filepath.Join(containerCgroup(id), "tools", "long")
 		eventually(t, "the long call's cgroup", func() bool { _, err := os.Stat(long); return err == nil })
-		if got := readTrim(t, filepath.Join(long, "memory.max")); got != "483183820" {
+		// The kernel keeps limits in pages.
+		pages := func(b int64) string { return strconv.FormatInt(b/4096*4096, 10) }
+		if got := readTrim(t, filepath.Join(long, "memory.max")); got != pages(483183820) {
 			t.Fatalf("memory.max of a call before resize = %s, want 90%% of 512 MiB", got)
 		}
 		d.updateMemory(t, id, 268435456)
-		const want = "241591910" // 90% of 256 MiB
+		want := pages(241591910) // 90% of 256 MiB
 		if got := readTrim(t, filepath.Join(long, "memory.max")); got != want {
 			t.Errorf("memory.max of the running call after resize = %s, want %s", got, want)
 		}

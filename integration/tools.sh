@@ -42,6 +42,12 @@ gobuild ctr github.com/containerd/containerd/v2/cmd/ctr "$CONTAINERD_VERSION" ""
 gobuild containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 "$CONTAINERD_VERSION" "no_grpc"
 CGO=1 gobuild runc github.com/opencontainers/runc "$RUNC_VERSION" "seccomp"
 gobuild crictl sigs.k8s.io/cri-tools/cmd/crictl "${CRICTL_VERSION:-v1.37.0}" ""
+# Docker's daemon; the docker CLI is the machine image's (28.2), else Debian's docker.io (20.10).
+gobuild dockerd github.com/moby/moby/v2/cmd/dockerd "${DOCKERD_VERSION:-v2.0.0-beta.24}" ""
+if ! command -v docker >/dev/null; then
+	log "apt-get install docker.io (for its docker CLI)"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+fi
 # containerd 1.7's go.mod has exclude directives, which `go install pkg@version` refuses:
 # build it from a scratch module that requires it.
 c17=$cache/tools/containerd-1.7/bin

@@ -1,0 +1,192 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
+)
+
+// dockerDaemon is dockerd against the 2.4 stack's containerd, with the
+// agentcgroup runtime named in daemon.json as the README shows it.
+type dockerDaemon struct {
+	sock string
+	dir  string
+}
+
+func startDocker(t *testing.T, d *daemon) *dockerDaemon {
+	t.Helper()
+	dockerd := cachedTool(t, "dockerd")
+	dir := testTmpfsDir(t, "agentcgroup-docker")
+	dd := &dockerDaemon{sock: filepath.Join(dir, "docker.sock"), dir: dir}
+	cfg := map[string]any{
+		"iptables": false, "ip6tables": false, "bridge": "none", "userland-proxy": false,
+		"containerd": d.sock, "data-root": filepath.Join(dir, "data"), "exec-root": filepath.Join(dir, "exec"),
+		"pidfile": filepath.Join(dir, "docker.pid"), "hosts": []string{"unix://" + dd.sock},
+		"runtimes": map[string]any{"agentcgroup": map[string]any{"runtimeType": "io.containerd.agentcgroup.v1"}},
+	}
+	path := writeJSON(t, dir, "daemon.json", cfg)
+	logf, err := os.Create(filepath.Join(dir, "dockerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(dockerd, "--config-file", path)
+	cmd.Env = append(os.Environ(), "PATH="+d.path)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	})
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if r := dd.docker(t, "version"); r.code == 0 {
+			return dd
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "dockerd.log"))
+			t.Fatalf("dockerd did not come up:\n%s", tail(string(log), 30))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func (dd *dockerDaemon) docker(t testing.TB, args ...string) result {
+	t.Helper()
+	c := exec.Command("docker", append([]string{"-H", "unix://" + dd.sock}, args...)...)
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	err := c.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (dd *dockerDaemon) must(t testing.TB, args ...string) string {
+	t.Helper()
+	r := dd.docker(t, args...)
+	if r.code != 0 {
+		t.Fatalf("docker %v: %v", args, r)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+// importRootfs makes an image of dir with `docker import`.
+func (dd *dockerDaemon) importRootfs(t *testing.T, dir, name string) {
+	c := exec.Command("docker", "-H", "unix://"+dd.sock, "import", "-", name)
+	c.Stdin = bytes.NewReader(tarDir(t, dir))
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("docker import: %v: %s", err, out)
+	}
+}
+
+// TestDocker: Docker 24+ (dockerd v2 beta, the machine's docker CLI 28)
+// against containerd 2.4. Each case runs under the default runtime and
+// under agentcgroup (named in daemon.json, and by its runtime type) in the
+// same daemon, and the transcripts must be equal; then what is about the
+// tree: execs are tool calls in C/tools, a tool call's OOM is told and is
+// not the container's (inspect OOMKilled false), and `docker rm -f` leaves
+// nothing.
+func TestDocker(t *testing.T) {
+	d := getDaemon(t, stacks()[0])
+	dd := startDocker(t, d)
+	dd.importRootfs(t, rootfs, "agentcgroup-test:1")
+
+	transcript := func(runtime string) []string {
+		var out []string
+		run := []string{"run", "-d", "--network", "none", "--memory", "512m"}
+		if runtime != "" {
+			run = append(run, "--runtime", runtime)
+		}
+		id := dd.must(t, append(run, "agentcgroup-test:1", "/bin/sh", "-c", `trap "exit 42" TERM; sleep 1000 & wait`)...)
+		defer dd.docker(t, "rm", "-f", id)
+		r := dd.docker(t, "exec", id, "/bin/sh", "-c", "echo out; echo err >&2; exit 5")
+		out = append(out, fmt.Sprintf("exec: exit=%d stdout=%q stderr=%q", r.code, r.stdout, r.stderr))
+		start := time.Now()
+		r = dd.docker(t, "exec", id, "/bin/sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo started")
+		out = append(out, fmt.Sprintf("exec with a background job: exit=%d stdout=%q back before it ended: %v", r.code, r.stdout, time.Since(start) < 20*time.Second))
+		r = dd.docker(t, "exec", "-d", id, "/bin/sleep", "2")
+		out = append(out, fmt.Sprintf("exec -d: exit=%d", r.code))
+		top := dd.must(t, "top", id)
+		out = append(out, fmt.Sprintf("top: sleep 1000 there: %v", strings.Contains(top, "sleep 1000")))
+		stats := dd.must(t, "stats", "--no-stream", "--format", "{{.MemUsage}}", id)
+		out = append(out, fmt.Sprintf("stats: memory limit shown: %v", strings.Contains(stats, "512MiB")))
+		dd.must(t, "pause", id)
+		out = append(out, "paused: "+dd.must(t, "inspect", "-f", "{{.State.Status}}", id))
+		dd.must(t, "unpause", id)
+		out = append(out, "unpaused: "+dd.must(t, "inspect", "-f", "{{.State.Status}}", id))
+		dd.must(t, "stop", "-t", "10", id)
+		out = append(out, "stop (TERM trapped): "+dd.must(t, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}", id))
+		id2 := dd.must(t, append(run, "agentcgroup-test:1", "/bin/sleep", "1000")...)
+		defer dd.docker(t, "rm", "-f", id2)
+		dd.must(t, "kill", id2)
+		dd.docker(t, "wait", id2)
+		out = append(out, "kill: "+dd.must(t, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", id2))
+		r = dd.docker(t, append(append([]string{}, "run", "--rm", "--network", "none", "--memory", "32m", "--runtime", or(runtime, "runc")),
+			"agentcgroup-test:1", "/bin/sh", "-c", "exec dd if=/dev/zero of=/dev/null bs=64M count=1")...)
+		out = append(out, fmt.Sprintf("container over its own memory limit: exit=%d", r.code))
+		return out
+	}
+	want := transcript("")
+	for _, rt := range []string{"agentcgroup", "io.containerd.agentcgroup.v1"} {
+		if got := transcript(rt); strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("--runtime %s differs from the default runtime:\n got  %q\n want %q", rt, got, want)
+		}
+	}
+	for _, w := range []string{`exec: exit=5 stdout="out\n" stderr="err\n"`, "back before it ended: true", "paused: paused", "stop (TERM trapped): exited 42 false", "kill: exited 137", "over its own memory limit: exit=137"} {
+		if !strings.Contains(strings.Join(want, "\n"), w) {
+			t.Errorf("the default runtime's transcript %q lacks %q", want, w)
+		}
+	}
+
+	// The tree.
+	id := dd.must(t, "run", "-d", "--runtime", "agentcgroup", "--network", "none", "--memory", "512m",
+		"--annotation", "io.agentcgroup.tool.memory.max=64Mi", "agentcgroup-test:1", "/bin/agentsim")
+	if cg := dd.must(t, "exec", id, "cat", "/proc/self/cgroup"); !strings.HasPrefix(cg, "0::/tools/") {
+		t.Errorf("docker exec runs in %q, want a tools cgroup", cg)
+	}
+	// Docker's default seccomp profile refuses clone3 without CAP_SYS_ADMIN;
+	// either way no process leaves its tool call.
+	if r := dd.docker(t, "exec", id, "/bin/agentsim", "-escape", "agent", "/bin/sh", "-c", "sleep 5; echo survived"); strings.Contains(r.stdout, "survived") {
+		t.Errorf("a process cloned into C/agent from a docker exec survived: %v", r)
+	}
+	r := dd.docker(t, "exec", id, "/bin/agentsim", "-alloc", "128")
+	if r.code != 137 || !strings.Contains(r.stderr, "agentcgroup: tool call killed: out of memory at its own limit memory.max=64.0 MiB") {
+		t.Errorf("a tool call past its limit: %v", r)
+	}
+	if st := dd.must(t, "inspect", "-f", "{{.State.Status}} {{.State.OOMKilled}}", id); st != "running false" {
+		t.Errorf("the container after its tool call's OOM: %s; want running, not OOMKilled", st)
+	}
+	c := cgroupfs.Path("/docker/" + id)
+	if _, err := os.Stat(filepath.Join(c, "agent")); err != nil {
+		t.Errorf("C/agent of the Docker container: %v", err)
+	}
+	dd.must(t, "rm", "-f", id)
+	eventually(t, "no shim, cgroup or state left", func() bool {
+		_, errC := os.Stat(c)
+		_, errS := os.Stat(filepath.Join("/run/agentcgroup/moby", id))
+		return len(shimPids(id)) == 0 && os.IsNotExist(errC) && os.IsNotExist(errS)
+	})
+	assertQuietCleanup(t, filepath.Join(d.dir, "containerd.log"))
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
