@@ -138,6 +138,33 @@ var agentScenarios = []scenario{
 		},
 		want: []string{`[--rm]: exit=0 stdout="int 0x80 getpid: ok\n"`, `[--rm --seccomp]: exit=0 stdout="int 0x80 getpid: ok\n"`},
 	},
+	{
+		// What else agents do through execs: daemonise, call a missing
+		// program, print a lot, stop reading stdin, fork many children.
+		name: "exec: setsid daemon, missing binary, large stdout, stdin closed early, many children",
+		run: func(t *testing.T, d *daemon, rt runtime) []string {
+			id := newID("agentexec")
+			d.start(t, rt, id, nil, agentInit...)
+			var out []string
+			start := time.Now()
+			r := d.ctr(t, "task", "exec", "--exec-id", "daemon", id, "/bin/sh", "-c", "setsid sh -c 'sleep 30' </dev/null >/dev/null 2>&1 & echo daemonised")
+			out = append(out, fmt.Sprintf("setsid: exit=%d stdout=%q back before it ended: %v", r.code, r.stdout, time.Since(start) < 20*time.Second))
+			r = d.ctr(t, "task", "exec", "--exec-id", "missing", id, "/bin/no-such-program")
+			out = append(out, fmt.Sprintf("missing binary: failed=%v", r.code != 0))
+			r = d.ctr(t, "task", "exec", "--exec-id", "large", id, "/bin/sh", "-c", "yes 0123456789abcdef | head -c 4000000")
+			out = append(out, fmt.Sprintf("large stdout: exit=%d bytes=%d", r.code, len(r.stdout)))
+			ri, err := d.run([]byte(strings.Repeat("a line\n", 100000)), "task", "exec", "--exec-id", "stdin", id, "/bin/sh", "-c", "head -n 1; exec <&-; sleep 1; echo done")
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fmt.Sprintf("stdin closed early: exit=%d stdout=%q", ri.code, ri.stdout))
+			r = d.ctr(t, "task", "exec", "--exec-id", "children", id, "/bin/sh", "-c", "i=0; while [ $i -lt 1000 ]; do /bin/true & i=$((i+1)); done; wait; echo forked")
+			out = append(out, fmt.Sprintf("1000 children: exit=%d stdout=%q", r.code, r.stdout))
+			return out
+		},
+		want: []string{"back before it ended: true", "missing binary: failed=true", "large stdout: exit=0 bytes=4000000",
+			`stdin closed early: exit=0 stdout="a line\ndone\n"`, `1000 children: exit=0 stdout="forked\n"`},
+	},
 }
 
 func TestDifferential(t *testing.T) {
