@@ -168,10 +168,10 @@ func (c *Container) refill(ctx context.Context) {
 func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
 	pid := r.Pid
 	forked, ok := c.detector.Pending(pid, c.agentID)
-	if !ok {
-		// The caller may be a thread other than its process's leader;
-		// the detector knows processes.
-		if tgid, err := threadGroup(pid); err == nil && tgid != pid {
+	if !ok && !isLeader(pid) {
+		// A thread other than its process's leader; the detector knows
+		// processes.
+		if tgid, err := threadGroup(pid); err == nil {
 			pid = tgid
 			forked, ok = c.detector.Pending(pid, c.agentID)
 		}
@@ -309,6 +309,18 @@ func stderrOf(leader *os.File) (io.WriteCloser, error) {
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), "stderr"), nil
+}
+
+// isLeader reports whether tid leads its thread group (is a process), in
+// one system call: pidfd_open refuses other threads with EINVAL. The
+// common case of every held execve, so no /proc file is read for it.
+func isLeader(tid uint32) bool {
+	fd, err := unix.PidfdOpen(int(tid), 0)
+	if err != nil {
+		return !errors.Is(err, unix.EINVAL)
+	}
+	unix.Close(fd)
+	return true
 }
 
 // threadGroup returns the process (thread group) of thread tid.

@@ -23,4 +23,7 @@ func TestThreadGroup(t *testing.T) {
 			t.Errorf("threadGroup(%d) = %d, %v; want %d", id, got, err, os.Getpid())
 		}
 	}
+	if !isLeader(uint32(os.Getpid())) || (tid != uint32(os.Getpid()) && isLeader(tid)) {
+		t.Errorf("isLeader: the process %d, the thread %d", os.Getpid(), tid)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
@@ -75,14 +76,15 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	dir := state.Dir(state.DefaultRoot, ns, id)
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		// The container was deleted through its shim, which removed the
-		// state last; the runc shim's cleanup still runs the runtime (a
-		// `delete --force` that finds nothing), through the wrapper's link.
-		self, err := os.Executable()
+		// state last. The runc shim's cleanup still runs the runtime link
+		// for a `delete --force` that can only find nothing: the link
+		// answers as the runtime would, at the cost of /bin/true.
+		nothing, err := exec.LookPath("true")
 		if err == nil {
-			err = state.LinkRuntime(dir, self)
+			err = state.LinkRuntime(dir, nothing)
 		}
 		if err != nil {
-			log.G(ctx).WithError(err).Warn("link the runtime wrapper for cleanup")
+			log.G(ctx).WithError(err).Warn("link the runtime for cleanup")
 		}
 	} else if err := hooks.Cleanup(ctx, dir); err != nil {
 		log.G(ctx).WithError(err).Warn("clean up agent/tools cgroups")

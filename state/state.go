@@ -92,8 +92,8 @@ func Save(dir string, c *Container) error {
 	return writeJSON(filepath.Join(dir, containerFile), c)
 }
 
-// LinkRuntime links the runtime wrapper (the shim binary, self) into dir,
-// creating dir.
+// LinkRuntime links the runtime the runc shim runs (the wrapper: the shim
+// binary, self) into dir, creating dir.
 func LinkRuntime(dir, self string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err

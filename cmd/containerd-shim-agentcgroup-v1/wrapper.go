@@ -2,11 +2,9 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
@@ -24,12 +22,6 @@ import (
 // Everything else passes through unchanged.
 func wrapRuntime(argv []string) error {
 	st, err := state.Load(filepath.Dir(argv[0]))
-	if errors.Is(err, os.ErrNotExist) && isForceDelete(argv[1:]) {
-		// containerd's cleanup after the shim deleted the container and its
-		// state: the runtime's `delete --force` of a container it does not
-		// know succeeds silently, and so does this.
-		return nil
-	}
 	if err != nil {
 		return err
 	}
@@ -44,12 +36,6 @@ func wrapRuntime(argv []string) error {
 		return err == nil
 	})
 	return fmt.Errorf("exec %s: %w", st.Runtime, unix.Exec(st.Runtime, append([]string{st.Runtime}, args...), os.Environ()))
-}
-
-// isForceDelete reports whether args are `delete --force ID`.
-func isForceDelete(args []string) bool {
-	i := subcommand(args)
-	return i >= 0 && args[i] == "delete" && slices.ContainsFunc(args[i+1:], func(a string) bool { return a == "--force" || a == "-f" || a == "--force=true" })
 }
 
 // globalValueFlags are the runtime's global flags that take a separate value.
