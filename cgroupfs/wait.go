@@ -96,7 +96,15 @@ func (w *EmptyWaiter) check(wd int32) {
 		ew.empty <- err
 	}
 	delete(w.waits, wd)
-	_, _ = unix.InotifyRmWatch(w.fd, uint32(wd))
+	w.rmWatch(wd)
+}
+
+// rmWatch removes a watch; callers hold mu. After Close the fd number may be
+// another file's.
+func (w *EmptyWaiter) rmWatch(wd int32) {
+	if !w.closed {
+		_, _ = unix.InotifyRmWatch(w.fd, uint32(wd))
+	}
 }
 
 func (w *EmptyWaiter) drop(wd int32, ew *emptyWait) {
@@ -114,7 +122,7 @@ func (w *EmptyWaiter) drop(wd int32, ew *emptyWait) {
 		return
 	}
 	delete(w.waits, wd)
-	_, _ = unix.InotifyRmWatch(w.fd, uint32(wd))
+	w.rmWatch(wd)
 }
 
 func (w *EmptyWaiter) watched() []int32 {

@@ -61,6 +61,9 @@ func (w *Watcher) relieve(id string, sc scope, now time.Time) {
 	if !w.contended(sc, dir) {
 		return
 	}
+	if sc == scopePool && now.Sub(w.poolFrozen[c.pool]) < psiWindow {
+		return // this notification's call is frozen already
+	}
 	var others []Member
 	if sc == scopePool {
 		unlock, err := c.members.Lock()
@@ -91,7 +94,9 @@ func (w *Watcher) relieve(id string, sc scope, now time.Time) {
 	if victim == nil || running < 2 {
 		return
 	}
-	w.freeze(c, victim, sc, now)
+	if w.freeze(c, victim, sc, now) && sc == scopePool {
+		w.poolFrozen[c.pool] = now
+	}
 }
 
 // contended reports whether the pressure seen in a scope is contention for
@@ -136,19 +141,21 @@ func (w *Watcher) hostShort() bool {
 	return float64(kv["MemAvailable"]) < (1-contended)*float64(kv["MemTotal"])
 }
 
-func (w *Watcher) freeze(c *container, wc *watched, sc scope, now time.Time) {
+// freeze freezes a call and reports whether it did.
+func (w *Watcher) freeze(c *container, wc *watched, sc scope, now time.Time) bool {
 	if err := cgroupfs.SetFrozen(wc.dir, true); err != nil {
 		log.G(w.ctx).WithError(err).WithField("call", wc.cl.ID()).Warn("freeze tool call")
-		return
+		return false
 	}
 	reason := "memory pressure on the " + string(sc)
 	if err := wc.cl.Freeze(now, reason); err != nil {
 		// The call ended meanwhile; its cgroup is empty or gone.
 		log.G(w.ctx).WithError(err).Debug("freeze tool call")
-		return
+		return false
 	}
 	wc.freezeAsked = now
 	c.cb(wc.cl, Froze, reason)
+	return true
 }
 
 func (w *Watcher) thaw(c *container, wc *watched, now time.Time) {
@@ -166,10 +173,14 @@ func (w *Watcher) thaw(c *container, wc *watched, now time.Time) {
 // startReviews begins a review spell: pressure is measured from now on.
 func (w *Watcher) startReviews(now time.Time) {
 	for _, id := range w.ids() {
-		if c, _ := w.lookup(id); c != nil {
+		if c, calls := w.lookup(id); c != nil {
 			c.lad = ladder{last: now}
 			c.lad.lastC, _ = cgroupfs.ReadPressure(c.dir)
 			c.lad.lastPool, _ = cgroupfs.ReadPressure(c.pool)
+			for _, wc := range calls {
+				p, _ := cgroupfs.ReadPressure(wc.dir)
+				wc.lastFull = p.Full
+			}
 		}
 	}
 }
@@ -240,17 +251,19 @@ func (w *Watcher) kill(c *container, wc *watched, frozen bool) {
 		how = "frozen under memory pressure"
 	}
 	reason := "no progress for " + c.pol.StallTimeout.String() + " while " + how
-	if !wc.cl.Doom(reason) {
+	if !wc.cl.Doom(reason) { // before the kill: its end reads why
 		return
 	}
-	c.cb(wc.cl, Killing, reason)
 	m, err := cgroup2.Load(wc.group, cgroup2.WithMountpoint(w.root))
 	if err == nil {
 		err = m.Kill()
 	}
 	if err != nil {
+		wc.cl.Pardon() // the next review tries again
 		log.G(w.ctx).WithError(err).WithField("call", wc.cl.ID()).Warn("kill stalled tool call")
+		return
 	}
+	c.cb(wc.cl, Killing, reason)
 }
 
 // thawOne thaws the container's longest-frozen call, unless a container of

@@ -76,6 +76,10 @@ type Watcher struct {
 
 	mu         sync.Mutex
 	containers map[string]*container
+	// poolFrozen is when a call was last frozen for each pool, so that one
+	// notification of a pool's pressure freezes one call, not one in each
+	// of the shim's containers there; the governor goroutine's alone.
+	poolFrozen map[string]time.Time
 }
 
 // container is one container as the governor follows it. Its fields but
@@ -138,7 +142,7 @@ func New(ctx context.Context) (*Watcher, error) {
 }
 
 func newWatcher(ctx context.Context, root string, meminfo func() (map[string]uint64, error)) *Watcher {
-	return &Watcher{ctx: ctx, root: root, meminfo: meminfo, containers: make(map[string]*container)}
+	return &Watcher{ctx: ctx, root: root, meminfo: meminfo, containers: make(map[string]*container), poolFrozen: make(map[string]time.Time)}
 }
 
 // Add starts governing container id: pressure on its cgroup and its pool,
@@ -179,6 +183,12 @@ func (w *Watcher) Watch(id string, cl *toolcall.Call) {
 	// A call too short to be watched has nothing to report.
 	_ = w.poller.AddFile(memoryEventsKey{wc}, wc.dir, "memory.events")
 	_ = w.poller.AddFile(cgroupEventsKey{wc}, wc.dir, "cgroup.events")
+	w.mu.Lock()
+	stopped := w.containers[id] != c
+	w.mu.Unlock()
+	if stopped { // Stop ran meanwhile and could not remove these
+		w.forget(wc)
+	}
 }
 
 // Unwatch stops governing a call, once it has ended.

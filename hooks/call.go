@@ -50,13 +50,36 @@ func (c *Container) track(ctx context.Context, cl *call, wait WaitFunc) {
 			c.calls.save()
 			c.tellExit(ctx, cl, status)
 		case errors.Is(err, errExitUnseen): // gone, by a signal the detector did not see
-			c.tellExit(ctx, cl, sigkillStatus)
+			c.tellExit(ctx, cl, toolcall.SigkillStatus)
 		}
 		if err := c.empty.Wait(c.ctx, cl.dir); err != nil {
-			return // the container's teardown ends the call
+			if c.ctx.Err() != nil {
+				return // the container's teardown ends the call
+			}
+			log.G(ctx).WithError(err).WithField("call", cl.ID()).Warn("watch tool-call cgroup; polling it instead")
+			if !pollEmpty(c.ctx, cl.dir) {
+				return
+			}
 		}
 		c.endCall(ctx, cl)
 	}()
+}
+
+// pollEmpty waits, once a second, for dir to be empty or gone; false when
+// ctx ends first.
+func pollEmpty(ctx context.Context, dir string) bool {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		if populated, err := cgroupfs.Populated(dir); err != nil || !populated {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
 }
 
 // tellExit ends the call's stream when its first process ends, as under the
@@ -66,7 +89,7 @@ func (c *Container) track(ctx context.Context, cl *call, wait WaitFunc) {
 // before the kernel sends the SIGKILL.
 func (c *Container) tellExit(ctx context.Context, cl *call, status uint32) {
 	var reason string
-	if status == sigkillStatus {
+	if status == toolcall.SigkillStatus {
 		m, err := tree.Measure(cl.Cgroup())
 		if err == nil || errors.Is(err, os.ErrNotExist) {
 			reason = c.killReason(cl.Doomed(), m)
@@ -82,9 +105,6 @@ func (c *Container) tellKilled(ctx context.Context, cl *call) {
 		cl.tell.say(ctx, c.killReason(cl.Doomed(), m))
 	}
 }
-
-// sigkillStatus is the exit status of a process killed by SIGKILL.
-const sigkillStatus = 128 + 9
 
 // endCall reads the ended call's memory figures into its record, says how it
 // ended (and tells the agent and containerd why it was killed) and removes
@@ -106,7 +126,7 @@ func (c *Container) endCall(ctx context.Context, cl *call) {
 		log.G(ctx).WithError(err).WithField("call", cl.ID()).Warn("measure tool call")
 	}
 	if m.OOM > 0 {
-		c.toolOOM(cl.ID(), m.OOMKills)
+		c.toolOOM(cl.dir, m.OOMKills)
 	}
 	rec, err := cl.End(time.Now(), m, c.killReason(cl.Doomed(), m))
 	if err != nil {
@@ -130,8 +150,15 @@ func (c *Container) endCall(ctx context.Context, cl *call) {
 // a detector, has its forks watched for escapes, before any process runs
 // there.
 func (c *Container) newCall(id string) error {
-	if err := c.tree.NewCall(id, c.limits.Load().tool); err != nil {
+	l := c.limits.Load()
+	if err := c.tree.NewCall(id, l.tool); err != nil {
 		return err
+	}
+	if now := c.limits.Load(); now != l { // resized meanwhile
+		if err := c.tree.Update(tree.CallCgroup(id), now.tool); err != nil {
+			_ = c.tree.RemoveCall(id)
+			return err
+		}
 	}
 	if c.detector == nil {
 		return nil

@@ -32,8 +32,10 @@ type Container struct {
 	st     state.Container
 	tree   tree.Tree
 	policy policy.Policy
-	// limits are the policy resolved against C's memory.max.
-	limits atomic.Pointer[limits]
+	// limits are the policy resolved against C's memory.max; resizeMu
+	// orders resizes.
+	limits   atomic.Pointer[limits]
+	resizeMu sync.Mutex
 
 	ctx    context.Context // ends with the container
 	cancel context.CancelFunc
@@ -64,7 +66,7 @@ type Container struct {
 	// oomMu guards the OOM kills counted so far: each tool call's at its
 	// own memory.max, and the container's own (ContainerOOM).
 	oomMu             sync.Mutex
-	toolOOMKills      map[string]uint64
+	toolOOMKills      map[uint64]uint64 // by cgroup ID
 	containerOOMKills uint64
 
 	// placeMu guards spare, the ready tool-call cgroups that placements
@@ -125,7 +127,7 @@ func Create(ctx context.Context, dir string, st state.Container, pid uint32, p p
 
 		callCgroups: make(map[string]uint64),
 
-		toolOOMKills: make(map[string]uint64),
+		toolOOMKills: make(map[uint64]uint64),
 	}
 	if env.Publisher != nil {
 		c.events = newEventQueue(context.WithoutCancel(ctx), env.Publisher)

@@ -22,23 +22,32 @@ func (c *Container) Teardown(ctx context.Context) error {
 	if c.governor != nil {
 		c.governor.Stop(c.st.ID)
 	}
-	c.unwatch()
 	c.placeMu.Lock()
 	c.closing = true
 	c.placeMu.Unlock()
-	c.placing.Wait()
+	c.placing.Wait() // no spare or call is made from here on
+	c.unwatch()
 	if c.hold != nil {
 		// After the kill: a process of the container that calls execve
 		// once its listener is gone gets ENOSYS.
 		defer c.hold.Close()
 	}
-	if err := c.tree.Kill(ctx); err != nil {
-		return err
-	}
+	killErr := c.tree.Kill(ctx)
 	for _, cl := range c.running() {
 		c.endCall(ctx, cl)
 	}
-	c.calls.flush() // the last records, and no write pending after teardown
+	c.mu.Lock()
+	for id, pe := range c.pending { // created, never started
+		if pe.stderr != nil {
+			pe.stderr.Close()
+		}
+		delete(c.pending, id)
+	}
+	c.mu.Unlock()
+	c.calls.close() // the last records, and no write after teardown
+	if killErr != nil {
+		return killErr // the tree cannot go while processes are in it
+	}
 	return c.tree.Remove()
 }
 

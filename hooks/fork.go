@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -260,7 +259,7 @@ func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration)
 		return nil
 	}
 	dir := c.tree.CallDir(id)
-	if err := movePid(dir, pid); err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := c.tree.Move(id, pid); err != nil && !errors.Is(err, syscall.ESRCH) {
 		log.G(ctx).WithError(err).WithField("call", id).Warn("move tool call into its cgroup")
 	}
 	placed := bpf.Since(forked)
@@ -284,8 +283,9 @@ func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration)
 	go func() { // off the placement path: a held exec goes on meanwhile
 		defer c.placing.Done()
 		c.track(ctx, fc.call, func(ctx context.Context) (uint32, time.Time, error) {
-			defer c.forget(fc)
-			return fc.wait(ctx)
+			status, at, err := fc.wait(ctx)
+			c.forget(fc, errors.Is(err, errExitUnseen))
+			return status, at, err
 		})
 		c.refill(ctx)
 	}()
@@ -293,12 +293,16 @@ func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration)
 }
 
 // forget drops a call's leader from the calls by pid, so that a later
-// process with the same pid is a call of its own.
-func (c *Container) forget(fc *forkCall) {
+// process with the same pid is a call of its own; a leader gone unseen (killed
+// while held, as it was claimed) is dropped from the detector's calls too.
+func (c *Container) forget(fc *forkCall, unseen bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.forks[fc.pid] == fc {
 		delete(c.forks, fc.pid)
+		if unseen {
+			c.detector.Forget(fc.pid)
+		}
 	}
 }
 
@@ -312,12 +316,13 @@ func stderrOf(leader *os.File) (io.WriteCloser, error) {
 }
 
 // isLeader reports whether tid leads its thread group (is a process), in
-// one system call: pidfd_open refuses other threads with EINVAL. The
-// common case of every held execve, so no /proc file is read for it.
+// one system call: pidfd_open refuses other threads (EINVAL, or ENOENT on
+// newer kernels). The common case of every held execve, so no /proc file
+// is read for it. A task gone (ESRCH) counts as a leader: nothing to place.
 func isLeader(tid uint32) bool {
 	fd, err := unix.PidfdOpen(int(tid), 0)
 	if err != nil {
-		return !errors.Is(err, unix.EINVAL)
+		return errors.Is(err, unix.ESRCH)
 	}
 	unix.Close(fd)
 	return true
@@ -355,7 +360,7 @@ func (c *Container) placeChild(ctx context.Context, ev bpf.Event) {
 	if fc == nil {
 		return
 	}
-	if err := movePid(fc.dir, ev.Pid); err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := c.tree.Move(fc.ID(), ev.Pid); err != nil && !errors.Is(err, syscall.ESRCH) {
 		log.G(ctx).WithError(err).WithField("call", fc.ID()).Warn("move a tool call's child")
 	}
 }
@@ -404,11 +409,4 @@ func (c *Container) unwatch() {
 		c.detector.RemoveCall(cg)
 		delete(c.callCgroups, id)
 	}
-}
-
-func movePid(dir string, pid uint32) error {
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.FormatUint(uint64(pid), 10)), 0); err != nil {
-		return fmt.Errorf("move %d into %s: %w", pid, dir, err)
-	}
-	return nil
 }

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"strconv"
-	"strings"
+	"syscall"
 
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/containerd/v2/pkg/sys"
 	"github.com/containerd/log"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
@@ -73,6 +73,8 @@ func (c *Container) resolveLimits(containerMax int64, resize bool) *limits {
 // percentages are resolved again and written to C/agent, to every running
 // tool call and to the spare cgroups; new calls get them too.
 func (c *Container) Resize(ctx context.Context) error {
+	c.resizeMu.Lock() // two updates in a row: the later limit stays
+	defer c.resizeMu.Unlock()
 	containerMax, err := cgroupfs.ReadLimit(c.tree.Dir, "memory.max")
 	if err != nil {
 		return fmt.Errorf("read container memory.max: %w", err)
@@ -81,20 +83,11 @@ func (c *Container) Resize(ctx context.Context) error {
 		return nil
 	}
 	l := c.resolveLimits(containerMax, true)
-	c.limits.Store(l)
-	var errs []error
-	if err := c.tree.Update(tree.Agent, l.agent); err != nil {
-		errs = append(errs, err)
-	}
-	c.mu.Lock()
-	ids := make([]string, 0, len(c.live))
-	for id := range c.live {
-		ids = append(ids, id)
-	}
-	c.mu.Unlock()
-	c.placeMu.Lock()
-	ids = append(ids, c.spare...)
-	c.placeMu.Unlock()
+	c.limits.Store(l) // new calls take these (newCall checks again after its cgroup exists)
+	errs := []error{c.tree.Update(tree.Agent, l.agent)}
+	// Every call cgroup: running, exec'd but not started, spare, being placed.
+	ids, err := c.tree.Calls()
+	errs = append(errs, err)
 	for _, id := range ids {
 		if err := c.tree.Update(tree.CallCgroup(id), l.tool); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
@@ -107,21 +100,12 @@ func (c *Container) Resize(ctx context.Context) error {
 // raiseOOMScore gives a tool call's process toolOOMScoreAdj unless it has a
 // higher one already.
 func raiseOOMScore(pid uint32) error {
-	path := fmt.Sprintf("/proc/%d/oom_score_adj", pid)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ignoreGone(err)
+	cur, err := sys.GetOOMScoreAdj(int(pid))
+	if err == nil && cur < toolOOMScoreAdj {
+		err = sys.SetOOMScore(int(pid), toolOOMScoreAdj)
 	}
-	if cur, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && cur >= toolOOMScoreAdj {
-		return nil
-	}
-	return ignoreGone(os.WriteFile(path, []byte(strconv.Itoa(toolOOMScoreAdj)), 0))
-}
-
-// ignoreGone treats a process that has exited already as done with.
-func ignoreGone(err error) error {
-	if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrProcessDone) {
-		return nil
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+		return nil // exited already
 	}
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/tree"
 )
 
 // ContainerOOM decides whether an OOM kill that the runc shim saw in C
@@ -16,15 +17,15 @@ import (
 // (/agentcgroup/tool-call/killed) and its record. It reports true once for
 // each new OOM kill of the container's.
 func (c *Container) ContainerOOM(ctx context.Context) bool {
-	ev, err := cgroupfs.ReadKV(c.tree.Dir, "memory.events")
+	all, err := tree.Measure(c.tree.Group)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("read container memory.events")
 		return true // as the runc shim would
 	}
 	calls, _ := c.tree.Calls()
 	for _, id := range calls {
-		if cev, err := cgroupfs.ReadKV(c.tree.CallDir(id), "memory.events"); err == nil && cev["oom"] > 0 {
-			c.toolOOM(id, cev["oom_kill"])
+		if m, err := tree.Measure(c.tree.CallGroup(id)); err == nil && m.OOM > 0 {
+			c.toolOOM(c.tree.CallDir(id), m.OOMKills)
 		}
 	}
 	c.oomMu.Lock()
@@ -33,16 +34,22 @@ func (c *Container) ContainerOOM(ctx context.Context) bool {
 	for _, n := range c.toolOOMKills {
 		tools += n
 	}
-	if ev["oom_kill"] <= tools || ev["oom_kill"]-tools <= c.containerOOMKills {
+	if all.OOMKills <= tools || all.OOMKills-tools <= c.containerOOMKills {
 		log.G(ctx).Debug("OOM kill of a tool call at its own limit: not a container OOM")
 		return false
 	}
-	c.containerOOMKills = ev["oom_kill"] - tools
+	c.containerOOMKills = all.OOMKills - tools
 	return true
 }
 
-// toolOOM notes the OOM kills of tool call id, which met its own memory.max.
-func (c *Container) toolOOM(id string, kills uint64) {
+// toolOOM notes the OOM kills of the tool call whose cgroup is dir, which met
+// its own memory.max. Calls are told apart by their cgroup's ID: an exec ID
+// can be used again once its call has ended.
+func (c *Container) toolOOM(dir string, kills uint64) {
+	id, err := cgroupfs.ID(dir)
+	if err != nil {
+		return // gone: counted at its end
+	}
 	c.oomMu.Lock()
 	defer c.oomMu.Unlock()
 	if kills > c.toolOOMKills[id] {

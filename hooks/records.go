@@ -27,11 +27,13 @@ type records struct {
 	dir string
 	// write serializes writes, so that an older copy never replaces a
 	// newer one; mu is not held while the file is written.
-	write sync.Mutex
-	mu    sync.Mutex
-	order []*toolcall.Call
-	ended int
-	timer *time.Timer // a pending write, nil if none
+	write  sync.Mutex
+	mu     sync.Mutex
+	order  []*toolcall.Call
+	ended  int
+	timer  *time.Timer // a pending write, nil if none
+	closed bool        // no more saves: the last write is under way or done
+	done   bool        // the last write is done
 }
 
 func newRecords(ctx context.Context, dir string) *records { return &records{ctx: ctx, dir: dir} }
@@ -65,9 +67,20 @@ func (r *records) markEnded(cl *toolcall.Call) {
 func (r *records) save() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.timer == nil {
+	if r.timer == nil && !r.closed {
 		r.timer = time.AfterFunc(saveDelay, r.flush)
 	}
+}
+
+// close writes the records for the last time.
+func (r *records) close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.flush()
+	r.mu.Lock()
+	r.done = true
+	r.mu.Unlock()
 }
 
 // flush writes the records now.
@@ -75,6 +88,10 @@ func (r *records) flush() {
 	r.write.Lock()
 	defer r.write.Unlock()
 	r.mu.Lock()
+	if r.done { // a timer that fired during the last write
+		r.mu.Unlock()
+		return
+	}
 	if r.timer != nil {
 		r.timer.Stop()
 		r.timer = nil

@@ -15,49 +15,60 @@ const TellPrefix = "agentcgroup: "
 // (an exec's FIFO, or a forked call's fd 2 as the agent gave it), and closes
 // it when the call's first process ends: the agent reads the line before
 // the end of the stream, and a background job that outlives the process
-// keeps the call, never the agent's stream. Writes run in order, off the
-// caller's goroutine (a pipe the agent does not drain may block them).
+// keeps the call, never the agent's stream. One goroutine writes, in order:
+// the first reason given, then the close; callers never wait for it (a pipe
+// the agent does not drain blocks only that goroutine).
 type teller struct {
-	w      io.WriteCloser // nil: nothing to tell on
-	mu     sync.Mutex
-	told   bool
-	closed bool
+	w io.WriteCloser // nil: nothing to tell on
+
+	mu      sync.Mutex
+	reason  string
+	closing bool
+	wake    chan struct{}
 }
 
-// say writes the reason once, if there is one and the stream is open.
-func (t *teller) say(ctx context.Context, reason string) {
-	t.run(func() { t.write(ctx, reason) })
-}
+// say has the reason written, unless one was given before.
+func (t *teller) say(ctx context.Context, reason string) { t.update(ctx, reason, false) }
 
-// close says the reason, if not said yet, and ends the stream, once.
-func (t *teller) close(ctx context.Context, reason string) {
-	t.run(func() {
-		t.write(ctx, reason)
-		if !t.closed {
-			t.closed = true
-			t.w.Close()
-		}
-	})
-}
+// close has the reason written, unless one was given before, and the
+// stream closed.
+func (t *teller) close(ctx context.Context, reason string) { t.update(ctx, reason, true) }
 
-// write runs under mu.
-func (t *teller) write(ctx context.Context, reason string) {
-	if t.told || t.closed || reason == "" {
-		return
-	}
-	t.told = true
-	if _, err := io.WriteString(t.w, TellPrefix+reason+"\n"); err != nil {
-		log.G(ctx).WithError(err).Debug("tell the agent")
-	}
-}
-
-func (t *teller) run(f func()) {
+func (t *teller) update(ctx context.Context, reason string, closing bool) {
 	if t.w == nil {
 		return
 	}
-	go func() {
+	t.mu.Lock()
+	if t.reason == "" && !t.closing { // nothing is said after the close
+		t.reason = reason
+	}
+	t.closing = t.closing || closing
+	if t.wake == nil {
+		t.wake = make(chan struct{}, 1)
+		go t.run(ctx)
+	}
+	t.mu.Unlock()
+	select {
+	case t.wake <- struct{}{}:
+	default: // a wake-up is pending already
+	}
+}
+
+func (t *teller) run(ctx context.Context) {
+	told := false
+	for range t.wake {
 		t.mu.Lock()
-		defer t.mu.Unlock()
-		f()
-	}()
+		reason, closing := t.reason, t.closing
+		t.mu.Unlock()
+		if !told && reason != "" {
+			told = true
+			if _, err := io.WriteString(t.w, TellPrefix+reason+"\n"); err != nil {
+				log.G(ctx).WithError(err).Debug("tell the agent")
+			}
+		}
+		if closing {
+			t.w.Close()
+			return
+		}
+	}
 }

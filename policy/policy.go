@@ -87,6 +87,9 @@ type Policy struct {
 // frameworks keep as sessions (SWE-agent's bash, OpenHands' tmux).
 const DefaultSessions = "bash,sh,dash,zsh,ksh,ash,fish,tmux,screen"
 
+// valueOptions are the shells' options that take the next argument.
+var valueOptions = map[string]bool{"-o": true, "+o": true, "-O": true, "+O": true, "--rcfile": true, "--init-file": true}
+
 // IsSession reports whether a process executing argv (path when argv is
 // empty) is a session: a Sessions program (by base name; a login shell's
 // leading "-" aside) whose options before the first operand have no -c.
@@ -99,11 +102,17 @@ func (p Policy) IsSession(path string, argv []string) bool {
 	if prog == "" || !slices.Contains(strings.Split(p.Sessions, ","), prog) {
 		return false
 	}
-	for _, a := range argv[min(1, len(argv)):] {
-		if a == "--" || !strings.HasPrefix(a, "-") {
+	args := argv[min(1, len(argv)):]
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || (!strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "+")) {
 			break // the options end: a script operand, or a tmux command
 		}
-		if !strings.HasPrefix(a, "--") && strings.ContainsRune(a[1:], 'c') {
+		if valueOptions[a] {
+			i++ // -o pipefail, --rcfile FILE: the value is no operand
+			continue
+		}
+		if !strings.HasPrefix(a, "--") && strings.HasPrefix(a, "-") && strings.ContainsRune(a[1:], 'c') {
 			return false // -c, -lc, -ec: a command, not a session
 		}
 	}

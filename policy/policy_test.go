@@ -261,6 +261,11 @@ func TestIsSession(t *testing.T) {
 		{[]string{"bash", "-lc", "make"}, false},
 		{[]string{"/bin/sh", "-ec", "echo"}, false},
 		{[]string{"python3", "-i"}, false},
+		{[]string{"bash", "-o", "pipefail", "-c", "make"}, false},
+		{[]string{"bash", "+x", "-c", "make"}, false},
+		{[]string{"bash", "--rcfile", "/x", "-c", "make"}, false},
+		{[]string{"sh", "-O", "extglob", "-c", "ls"}, false},
+		{[]string{"bash", "--rcfile", "/x", "-i"}, true},
 		{[]string{"bashful"}, false},
 		{nil, false},
 	} {

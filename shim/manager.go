@@ -86,6 +86,7 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 		if err != nil {
 			log.G(ctx).WithError(err).Warn("link the runtime for cleanup")
 		}
+		defer state.Remove(dir)
 	} else if err := hooks.Cleanup(ctx, dir); err != nil {
 		log.G(ctx).WithError(err).Warn("clean up agent/tools cgroups")
 	}

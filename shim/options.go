@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode"
 
@@ -220,21 +221,23 @@ func checkPool(p string) error {
 const maxConfigSize = 1 << 20
 
 func loadConfig(path string, mustExist bool) (*Config, error) {
-	fi, err := os.Stat(path)
+	// Opened without blocking (a FIFO would block an open for reading), then
+	// checked: nothing can be swapped in between.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) && !mustExist {
 		return &Config{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("read config %s: not a regular file (%v): %w", path, fi.Mode().Type(), errdefs.ErrInvalidArgument)
-	}
-	f, err := os.Open(path)
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	defer f.Close()
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("read config %s: not a regular file (%v): %w", path, fi.Mode().Type(), errdefs.ErrInvalidArgument)
+	}
 	body, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)

@@ -170,6 +170,13 @@ func (c *Call) Doom(reason string) bool {
 	return true
 }
 
+// Pardon withdraws a Doom whose kill failed.
+func (c *Call) Pardon() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.killReason = ""
+}
+
 // Doomed returns why the shim killed the call, "" if it did not.
 func (c *Call) Doomed() string {
 	c.mu.Lock()
@@ -194,8 +201,8 @@ type Measures struct {
 	OOM uint64
 }
 
-// sigkillStatus is the exit status of a process killed by SIGKILL.
-const sigkillStatus = 128 + 9
+// SigkillStatus is the exit status of a process killed by SIGKILL.
+const SigkillStatus = 128 + 9
 
 // End ends the call once its cgroup is empty: spells are closed, the
 // figures and the reason (why it was killed, "" if it was not) recorded,
@@ -219,7 +226,7 @@ func (c *Call) End(now time.Time, m Measures, reason string) (Record, error) {
 	switch {
 	case m.OOMKills > 0:
 		to = OOMKilled
-	case c.rec.ExitCode == nil || *c.rec.ExitCode == sigkillStatus:
+	case c.rec.ExitCode == nil || *c.rec.ExitCode == SigkillStatus:
 		to = Killed
 	}
 	if err := c.transition(to); err != nil {

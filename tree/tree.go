@@ -138,6 +138,18 @@ func (t Tree) NewCall(id string, res *cgroup2.Resources) error {
 	return nil
 }
 
+// Move moves process pid into tool call id's cgroup.
+func (t Tree) Move(id string, pid uint32) error {
+	m, err := cgroup2.Load(t.CallGroup(id))
+	if err == nil {
+		err = m.AddProc(uint64(pid))
+	}
+	if err != nil {
+		return fmt.Errorf("move %d into %s: %w", pid, t.CallDir(id), err)
+	}
+	return nil
+}
+
 // RemoveCall removes an empty tool call's cgroup; one already gone is not an error.
 func (t Tree) RemoveCall(id string) error {
 	if err := os.Remove(t.CallDir(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
