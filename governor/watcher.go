@@ -97,6 +97,7 @@ type container struct {
 // watched is a call as the governor follows it; only the governor's
 // goroutine touches its fields.
 type watched struct {
+	c           *container // the container the call belongs to
 	cl          *toolcall.Call
 	group, dir  string
 	high        uint64 // memory.events "high" last seen
@@ -170,9 +171,9 @@ func (w *Watcher) Add(id string, sc Scope, pol policy.Policy, members Pool, cb C
 
 // Watch governs a started tool call of container id.
 func (w *Watcher) Watch(id string, cl *toolcall.Call) {
-	wc := &watched{cl: cl, group: cl.Cgroup(), dir: filepath.Join(w.root, cl.Cgroup())}
 	w.mu.Lock()
 	c := w.containers[id]
+	wc := &watched{c: c, cl: cl, group: cl.Cgroup(), dir: filepath.Join(w.root, cl.Cgroup())}
 	if c != nil {
 		c.calls[cl] = wc
 	}
@@ -336,19 +337,14 @@ func (w *Watcher) memoryEvents(wc *watched, now time.Time) {
 	}
 }
 
-// report calls the callback of the container of a watched call.
+// report calls the callback of a watched call's container, unless the call
+// or its container is no longer watched.
 func (w *Watcher) report(wc *watched, a Action, reason string) {
 	w.mu.Lock()
-	var cb Callback
-	for _, c := range w.containers {
-		if c.calls[wc.cl] == wc {
-			cb = c.cb
-			break
-		}
-	}
+	watched := w.containers[wc.c.id] == wc.c && wc.c.calls[wc.cl] == wc
 	w.mu.Unlock()
-	if cb != nil {
-		cb(wc.cl, a, reason)
+	if watched {
+		wc.c.cb(wc.cl, a, reason)
 	}
 }
 

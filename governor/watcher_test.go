@@ -303,3 +303,23 @@ func TestStop(t *testing.T) {
 		t.Errorf("a stopped container was governed: %v", got)
 	}
 }
+
+// TestOOMKillReported: a call's OOM kill is reported once, to its
+// container's callback, and not after the container is stopped.
+func TestOOMKillReported(t *testing.T) {
+	f := newFixture(t, policy.Default())
+	cl := f.call("a", 10)
+	wc := f.w.containers["c1"].calls[cl]
+	f.write(cGroup+"/tools/a", "memory.events", "low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\noom_group_kill 1\n")
+	f.w.memoryEvents(wc, f.at(0))
+	f.w.memoryEvents(wc, f.at(1)) // no new kill
+	if got := f.took(); len(got) != 1 || got[0] != (action{"a", OOMKilled}) {
+		t.Fatalf("actions %v, want one oom-killed", got)
+	}
+	f.w.Stop("c1")
+	f.write(cGroup+"/tools/a", "memory.events", "low 0\nhigh 0\nmax 2\noom 2\noom_kill 2\noom_group_kill 2\n")
+	f.w.memoryEvents(wc, f.at(2))
+	if got := f.took(); len(got) != 0 {
+		t.Errorf("reported after Stop: %v", got)
+	}
+}
