@@ -227,29 +227,39 @@ func TestHeldChildrenKilled(t *testing.T) {
 			}
 			time.Sleep(time.Second)
 		}
+		// Records end and cgroups go asynchronously (the last probe's cgroup
+		// is removed once the kernel reports it empty): wait for both.
 		var recs []toolcall.Record
+		var live, empty int
 		deadline = time.Now().Add(60 * time.Second)
-		for time.Now().Before(deadline) {
+		for {
 			recs = ps(t, id)
-			if count(recs, func(r toolcall.Record) bool { return !r.State.Ended() }) == 0 {
+			live = count(recs, func(r toolcall.Record) bool { return !r.State.Ended() })
+			empty = emptyCallCgroups(id)
+			if (live == 0 && empty <= 2) || time.Now().After(deadline) {
 				break
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
-		if left := count(recs, func(r toolcall.Record) bool { return !r.State.Ended() }); left != 0 {
-			t.Errorf("%d of %d calls still live after their processes were killed", left, len(recs))
-		}
-		calls, _ := filepath.Glob(filepath.Join(containerCgroup(id), "tools", "*"))
-		var empty int
-		for _, c := range calls {
-			// A spare may be taken and removed meanwhile: not read, not counted.
-			if ev, err := os.ReadFile(filepath.Join(c, "cgroup.events")); err == nil && strings.Contains(string(ev), "populated 0") {
-				empty++
-			}
+		if live != 0 {
+			t.Errorf("%d of %d calls still live after their processes were killed", live, len(recs))
 		}
 		if empty > 2 { // the two spares
 			t.Errorf("%d empty tool-call cgroups, want at most the 2 spares", empty)
 		}
 		t.Logf("%d calls recorded for %d killed at their start", len(recs), n)
 	})
+}
+
+// emptyCallCgroups counts the unpopulated cgroups under the container's tools/.
+func emptyCallCgroups(id string) int {
+	calls, _ := filepath.Glob(filepath.Join(containerCgroup(id), "tools", "*"))
+	var empty int
+	for _, c := range calls {
+		// A spare may be taken and removed meanwhile: not read, not counted.
+		if ev, err := os.ReadFile(filepath.Join(c, "cgroup.events")); err == nil && strings.Contains(string(ev), "populated 0") {
+			empty++
+		}
+	}
+	return empty
 }
