@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -304,15 +303,6 @@ func (c *Container) forget(fc *forkCall, unseen bool) {
 			c.detector.Forget(fc.pid)
 		}
 	}
-}
-
-// stderrOf duplicates the stderr of the process behind pidfd leader.
-func stderrOf(leader *os.File) (io.WriteCloser, error) {
-	fd, err := unix.PidfdGetfd(int(leader.Fd()), 2, 0)
-	if err != nil {
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), "stderr"), nil
 }
 
 // isLeader reports whether tid leads its thread group (is a process), in

@@ -16,8 +16,9 @@ const TellPrefix = "agentcgroup: "
 // it when the call's first process ends: the agent reads the line before
 // the end of the stream, and a background job that outlives the process
 // keeps the call, never the agent's stream. One goroutine writes, in order:
-// the first reason given, then the close; callers never wait for it (a pipe
-// the agent does not drain blocks only that goroutine).
+// the first reason given, then the close; callers never wait for it. A
+// forked call's stream never makes it wait (stderr.go); an exec's FIFO is
+// drained by containerd's client.
 type teller struct {
 	w io.WriteCloser // nil: nothing to tell on
 
@@ -63,7 +64,9 @@ func (t *teller) run(ctx context.Context) {
 		if !told && reason != "" {
 			told = true
 			if _, err := io.WriteString(t.w, TellPrefix+reason+"\n"); err != nil {
-				log.G(ctx).WithError(err).Debug("tell the agent")
+				// A forked call's stream the agent does not drain fails at
+				// once (stderr.go); the record still says why.
+				log.G(ctx).WithError(err).WithField("reason", reason).Info("the agent was not told on the call's stderr")
 			}
 		}
 		if closing {

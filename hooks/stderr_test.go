@@ -1,0 +1,94 @@
+package hooks
+
+import (
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestStderrOfNeverWaits: the writer on a forked call's stderr delivers the
+// line to a pipe or socket that has room, and fails at once, without
+// waiting, on one the agent does not drain; the call's own fd stays
+// blocking.
+func TestStderrOfNeverWaits(t *testing.T) {
+	for _, kind := range []string{"pipe", "socket"} {
+		t.Run(kind, func(t *testing.T) {
+			var r, w *os.File
+			if kind == "pipe" {
+				var err error
+				if r, w, err = os.Pipe(); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r, w = os.NewFile(uintptr(fds[0]), "r"), os.NewFile(uintptr(fds[1]), "w")
+			}
+			defer r.Close()
+			// The "call": a process whose fd 2 is w.
+			cmd := exec.Command("sleep", "60")
+			cmd.Stderr = w
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { cmd.Process.Kill(); cmd.Wait() }()
+			w.Close()
+			pidfd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leader := os.NewFile(uintptr(pidfd), "pidfd")
+			defer leader.Close()
+
+			sw, err := stderrOf(leader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sw.Close()
+			if _, err := io.WriteString(sw, "told\n"); err != nil {
+				t.Fatalf("write with room: %v", err)
+			}
+			buf := make([]byte, 5)
+			if _, err := io.ReadFull(r, buf); err != nil || string(buf) != "told\n" {
+				t.Fatalf("read %q, %v", buf, err)
+			}
+			// Fill the stream as an agent that stops reading would leave it.
+			filler := strings.Repeat("x", 4096)
+			done := make(chan error, 1)
+			go func() {
+				for {
+					if _, err := io.WriteString(sw, filler); err != nil {
+						done <- err
+						return
+					}
+				}
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, syscall.EAGAIN) {
+					t.Errorf("write to a full %s: %v, want EAGAIN", kind, err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("a write to a full %s waited", kind)
+			}
+			// The call's own stderr is still blocking.
+			fd, err := unix.PidfdGetfd(pidfd, 2, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd)
+			if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK != 0 {
+				t.Errorf("the call's stderr flags %#x (%v): made non-blocking", fl, err)
+			}
+		})
+	}
+}
