@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 )
 
 // Listener serves the unix socket to which the OCI runtime sends the seccomp
@@ -23,6 +24,12 @@ type Listener struct {
 	ln   *net.UnixListener
 	path string
 	euid uint32
+
+	// limit bounds the held execve served per second, across all of the
+	// container's seccomp listeners; stop ends a wait for it at Close.
+	limit *rate.Limiter
+	stop  context.CancelFunc
+	ctx   context.Context
 
 	mu      sync.Mutex
 	handler func(*Request)
@@ -36,6 +43,15 @@ type Listener struct {
 // as soon as it has connected; a peer that sends nothing is dropped rather
 // than kept until Close.
 var readTimeout = 5 * time.Second
+
+// heldRate is how many held execve per second a container's processes can
+// have the shim serve, with a burst of as many: each costs the shim a few
+// system calls outside the container's CPU limit, so a container that
+// execs in a tight loop (of a missing binary, say) could otherwise keep a
+// shim CPU busy. Past it, the execve calls wait in
+// the kernel, at no cost to anyone but the looping container. A build or a
+// configure script runs far fewer.
+var heldRate = 2000
 
 // Listen serves the socket at path. Only its owner may connect: the socket
 // is created with mode 0600, and each peer must run as root (as the OCI
@@ -62,10 +78,14 @@ func Listen(path string) (*Listener, error) {
 		ln.Close()
 		return nil, fmt.Errorf("listen for seccomp listeners: %w", err)
 	}
+	ctx, stop := context.WithCancel(context.Background())
 	l := &Listener{
 		ln:    ln,
 		path:  path,
 		euid:  uint32(os.Geteuid()),
+		limit: rate.NewLimiter(rate.Limit(heldRate), heldRate),
+		ctx:   ctx,
+		stop:  stop,
 		files: make(map[*os.File]struct{}),
 		conns: make(map[*net.UnixConn]struct{}),
 	}
@@ -96,6 +116,7 @@ func (l *Listener) Close() error {
 		return nil
 	}
 	l.closed = true
+	l.stop()
 	err := l.ln.Close()
 	for c := range l.conns {
 		c.Close()
@@ -242,6 +263,9 @@ func (l *Listener) serve(fd int) {
 			return
 		}
 		for {
+			if l.limit.Wait(l.ctx) != nil {
+				return // closed
+			}
 			n, err := recv(rc)
 			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINTR) {
 				// ENOENT: the task was interrupted or killed before we got

@@ -370,3 +370,30 @@ func TestPeerCredentials(t *testing.T) {
 		t.Fatalf("%d execve held, want 1", n)
 	}
 }
+
+// TestHeldRate: past heldRate a second, held execve calls wait: a loop of
+// 300 failing execve under a rate of 100 with a burst of 100 takes at least
+// two seconds, and every call is still served.
+func TestHeldRate(t *testing.T) {
+	defer func(r int) { heldRate = r }(heldRate)
+	heldRate = 100
+	l, err := Listen(filepath.Join(t.TempDir(), "hold.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var held atomic.Int64
+	l.Handle(func(*Request) { held.Add(1) })
+	const n = 300
+	cmd := holdtest.Command(l.Path(), "/bin/sh", "-c", fmt.Sprintf("i=0; while [ $i -lt %d ]; do /nonexistent 2>/dev/null; i=$((i+1)); done", n))
+	start := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if took := time.Since(start); took < 1900*time.Millisecond {
+		t.Errorf("%d held execve in %v under a rate of %d/s with a burst of %d", n, took, heldRate, heldRate)
+	}
+	if h := held.Load(); h < n {
+		t.Errorf("%d held execve served, want at least %d", h, n)
+	}
+}
