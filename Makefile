@@ -30,7 +30,9 @@ install: all
 
 # The tests: unit tests on the host, then the integration suite as root on a
 # cgroup v2 host (this one, or the lab guest) against real containerd, runc
-# and crun; on a host without cgroup v2 controllers also the fallback test.
+# and crun, then the systemd cgroup driver's test on a host with systemd as
+# init (this one, or the guest booted with systemd); on a host without cgroup
+# v2 controllers also the fallback test.
 test: unit integration
 
 unit:
@@ -44,7 +46,8 @@ $(TEST_BINARY): FORCE
 
 integration: all $(TEST_BINARY)
 	integration/tools.sh
-	integration/run.sh $(TEST_BINARY) -test.v -test.timeout 40m -test.skip TestHybridHost $(TESTFLAGS)
+	integration/run.sh $(TEST_BINARY) -test.v -test.timeout 40m -test.skip 'TestHybridHost|TestSystemdDriver' $(TESTFLAGS)
+	AGENTCGROUP_LAB_INIT=systemd integration/run.sh $(TEST_BINARY) -test.v -test.timeout 20m -test.run TestSystemdDriver $(SYSTEMD_TESTFLAGS)
 	if ! grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then \
 		$(TEST_BINARY) -test.v -test.timeout 10m -test.run TestHybridHost; fi
 

@@ -13,15 +13,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 )
 
-// criConfig is containerd 2.4 with its CRI plugin, the runc handler and a
-// pinned sandbox image (no registry is reached); the agentcgroup handler is
-// deploy/kubernetes/containerd-config-v3.toml, as shipped.
-const criConfig = `version = 3
+// criConfigs are the CRI plugin's settings by config version: the runc
+// handler and a pinned sandbox image (no registry is reached). The
+// agentcgroup handler is deploy/kubernetes/containerd-config-v<N>.toml, as
+// shipped.
+var criConfigs = map[int]string{
+	3: `version = 3
 root = %q
 state = %q
 disabled_plugins = ["io.containerd.nri.v1.nri"]
@@ -35,25 +38,71 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
   default_runtime_name = 'runc'
 [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
   runtime_type = 'io.containerd.runc.v2'
-`
+`,
+	2: `version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.nri.v1.nri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "agentcgroup.test/pause:1"
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  default_runtime_name = "runc"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+`,
+}
 
-// TestCRI: Kubernetes through the CRI, driven by crictl: a pod under the
-// agentcgroup handler with two containers (one shim per pod), the sandbox
-// not carved, ExecSync and a background job, a pod annotation through the
-// handler's pod_annotations and the shim's AllowedAnnotations, a tool call
-// past its limit dying with 137 while the container's CRI status does not
-// say OOMKilled, stats and inspect as under the runc handler, and nothing
-// left after stopp and rmp.
+// TestCRI: Kubernetes through the CRI, driven by crictl, on containerd 2.4
+// (config version 3) and 1.7 (version 2): a pod under the agentcgroup
+// handler with two containers (one shim per pod), the sandbox not carved,
+// streaming Exec and ExecSync with the runc handler's transcript, a
+// background job, a pod annotation through the handler's pod_annotations
+// and the shim's AllowedAnnotations, a tool call past its limit dying with
+// 137 while the container's CRI status does not say OOMKilled, stats and
+// inspect as under the runc handler, and nothing left after stopp and rmp.
 func TestCRI(t *testing.T) {
-	s := stacks()[0]
+	for _, s := range stacks() {
+		if s.name != "containerd-2.4+runc-1.5" && s.name != "containerd-1.7+runc-1.5" {
+			continue
+		}
+		t.Run(s.name, func(t *testing.T) { testCRI(t, s, false) })
+	}
+}
+
+var (
+	criLogTime = regexp.MustCompile(`time="[^"]*" |(?m)^[IWEF]\d{4} [0-9:.]+ +\d+ `) // logrus's and klog's
+	criIDs     = regexp.MustCompile(`[0-9a-f]{64}`)
+)
+
+// criRuncSystemd turns on the systemd cgroup driver for the runc handler, by
+// config version; the agentcgroup snippets carry the same line commented out.
+var criRuncSystemd = map[int]string{
+	3: "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]\n  SystemdCgroup = true\n",
+	2: "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n",
+}
+
+// testCRI runs the CRI test on stack s, with the cgroupfs or, as kubelet's
+// cgroupDriver: systemd sets it, the systemd cgroup driver.
+func testCRI(t *testing.T, s stack, systemd bool) {
 	crictlBin := cachedTool(t, "crictl")
 	dir := testTmpfsDir(t, "agentcgroup-cri")
 	sock := filepath.Join(dir, "containerd.sock")
-	handler, err := os.ReadFile(filepath.Join(projectRoot, "deploy/kubernetes/containerd-config-v3.toml"))
+	handler, err := os.ReadFile(filepath.Join(projectRoot, fmt.Sprintf("deploy/kubernetes/containerd-config-v%d.toml", s.configVersion)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf(criConfig, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc") + string(handler)
+	cfg := fmt.Sprintf(criConfigs[s.configVersion], filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc") + string(handler)
+	if systemd {
+		const off = "# SystemdCgroup = true"
+		if !strings.Contains(cfg, off) {
+			t.Fatalf("the shipped handler snippet has no %q line to turn on", off)
+		}
+		cfg = strings.Replace(cfg, off, off[2:], 1) + criRuncSystemd[s.configVersion]
+	}
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -71,14 +120,22 @@ func TestCRI(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 		// The pod cgroups are kubelet's to remove; here there is none.
+		if systemd { // only this test's pods: on a real node others may run
+			exec.Command("systemctl", "stop", "kubepods-podagents1.slice", "kubepods-podplain1.slice").Run()
+		}
 		pods, _ := filepath.Glob("/sys/fs/cgroup/kubepods/pod*")
 		for _, p := range pods {
 			os.Remove(p)
 		}
 		os.Remove("/sys/fs/cgroup/kubepods")
 	})
+	// An empty crictl config: without one crictl warns on every call.
+	crictlConfig := filepath.Join(dir, "crictl.yaml")
+	if err := os.WriteFile(crictlConfig, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	crictl := func(args ...string) (string, string, int) {
-		c := exec.Command(crictlBin, append([]string{"--runtime-endpoint", "unix://" + sock, "--image-endpoint", "unix://" + sock, "--timeout", "120s"}, args...)...)
+		c := exec.Command(crictlBin, append([]string{"--config", crictlConfig, "--runtime-endpoint", "unix://" + sock, "--image-endpoint", "unix://" + sock, "--timeout", "120s"}, args...)...)
 		var out, errb bytes.Buffer
 		c.Stdout, c.Stderr = &out, &errb
 		err := c.Run()
@@ -105,17 +162,26 @@ func TestCRI(t *testing.T) {
 	for _, name := range []string{"agentcgroup.test/pause:1", "agentcgroup.test/agent:1"} {
 		tarball := filepath.Join(dir, strings.NewReplacer("/", "_", ":", "_").Replace(name)+".tar")
 		writeImage(t, tarball, name, rootfs)
-		c := exec.Command(cachedTool(t, "ctr"), "--address", sock, "-n", "k8s.io", "images", "import", tarball)
+		c := exec.Command(s.ctrBin, "--address", sock, "-n", "k8s.io", "images", "import", tarball)
 		if out, err := c.CombinedOutput(); err != nil {
 			t.Fatalf("import %s: %v: %s", name, err, out)
 		}
 	}
 
+	// Pod and container cgroups as kubelet and containerd name them.
+	podParent := func(uid string) string { return "/kubepods/pod" + uid }
+	ctrCgroup := func(uid, id string) string { return filepath.Join("/sys/fs/cgroup/kubepods/pod"+uid, id) }
+	if systemd {
+		podParent = func(uid string) string { return "kubepods-pod" + uid + ".slice" }
+		ctrCgroup = func(uid, id string) string {
+			return filepath.Join("/sys/fs/cgroup/kubepods.slice", podParent(uid), "cri-containerd-"+id+".scope")
+		}
+	}
 	podConfig := func(name, uid string, annotations map[string]string) string {
 		p := map[string]any{
 			"metadata":      map[string]any{"name": name, "namespace": "default", "uid": uid},
 			"log_directory": filepath.Join(dir, "logs", uid),
-			"linux": map[string]any{"cgroup_parent": "/kubepods/pod" + uid,
+			"linux": map[string]any{"cgroup_parent": podParent(uid),
 				"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
 			"annotations": annotations,
 		}
@@ -150,26 +216,56 @@ func TestCRI(t *testing.T) {
 	must("start", a)
 	b := must("create", podID, ctrConfig("agent-b"), pod)
 	must("start", b)
-	podCgroup := "/sys/fs/cgroup/kubepods/podagents1"
 	for _, id := range []string{a, b} {
-		if _, err := os.Stat(filepath.Join(podCgroup, id, "agent")); err != nil {
+		if _, err := os.Stat(filepath.Join(ctrCgroup("agents1", id), "agent")); err != nil {
 			t.Errorf("container %s not carved: %v", id, err)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(podCgroup, podID, "agent")); err == nil {
+	if _, err := os.Stat(filepath.Join(ctrCgroup("agents1", podID), "agent")); err == nil {
 		t.Errorf("the sandbox container %s was carved", podID)
 	}
 	if n := len(shimPids(podID)); n != 1 {
 		t.Errorf("%d shims for the pod, want 1", n)
 	}
+	// The same pod under runc, for the transcripts below.
+	runcPod := podConfig("plain", "plain1", nil)
+	runcPodID := must("runp", "--runtime", "runc", runcPod)
+	r := must("create", runcPodID, ctrConfig("plain"), runcPod)
+	must("start", r)
 
-	// ExecSync, and one that starts a background job: back at once.
-	if out := must("exec", a, "/bin/sh", "-c", "echo hi; cat /proc/self/cgroup"); !strings.HasPrefix(out, "hi") || !strings.Contains(out, "/tools/") {
-		t.Errorf("exec: %q; want hi and a tools cgroup", out)
+	// Streaming Exec and ExecSync (-s): what crictl prints and its exit code
+	// are the runc handler's, for output on both streams, exit codes, death
+	// by a signal, a missing binary and a background job.
+	cases := [][]string{
+		{"/bin/sh", "-c", "echo out; echo err >&2; exit 3"},
+		{"/bin/sh", "-c", "kill -9 $$"},
+		{"/bin/no-such-binary"},
+		{"/bin/sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo started"},
 	}
-	start := time.Now()
-	if out := must("exec", a, "/bin/sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo started"); out != "started" || time.Since(start) > 20*time.Second {
-		t.Errorf("exec with a background job: %q after %s", out, time.Since(start))
+	for _, sync := range []bool{false, true} {
+		for _, c := range cases {
+			args := []string{"exec"}
+			if sync {
+				args = append(args, "-s")
+			}
+			var got [2]string
+			for i, id := range []string{r, a} {
+				start := time.Now()
+				out, errs, code := crictl(append(append(args, id), c...)...)
+				if time.Since(start) > 30*time.Second {
+					t.Errorf("crictl %v in %s took %s", args, id, time.Since(start))
+				}
+				// Container and exec IDs and log headers differ; the rest must not.
+				errs = criIDs.ReplaceAllString(criLogTime.ReplaceAllString(errs, ""), "ID")
+				got[i] = fmt.Sprintf("exit %d, stdout %q, stderr %q", code, out, errs)
+			}
+			if got[0] != got[1] {
+				t.Errorf("crictl %v %v:\n  runc:        %s\n  agentcgroup: %s", args, c, got[0], got[1])
+			}
+		}
+	}
+	if out := must("exec", "-s", a, "/bin/cat", "/proc/self/cgroup"); !strings.Contains(out, "/tools/") {
+		t.Errorf("ExecSync ran in %q; want a tools cgroup", out)
 	}
 
 	// Past the pod annotation's tool.memory.max: 137, told, not OOMKilled.
@@ -189,11 +285,7 @@ func TestCRI(t *testing.T) {
 		t.Errorf("after the other container's removal: %q", out)
 	}
 
-	// The same pod under runc: stats and inspect say the same kinds of thing.
-	runcPod := podConfig("plain", "plain1", nil)
-	runcPodID := must("runp", "--runtime", "runc", runcPod)
-	r := must("create", runcPodID, ctrConfig("plain"), runcPod)
-	must("start", r)
+	// stats and inspect say the same kinds of thing as under runc.
 	for _, id := range []string{a, r} {
 		var stats struct {
 			Stats []struct {
@@ -216,9 +308,12 @@ func TestCRI(t *testing.T) {
 		must("rmp", p)
 	}
 	eventually(t, "no shim left", func() bool { return len(shimPids(podID)) == 0 && len(shimPids(a)) == 0 })
-	for _, c := range []string{filepath.Join(podCgroup, a), filepath.Join(podCgroup, podID)} {
-		if _, err := os.Stat(c); !os.IsNotExist(err) {
+	for _, id := range []string{a, b, podID} {
+		if c := ctrCgroup("agents1", id); !isGone(c) {
 			t.Errorf("%s left behind", c)
+		}
+		if systemd {
+			assertNoUnit(t, "cri-containerd-"+id+".scope")
 		}
 	}
 	for _, id := range []string{a, b, podID} {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,20 +20,34 @@ import (
 // dockerDaemon is dockerd against the 2.4 stack's containerd, with the
 // agentcgroup runtime named in daemon.json as the README shows it.
 type dockerDaemon struct {
-	sock string
-	dir  string
+	sock    string
+	dir     string
+	systemd bool // native.cgroupdriver=systemd
 }
 
-func startDocker(t *testing.T, d *daemon) *dockerDaemon {
+// cgroup is the cgroup of container id under the daemon's cgroup driver.
+func (dd *dockerDaemon) cgroup(id string) string {
+	if dd.systemd {
+		return cgroupfs.Path("/system.slice/docker-" + id + ".scope")
+	}
+	return cgroupfs.Path("/docker/" + id)
+}
+
+func startDocker(t *testing.T, d *daemon, systemd bool) *dockerDaemon {
 	t.Helper()
 	dockerd := cachedTool(t, "dockerd")
 	dir := testTmpfsDir(t, "agentcgroup-docker")
-	dd := &dockerDaemon{sock: filepath.Join(dir, "docker.sock"), dir: dir}
+	dd := &dockerDaemon{sock: filepath.Join(dir, "docker.sock"), dir: dir, systemd: systemd}
+	driver := "cgroupfs"
+	if systemd {
+		driver = "systemd"
+	}
 	cfg := map[string]any{
 		"iptables": false, "ip6tables": false, "bridge": "none", "userland-proxy": false,
 		"containerd": d.sock, "data-root": filepath.Join(dir, "data"), "exec-root": filepath.Join(dir, "exec"),
 		"pidfile": filepath.Join(dir, "docker.pid"), "hosts": []string{"unix://" + dd.sock},
-		"runtimes": map[string]any{"agentcgroup": map[string]any{"runtimeType": "io.containerd.agentcgroup.v1"}},
+		"exec-opts": []string{"native.cgroupdriver=" + driver},
+		"runtimes":  map[string]any{"agentcgroup": map[string]any{"runtimeType": "io.containerd.agentcgroup.v1"}},
 	}
 	path := writeJSON(t, dir, "daemon.json", cfg)
 	logf, err := os.Create(filepath.Join(dir, "dockerd.log"))
@@ -95,19 +111,23 @@ func (dd *dockerDaemon) importRootfs(t *testing.T, dir, name string) {
 }
 
 // TestDocker: Docker 24+ (dockerd v2 beta, the machine's docker CLI 28)
-// against containerd 2.4. Each case runs under the default runtime and
-// under agentcgroup (named in daemon.json, and by its runtime type) in the
-// same daemon, and the transcripts must be equal; then what is about the
-// tree: execs are tool calls in C/tools, a tool call's OOM is told and is
-// not the container's (inspect OOMKilled false), and `docker rm -f` leaves
-// nothing.
-func TestDocker(t *testing.T) {
+// against containerd 2.4, cgroupfs driver (TestSystemdDriver runs it with
+// the systemd driver). Each case runs under the default runtime and under
+// agentcgroup (named in daemon.json, and by its runtime type) in the same
+// daemon, and the transcripts, events included, must be equal; then what
+// is about the tree: execs are tool calls in C/tools, a tool call's OOM is
+// told and is not the container's (inspect OOMKilled false), and `docker
+// rm -f` leaves nothing.
+func TestDocker(t *testing.T) { testDocker(t, false) }
+
+func testDocker(t *testing.T, systemd bool) {
 	d := getDaemon(t, stacks()[0])
-	dd := startDocker(t, d)
+	dd := startDocker(t, d, systemd)
 	dd.importRootfs(t, rootfs, "agentcgroup-test:1")
 
 	transcript := func(runtime string) []string {
 		var out []string
+		since := strconv.FormatInt(time.Now().Unix()-1, 10)
 		run := []string{"run", "-d", "--network", "none", "--memory", "512m"}
 		if runtime != "" {
 			run = append(run, "--runtime", runtime)
@@ -121,6 +141,8 @@ func TestDocker(t *testing.T) {
 		out = append(out, fmt.Sprintf("exec with a background job: exit=%d stdout=%q back before it ended: %v", r.code, r.stdout, time.Since(start) < 20*time.Second))
 		r = dd.docker(t, "exec", "-d", id, "/bin/sleep", "2")
 		out = append(out, fmt.Sprintf("exec -d: exit=%d", r.code))
+		r = dd.docker(t, "exec", "-t", id, "/bin/sh", "-c", "tty; stty size; exit 4")
+		out = append(out, fmt.Sprintf("exec -t: exit=%d stdout=%q stderr=%q", r.code, r.stdout, r.stderr))
 		top := dd.must(t, "top", id)
 		out = append(out, fmt.Sprintf("top: sleep 1000 there: %v", strings.Contains(top, "sleep 1000")))
 		stats := dd.must(t, "stats", "--no-stream", "--format", "{{.MemUsage}}", id)
@@ -136,6 +158,13 @@ func TestDocker(t *testing.T) {
 		dd.must(t, "kill", id2)
 		dd.docker(t, "wait", id2)
 		out = append(out, "kill: "+dd.must(t, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", id2))
+		// What `docker events` said of both containers (sorted: an exec -d
+		// ends whenever it ends); containers named by the order they were made.
+		events := dd.must(t, "events", "--since", since, "--until", strconv.FormatInt(time.Now().Unix()+1, 10),
+			"--filter", "container="+id, "--filter", "container="+id2, "--format", "{{.Actor.ID}} {{.Action}}")
+		lines := strings.Split(strings.NewReplacer(id, "first", id2, "second").Replace(events), "\n")
+		slices.Sort(lines)
+		out = append(out, "events: "+strings.Join(lines, "; "))
 		r = dd.docker(t, append(append([]string{}, "run", "--rm", "--network", "none", "--memory", "32m", "--runtime", or(runtime, "runc")),
 			"agentcgroup-test:1", "/bin/sh", "-c", "exec dd if=/dev/zero of=/dev/null bs=64M count=1")...)
 		out = append(out, fmt.Sprintf("container over its own memory limit: exit=%d", r.code))
@@ -147,7 +176,7 @@ func TestDocker(t *testing.T) {
 			t.Errorf("--runtime %s differs from the default runtime:\n got  %q\n want %q", rt, got, want)
 		}
 	}
-	for _, w := range []string{`exec: exit=5 stdout="out\n" stderr="err\n"`, "back before it ended: true", "paused: paused", "stop (TERM trapped): exited 42 false", "kill: exited 137", "over its own memory limit: exit=137"} {
+	for _, w := range []string{`exec: exit=5 stdout="out\n" stderr="err\n"`, "back before it ended: true", `exec -t: exit=4 stdout="/dev/pts/`, "first exec_die", "second die", "paused: paused", "stop (TERM trapped): exited 42 false", "kill: exited 137", "over its own memory limit: exit=137"} {
 		if !strings.Contains(strings.Join(want, "\n"), w) {
 			t.Errorf("the default runtime's transcript %q lacks %q", want, w)
 		}
@@ -171,7 +200,7 @@ func TestDocker(t *testing.T) {
 	if st := dd.must(t, "inspect", "-f", "{{.State.Status}} {{.State.OOMKilled}}", id); st != "running false" {
 		t.Errorf("the container after its tool call's OOM: %s; want running, not OOMKilled", st)
 	}
-	c := cgroupfs.Path("/docker/" + id)
+	c := dd.cgroup(id)
 	if _, err := os.Stat(filepath.Join(c, "agent")); err != nil {
 		t.Errorf("C/agent of the Docker container: %v", err)
 	}
@@ -181,6 +210,9 @@ func TestDocker(t *testing.T) {
 		_, errS := os.Stat(filepath.Join("/run/agentcgroup/moby", id))
 		return len(shimPids(id)) == 0 && os.IsNotExist(errC) && os.IsNotExist(errS)
 	})
+	if systemd {
+		assertNoUnit(t, "docker-"+id+".scope")
+	}
 	assertQuietCleanup(t, filepath.Join(d.dir, "containerd.log"))
 }
 

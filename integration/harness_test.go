@@ -199,23 +199,43 @@ func startDaemon(s stack) (*daemon, error) {
 	if err := os.WriteFile(d.crunCfg, []byte("BinaryName = \"/usr/bin/crun\"\n"), 0o644); err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
-	if err != nil {
+	if err := d.startProcess(); err != nil {
 		return nil, err
 	}
-	d.cmd = exec.Command(s.containerd, "--config", filepath.Join(dir, "config.toml"), "--log-level", "debug")
-	d.cmd.Env = append(os.Environ(), "PATH="+s.path)
+	return d, nil
+}
+
+// startProcess starts containerd on the daemon's config and waits for it.
+func (d *daemon) startProcess() error {
+	logf, err := os.OpenFile(filepath.Join(d.dir, "containerd.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	d.cmd = exec.Command(d.containerd, "--config", filepath.Join(d.dir, "config.toml"), "--log-level", "debug")
+	d.cmd.Env = append(os.Environ(), "PATH="+d.path)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
-		return nil, err
+		return err
 	}
 	for i := 0; i < 300; i++ {
 		if r, err := d.run(nil, "version"); err == nil && r.code == 0 {
-			return d, nil
+			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return nil, fmt.Errorf("containerd did not come up; log: %s", d.log())
+	return fmt.Errorf("containerd did not come up; log: %s", d.log())
+}
+
+// restart stops containerd as a service manager does (SIGTERM) and starts
+// it again on the same state; the shims run on.
+func (d *daemon) restart(t testing.TB) {
+	t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.cmd.Wait()
+	if err := d.startProcess(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (d *daemon) log() string {

@@ -5,25 +5,33 @@
 # the command has finished (a known oops while the kernel patches its own text under
 # multi-threaded TCG) is booted again and the command rerun, so that only real failures
 # fail; the command must therefore be safe to rerun from the start.
-#   integration/lab.sh [-m MEM_MB] [-c CPUS] [-k KERNEL_ARGS] [-o HOST_DIR] -- command [args...]
+#   integration/lab.sh [-m MEM_MB] [-c CPUS] [-k KERNEL_ARGS] [-o HOST_DIR] [-i systemd] -- command [args...]
+# -i systemd (or $AGENTCGROUP_LAB_INIT) boots systemd as the guest's init and runs the
+# command in a unit of its own: the host most Docker and Kubernetes nodes are.
 # -o (or $AGENTCGROUP_LAB_RESULTS) makes HOST_DIR writable in the guest at the same path, for
 # results the command must leave on the host (the rest of the host is read-only there).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${AGENTCGROUP_CACHE:-$root/.cache}
-mem=4096 cpus=2 kargs=${AGENTCGROUP_LAB_KERNEL_ARGS:-} results=${AGENTCGROUP_LAB_RESULTS:-}
+mem=4096 cpus=2 kargs=${AGENTCGROUP_LAB_KERNEL_ARGS:-} results=${AGENTCGROUP_LAB_RESULTS:-} init=${AGENTCGROUP_LAB_INIT:-}
 while [ $# -gt 0 ]; do
 	case $1 in
 	-m) mem=$2; shift 2 ;;
 	-c) cpus=$2; shift 2 ;;
 	-k) kargs=$2; shift 2 ;;
 	-o) results=$2; shift 2 ;;
+	-i) init=$2; shift 2 ;;
 	--) shift; break ;;
 	*) break ;;
 	esac
 done
-[ $# -gt 0 ] || { echo "usage: $0 [-m MEM_MB] [-c CPUS] [-k KERNEL_ARGS] -- command..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 [-m MEM_MB] [-c CPUS] [-k KERNEL_ARGS] [-o HOST_DIR] [-i systemd] -- command..." >&2; exit 2; }
+case $init in
+'') ;;
+systemd) kargs="$kargs agentcgroup.init=systemd" ;;
+*) echo "lab: -i $init: the guest's init can only be systemd (or the default)" >&2; exit 2 ;;
+esac
 
 kernel=$(ls "$cache"/kernel/boot/vmlinuz-* 2>/dev/null | head -1)
 [ -n "$kernel" ] || { echo "lab: no guest kernel in $cache/kernel; run integration/tools.sh" >&2; exit 1; }

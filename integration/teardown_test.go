@@ -6,54 +6,123 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
+
+	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
-// TestShimKilled: a shim killed with SIGKILL while the agent and a tool call
-// run is cleaned up by containerd through `containerd-shim-agentcgroup-v1
-// delete`; nothing of the container stays.
+// TestShimKilled: a shim killed with SIGKILL at each of several points is
+// cleaned up by containerd through `containerd-shim-agentcgroup-v1 delete`:
+// nothing of the container stays (process, cgroup, state folder, socket,
+// BPF program). Five points on each of the four stacks: during create,
+// with an exec'd call running, while the agent forks calls as fast as it
+// can (most kills land while an execve is held), with a forked call
+// running, and during delete.
 func TestShimKilled(t *testing.T) {
 	forEachStack(t, func(t *testing.T, d *daemon) {
-		id := newID("crash")
-		d.start(t, d.agentcgroup(), id, nil, agentInit...)
-		init := d.pid(t, id)
-		tool := exec.Command(d.ctrBin, "--address", d.sock, "--namespace", namespace, "task", "exec", "--exec-id", "long-call", id, "/bin/sleep", "1000")
-		if err := tool.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer tool.Wait()
-		eventually(t, "long-call running in its cgroup", func() bool {
-			b, _ := os.ReadFile(filepath.Join(containerCgroup(id), "tools", "long-call", "cgroup.procs"))
-			return len(strings.TrimSpace(string(b))) > 0
-		})
-		shims := shimPids(id)
-		if len(shims) != 1 {
-			t.Fatalf("shim processes for %s: %v", id, shims)
-		}
-		if err := syscall.Kill(shims[0], syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		eventually(t, "container processes killed", func() bool {
-			return syscall.Kill(init, 0) == syscall.ESRCH
-		})
-		d.remove(id)
-		assertGone(t, id)
-		eventually(t, "no detector program of the killed shim loaded", func() bool { return detectorPrograms(t) == 0 })
-		for i := 0; i < 100 && len(shimSockets(d)) > 0; i++ {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if left := shimSockets(d); len(left) > 0 {
-			t.Errorf("sockets left: %v", left)
-			for _, l := range strings.Split(d.log(), "\n") {
-				if strings.Contains(l, id) || strings.Contains(l, "agentcgroup") {
-					t.Log(l)
+		// killShim kills the shim's server (not a start or delete action);
+		// gone already is fine where the point may have ended it.
+		killShim := func(t *testing.T, id string, mayBeGone bool) {
+			t.Helper()
+			var shims []int
+			eventually(t, "the shim of "+id, func() bool { shims = shimServers(id); return len(shims) == 1 || mayBeGone })
+			for _, pid := range shims {
+				if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !(mayBeGone && err == syscall.ESRCH) {
+					t.Fatal(err)
 				}
 			}
 		}
+		points := []struct {
+			name string
+			// start starts the container and brings it to the point; the
+			// shim is killed when it returns; after runs then.
+			start     func(t *testing.T, id string)
+			mayBeGone bool
+		}{
+			{name: "during create", start: func(t *testing.T, id string) {
+				t.Cleanup(func() { d.remove(id) })
+				run := exec.Command(d.ctrBin, append([]string{"--address", d.sock, "--namespace", namespace}, runArgs(d.agentcgroup(), true, id, nil, agentInit...)...)...)
+				if err := run.Start(); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { run.Process.Kill(); run.Wait() })
+				// The shim's Create has begun once its state folder exists.
+				eventually(t, "the shim creating "+id, func() bool { return !isGone(filepath.Join("/run/agentcgroup", namespace, id)) })
+			}},
+			{name: "with an exec'd call running", start: func(t *testing.T, id string) {
+				d.start(t, d.agentcgroup(), id, nil, agentInit...)
+				tool := exec.Command(d.ctrBin, "--address", d.sock, "--namespace", namespace, "task", "exec", "--exec-id", "long-call", id, "/bin/sleep", "1000")
+				if err := tool.Start(); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { tool.Process.Kill(); tool.Wait() })
+				eventually(t, "long-call running in its cgroup", func() bool {
+					b, _ := os.ReadFile(filepath.Join(containerCgroup(id), "tools", "long-call", "cgroup.procs"))
+					return len(strings.TrimSpace(string(b))) > 0
+				})
+			}},
+			{name: "while execs are held", start: func(t *testing.T, id string) {
+				d.start(t, d.agentcgroup(), id, nil, "/bin/agentsim", "-loop", "100000", "/bin/true")
+				eventually(t, "calls being forked", func() bool {
+					calls, _ := filepath.Glob(filepath.Join(containerCgroup(id), "tools", "fork-*"))
+					return len(calls) > 2
+				})
+			}},
+			{name: "with a forked call running", start: func(t *testing.T, id string) {
+				d.start(t, d.agentcgroup(), id, nil, "/bin/agentsim", "-delay", "0", "sleep 1000")
+				eventually(t, "the forked call running", func() bool {
+					recs := ps(t, id)
+					return count(recs, func(r toolcall.Record) bool { return r.Kind == toolcall.KindFork && r.State == toolcall.Running }) == 1
+				})
+			}},
+			{name: "during delete", mayBeGone: true, start: func(t *testing.T, id string) {
+				d.start(t, d.agentcgroup(), id, nil, agentInit...)
+				init := d.pid(t, id)
+				rm := exec.Command(d.ctrBin, "--address", d.sock, "--namespace", namespace, "task", "rm", "-f", id)
+				if err := rm.Start(); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { rm.Process.Kill(); rm.Wait() })
+				// rm -f kills first, then deletes.
+				eventually(t, "the container's init killed", func() bool { return syscall.Kill(init, 0) == syscall.ESRCH })
+			}},
+		}
+		for _, p := range points {
+			t.Run(p.name, func(t *testing.T) {
+				id := newID("crash")
+				p.start(t, id)
+				killShim(t, id, p.mayBeGone)
+				eventually(t, "no process of the container left", func() bool { return cgroupEmpty(containerCgroup(id)) })
+				d.remove(id)
+				assertGone(t, id)
+				eventually(t, "no detector program of the killed shim loaded", func() bool { return detectorPrograms(t) == 0 })
+				eventually(t, "no shim socket left", func() bool { return len(shimSockets(d)) == 0 })
+			})
+		}
 	})
+}
+
+// shimServers are the shim server processes of container id: shimPids but
+// the short-lived start and delete actions.
+func shimServers(id string) []int {
+	var out []int
+	for _, pid := range shimPids(id) {
+		b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if a := args[len(args)-1]; a != "start" && a != "delete" {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// cgroupEmpty: the cgroup has no process below it, or is gone.
+func cgroupEmpty(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
+	return err != nil || strings.Contains(string(b), "populated 0")
 }
 
 // shimSockets lists the shim sockets left in the daemon's and the default socket folders.

@@ -46,7 +46,12 @@ func main() {
 	int80 := flag.Bool("int80", false, "make one 32-bit system call, then exit")
 	escapeTo := flag.String("escape", "", "run the command cloned into this cgroup, then exit")
 	killN := flag.Int("killheld", 0, "start this many calls, killing each right after its fork")
+	execLoop := flag.Int("execloop", 0, "execve a missing program this many times, then exit")
 	flag.Parse()
+	if *execLoop > 0 {
+		missingExecs(*execLoop)
+		return
+	}
 	if *escapeTo != "" {
 		escape(*escapeTo, flag.Args())
 		return
