@@ -235,12 +235,17 @@ func testCRI(t *testing.T, s stack, systemd bool) {
 
 	// Streaming Exec and ExecSync (-s): what crictl prints and its exit code
 	// are the runc handler's, for output on both streams, exit codes, death
-	// by a signal, a missing binary and a background job.
+	// by a signal, a missing binary, a background job, a setsid daemon,
+	// 4 MB of output, 1000 children and a 32-bit system call (Unconfined).
 	cases := [][]string{
 		{"/bin/sh", "-c", "echo out; echo err >&2; exit 3"},
 		{"/bin/sh", "-c", "kill -9 $$"},
 		{"/bin/no-such-binary"},
 		{"/bin/sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo started"},
+		{"/bin/sh", "-c", "setsid sh -c 'sleep 30' </dev/null >/dev/null 2>&1 & echo daemonised"},
+		{"/bin/sh", "-c", "yes 0123456789abcdef | head -c 4000000"},
+		{"/bin/sh", "-c", "i=0; while [ $i -lt 1000 ]; do /bin/true & i=$((i+1)); done; wait; echo forked"},
+		{"/bin/agentsim", "-int80"},
 	}
 	for _, sync := range []bool{false, true} {
 		for _, c := range cases {
@@ -257,6 +262,9 @@ func testCRI(t *testing.T, s stack, systemd bool) {
 				}
 				// Container and exec IDs and log headers differ; the rest must not.
 				errs = criIDs.ReplaceAllString(criLogTime.ReplaceAllString(errs, ""), "ID")
+				if len(out) > 1000 {
+					out = fmt.Sprintf("%d bytes, sha256 %x", len(out), sha256.Sum256([]byte(out)))
+				}
 				got[i] = fmt.Sprintf("exit %d, stdout %q, stderr %q", code, out, errs)
 			}
 			if got[0] != got[1] {
@@ -277,6 +285,20 @@ func testCRI(t *testing.T, s stack, systemd bool) {
 	time.Sleep(2 * time.Second) // time for a /tasks/oom to reach the CRI, if one were sent
 	if st := inspect(a); st.Status.State != "CONTAINER_RUNNING" || st.Status.Reason == "OOMKilled" {
 		t.Errorf("container after its tool call's OOM: %+v; want running, not OOMKilled", st.Status)
+	}
+
+	// Hostile tool calls in a container without a seccomp profile (the CRI's
+	// Unconfined, crictl's default): a child cloned into C/agent (clone3
+	// CLONE_INTO_CGROUP, with an fd on the read-only cgroupfs the CRI mounts)
+	// is killed; the tree's files cannot be written from inside.
+	out, errs, _ = crictl("exec", a, "/bin/agentsim", "-escape", "agent", "/bin/sh", "-c", "sleep 5; echo survived")
+	if strings.Contains(out, "survived") || !strings.Contains(out, "escapee: signal: killed") {
+		t.Errorf("escape into C/agent from a CRI exec: %q %q; want the escapee killed", out, errs)
+	}
+	for _, f := range []string{"agent/memory.max", "memory.max", "agent/cgroup.procs"} {
+		if _, errs, code := crictl("exec", a, "/bin/sh", "-c", "echo max > /sys/fs/cgroup/"+f); code == 0 || !strings.Contains(errs, "Read-only file system") {
+			t.Errorf("write to %s from inside: exit %d, %q; want refused (read-only)", f, code, errs)
+		}
 	}
 
 	// Deleting one container leaves the other working.

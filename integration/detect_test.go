@@ -214,10 +214,15 @@ func TestEscape(t *testing.T) {
 
 // TestHeldChildrenKilled: an agent that kills its tool calls right after
 // forking them (while their execve is held for placement, before they are
-// claimed) leaves no call running and no empty cgroup but the spares.
+// claimed) leaves no call running and no empty cgroup but the spares: 1,000
+// on the first stack, 100 on the others.
 func TestHeldChildrenKilled(t *testing.T) {
-	const n = 100
+	first := true
 	forEachStack(t, func(t *testing.T, d *daemon) {
+		n := 100
+		if first {
+			n, first = 1000, false
+		}
 		id := newID("killheld")
 		d.start(t, d.agentcgroup(), id, nil, "/bin/agentsim", "-killheld", strconv.Itoa(n))
 		deadline := time.Now().Add(3 * time.Minute)

@@ -139,6 +139,20 @@ func testDocker(t *testing.T, systemd bool) {
 		start := time.Now()
 		r = dd.docker(t, "exec", id, "/bin/sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo started")
 		out = append(out, fmt.Sprintf("exec with a background job: exit=%d stdout=%q back before it ended: %v", r.code, r.stdout, time.Since(start) < 20*time.Second))
+		// What else agents do through execs.
+		start = time.Now()
+		r = dd.docker(t, "exec", id, "/bin/sh", "-c", "setsid sh -c 'sleep 30' </dev/null >/dev/null 2>&1 & echo daemonised")
+		out = append(out, fmt.Sprintf("setsid: exit=%d stdout=%q back before it ended: %v", r.code, r.stdout, time.Since(start) < 20*time.Second))
+		r = dd.docker(t, "exec", id, "/bin/no-such-program")
+		out = append(out, fmt.Sprintf("missing binary: exit=%d stderr=%q", r.code, r.stderr))
+		r = dd.docker(t, "exec", id, "/bin/sh", "-c", "yes 0123456789abcdef | head -c 4000000")
+		out = append(out, fmt.Sprintf("large stdout: exit=%d bytes=%d", r.code, len(r.stdout)))
+		r = dd.docker(t, "exec", id, "/bin/sh", "-c", "i=0; while [ $i -lt 1000 ]; do /bin/true & i=$((i+1)); done; wait; echo forked")
+		out = append(out, fmt.Sprintf("1000 children: exit=%d stdout=%q", r.code, r.stdout))
+		r = dd.docker(t, "exec", id, "/bin/sh", "-c", "kill -9 $$")
+		out = append(out, fmt.Sprintf("exit by a signal: exit=%d", r.code))
+		r = dd.docker(t, "exec", id, "/bin/agentsim", "-int80")
+		out = append(out, fmt.Sprintf("32-bit system call (default profile): exit=%d", r.code))
 		r = dd.docker(t, "exec", "-d", id, "/bin/sleep", "2")
 		out = append(out, fmt.Sprintf("exec -d: exit=%d", r.code))
 		r = dd.docker(t, "exec", "-t", id, "/bin/sh", "-c", "tty; stty size; exit 4")
@@ -176,7 +190,8 @@ func testDocker(t *testing.T, systemd bool) {
 			t.Errorf("--runtime %s differs from the default runtime:\n got  %q\n want %q", rt, got, want)
 		}
 	}
-	for _, w := range []string{`exec: exit=5 stdout="out\n" stderr="err\n"`, "back before it ended: true", `exec -t: exit=4 stdout="/dev/pts/`, "first exec_die", "second die", "paused: paused", "stop (TERM trapped): exited 42 false", "kill: exited 137", "over its own memory limit: exit=137"} {
+	for _, w := range []string{`exec: exit=5 stdout="out\n" stderr="err\n"`, "back before it ended: true", `exec -t: exit=4 stdout="/dev/pts/`, "first exec_die", "second die", "setsid: exit=0", "missing binary: exit=127", "large stdout: exit=0 bytes=4000000",
+		`1000 children: exit=0 stdout="forked\n"`, "exit by a signal: exit=137", "32-bit system call (default profile): exit=0", "paused: paused", "stop (TERM trapped): exited 42 false", "kill: exited 137", "over its own memory limit: exit=137"} {
 		if !strings.Contains(strings.Join(want, "\n"), w) {
 			t.Errorf("the default runtime's transcript %q lacks %q", want, w)
 		}
@@ -192,6 +207,11 @@ func testDocker(t *testing.T, systemd bool) {
 	// either way no process leaves its tool call.
 	if r := dd.docker(t, "exec", id, "/bin/agentsim", "-escape", "agent", "/bin/sh", "-c", "sleep 5; echo survived"); strings.Contains(r.stdout, "survived") {
 		t.Errorf("a process cloned into C/agent from a docker exec survived: %v", r)
+	}
+	for _, f := range []string{"agent/memory.max", "memory.max", "agent/cgroup.procs"} {
+		if r := dd.docker(t, "exec", id, "/bin/sh", "-c", "echo max > /sys/fs/cgroup/"+f); r.code == 0 || !strings.Contains(r.stderr, "Read-only file system") {
+			t.Errorf("write to %s from inside: %v; want refused (read-only)", f, r)
+		}
 	}
 	r := dd.docker(t, "exec", id, "/bin/agentsim", "-alloc", "128")
 	if r.code != 137 || !strings.Contains(r.stderr, "agentcgroup: tool call killed: out of memory at its own limit memory.max=64.0 MiB") {
