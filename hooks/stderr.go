@@ -12,10 +12,10 @@ import (
 // stderrOf returns a writer on the stderr of the process behind pidfd
 // leader (a forked call's fd 2, as the agent gave it) that never waits: the
 // container owns the stream's other end, and an agent that does not drain
-// it must not hold a shim goroutine and fd for good. A pipe is opened anew,
-// non-blocking in the shim's own open file description (the call's flags
-// are untouched); a socket (Node's child_process) is sent to without
-// waiting; anything else (a terminal, a file) does not block on a reader.
+// it must not hold a shim goroutine and fd for good. A pipe or a terminal
+// is opened anew, non-blocking in the shim's own open file description (the
+// call's flags are untouched); a socket (Node's child_process) is sent to
+// without waiting; a file does not block on a reader.
 func stderrOf(leader *os.File) (io.WriteCloser, error) {
 	fd, err := unix.PidfdGetfd(int(leader.Fd()), 2, 0)
 	if err != nil {
@@ -29,11 +29,12 @@ func stderrOf(leader *os.File) (io.WriteCloser, error) {
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFSOCK:
 		return socketWriter{os.NewFile(uintptr(fd), "stderr")}, nil
-	case unix.S_IFIFO:
+	case unix.S_IFIFO, unix.S_IFCHR:
+		// A terminal too (a tmux pane): its output can be stopped.
 		defer unix.Close(fd)
-		nfd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		nfd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return nil, fmt.Errorf("reopen the call's stderr pipe: %w", err)
+			return nil, fmt.Errorf("reopen the call's stderr: %w", err)
 		}
 		return rawWriter{nfd}, nil
 	}

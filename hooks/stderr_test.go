@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,15 +19,18 @@ import (
 // waiting, on one the agent does not drain; the call's own fd stays
 // blocking.
 func TestStderrOfNeverWaits(t *testing.T) {
-	for _, kind := range []string{"pipe", "socket"} {
+	for _, kind := range []string{"pipe", "socket", "terminal"} {
 		t.Run(kind, func(t *testing.T) {
 			var r, w *os.File
-			if kind == "pipe" {
+			switch kind {
+			case "pipe":
 				var err error
 				if r, w, err = os.Pipe(); err != nil {
 					t.Fatal(err)
 				}
-			} else {
+			case "terminal":
+				r, w = openPty(t)
+			default:
 				fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 				if err != nil {
 					t.Fatal(err)
@@ -91,4 +95,34 @@ func TestStderrOfNeverWaits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openPty opens a pseudo-terminal in raw mode: its master, to read, and
+// its slave, the call's stderr.
+func openPty(t *testing.T) (master, slave *os.File) {
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio, err := unix.IoctlGetTermios(int(s.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio.Oflag &^= unix.OPOST // no \n -> \r\n
+	tio.Lflag &^= unix.ECHO | unix.ICANON
+	if err := unix.IoctlSetTermios(int(s.Fd()), unix.TCSETS, tio); err != nil {
+		t.Fatal(err)
+	}
+	return m, s
 }
