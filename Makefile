@@ -6,7 +6,7 @@ GO ?= go
 # to containerd over gRPC (replay) and is built without it.
 GOFLAGS_STATIC = -trimpath -ldflags '-s -w -extldflags -static'
 GOFLAGS_BUILD = $(GOFLAGS_STATIC) -tags no_grpc
-BINARIES = bin/containerd-shim-agentcgroup-v1 bin/agentcgroup bin/agentsim
+BINARIES = bin/containerd-shim-agentcgroup-v1 bin/agentcgroup-oci-runtime bin/agentcgroup bin/agentsim
 
 .PHONY: all install test unit integration demo bench replay generate clean lint fuzz
 
@@ -26,6 +26,7 @@ FORCE:
 
 install: all
 	install -D -m 0755 bin/containerd-shim-agentcgroup-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-agentcgroup-v1
+	install -D -m 0755 bin/agentcgroup-oci-runtime $(DESTDIR)$(PREFIX)/bin/agentcgroup-oci-runtime
 	install -D -m 0755 bin/agentcgroup $(DESTDIR)$(PREFIX)/bin/agentcgroup
 
 # The tests: unit tests on the host, then the integration suite as root on a

@@ -13,6 +13,7 @@ import (
 	"github.com/agentcgroup/agentcgroup/policy"
 	"github.com/agentcgroup/agentcgroup/toolcall"
 	"github.com/agentcgroup/agentcgroup/tree"
+	"github.com/agentcgroup/agentcgroup/tree/layout"
 )
 
 // call is a started tool call and what the shim tells its agent.
@@ -155,7 +156,7 @@ func (c *Container) newCall(id string) error {
 		return err
 	}
 	if now := c.limits.Load(); now != l { // resized meanwhile
-		if err := c.tree.Update(tree.CallCgroup(id), now.tool); err != nil {
+		if err := c.tree.Update(layout.CallCgroup(id), now.tool); err != nil {
 			_ = c.tree.RemoveCall(id)
 			return err
 		}

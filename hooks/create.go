@@ -24,6 +24,7 @@ import (
 	"github.com/agentcgroup/agentcgroup/policy"
 	"github.com/agentcgroup/agentcgroup/state"
 	"github.com/agentcgroup/agentcgroup/tree"
+	"github.com/agentcgroup/agentcgroup/tree/layout"
 )
 
 // Container is one container's cgroup tree and its tool calls.
@@ -171,7 +172,7 @@ func (c *Container) carve(pid uint32) error {
 	}
 	l := c.resolveLimits(containerMax, false)
 	c.limits.Store(l)
-	return c.tree.Update(tree.Agent, l.agent)
+	return c.tree.Update(layout.Agent, l.agent)
 }
 
 // Available reports whether this host can carve agent/tool cgroups: a pure

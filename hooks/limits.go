@@ -14,7 +14,7 @@ import (
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/policy"
-	"github.com/agentcgroup/agentcgroup/tree"
+	"github.com/agentcgroup/agentcgroup/tree/layout"
 )
 
 // toolOOMScoreAdj is given to a tool call's first process (its children
@@ -84,12 +84,12 @@ func (c *Container) Resize(ctx context.Context) error {
 	}
 	l := c.resolveLimits(containerMax, true)
 	c.limits.Store(l) // new calls take these (newCall checks again after its cgroup exists)
-	errs := []error{c.tree.Update(tree.Agent, l.agent)}
+	errs := []error{c.tree.Update(layout.Agent, l.agent)}
 	// Every call cgroup: running, exec'd but not started, spare, being placed.
 	ids, err := c.tree.Calls()
 	errs = append(errs, err)
 	for _, id := range ids {
-		if err := c.tree.Update(tree.CallCgroup(id), l.tool); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := c.tree.Update(layout.CallCgroup(id), l.tool); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}

@@ -222,3 +222,26 @@ func TestConfigPathNotRegular(t *testing.T) {
 		}
 	}
 }
+
+// TestWrapperBeside: the wrapper program beside the shim is linked when it
+// is there and executable; else the shim binary itself.
+func TestWrapperBeside(t *testing.T) {
+	dir := t.TempDir()
+	self := filepath.Join(dir, "containerd-shim-agentcgroup-v1")
+	if got := wrapperBeside(self); got != self {
+		t.Errorf("no wrapper: %s, want the shim %s", got, self)
+	}
+	w := filepath.Join(dir, WrapperName)
+	if err := os.WriteFile(w, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := wrapperBeside(self); got != self {
+		t.Errorf("a wrapper that cannot run: %s, want the shim", got)
+	}
+	if err := os.Chmod(w, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := wrapperBeside(self); got != w {
+		t.Errorf("wrapper %s, want %s", got, w)
+	}
+}

@@ -22,7 +22,8 @@ const (
 	recordsFile   = "records.json"
 	poolLockFile  = "pool.lock"
 	// RuntimeLink is the OCI runtime the runc shim is given as BinaryName: a
-	// link to the shim binary, which runs as a runtime wrapper under that name.
+	// link to the runtime wrapper (agentcgroup-oci-runtime, else the shim
+	// binary, which runs as the wrapper under that name).
 	RuntimeLink = "oci-runtime"
 )
 
@@ -92,15 +93,15 @@ func Save(dir string, c *Container) error {
 	return writeJSON(filepath.Join(dir, containerFile), c)
 }
 
-// LinkRuntime links the runtime the runc shim runs (the wrapper: the shim
-// binary, self) into dir, creating dir.
-func LinkRuntime(dir, self string) error {
+// LinkRuntime links the runtime the runc shim runs (wrapper: the OCI runtime
+// wrapper program) into dir, creating dir.
+func LinkRuntime(dir, wrapper string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	link := filepath.Join(dir, RuntimeLink)
 	_ = os.Remove(link)
-	return os.Symlink(self, link)
+	return os.Symlink(wrapper, link)
 }
 
 // Load reads the container's state from dir.

@@ -1,5 +1,5 @@
 // Package tree is the layout agentcgroup carves in a container's cgroup C,
-// known here and nowhere else:
+// known here (its names in tree/layout) and nowhere else:
 //
 //	C                  the container's cgroup, as the runtime made it
 //	├── agent          init and everything that is not a tool call
@@ -25,12 +25,7 @@ import (
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/toolcall"
-)
-
-// The names of C's two children.
-const (
-	Agent = "agent"
-	Tools = "tools"
+	"github.com/agentcgroup/agentcgroup/tree/layout"
 )
 
 // delegated are the controllers enabled from C down to the tool calls, where
@@ -39,10 +34,6 @@ var delegated = []string{"cpu", "io", "memory", "pids"}
 
 // killTimeout bounds the wait for a killed tree to empty.
 const killTimeout = 10 * time.Second
-
-// CallCgroup is the cgroup of tool call id, relative to C: the OCI runtime
-// wrapper passes it as `exec --cgroup`.
-func CallCgroup(id string) string { return path.Join(Tools, id) }
 
 // Tree is one container's tree.
 type Tree struct {
@@ -56,13 +47,13 @@ type Tree struct {
 func Of(group string) Tree { return Tree{Group: group, Dir: cgroupfs.Path(group)} }
 
 // AgentDir is C/agent's directory.
-func (t Tree) AgentDir() string { return filepath.Join(t.Dir, Agent) }
+func (t Tree) AgentDir() string { return filepath.Join(t.Dir, layout.Agent) }
 
 // CallGroup is tool call id's cgroup relative to the cgroup2 mount.
-func (t Tree) CallGroup(id string) string { return path.Join(t.Group, Tools, id) }
+func (t Tree) CallGroup(id string) string { return path.Join(t.Group, layout.Tools, id) }
 
 // CallDir is tool call id's cgroup directory.
-func (t Tree) CallDir(id string) string { return filepath.Join(t.Dir, Tools, id) }
+func (t Tree) CallDir(id string) string { return filepath.Join(t.Dir, layout.Tools, id) }
 
 // Carve creates C/agent and C/tools, moves init (pid) into C/agent and
 // enables the controllers down to the tool calls.
@@ -71,12 +62,12 @@ func (t Tree) Carve(pid uint32) error {
 	if err != nil {
 		return err
 	}
-	a, err := c.NewChild(Agent, nil)
+	a, err := c.NewChild(layout.Agent, nil)
 	if err != nil {
-		return fmt.Errorf("create %s/%s: %w", t.Dir, Agent, err)
+		return fmt.Errorf("create %s/%s: %w", t.Dir, layout.Agent, err)
 	}
-	if _, err := c.NewChild(Tools, nil); err != nil {
-		return fmt.Errorf("create %s/%s: %w", t.Dir, Tools, err)
+	if _, err := c.NewChild(layout.Tools, nil); err != nil {
+		return fmt.Errorf("create %s/%s: %w", t.Dir, layout.Tools, err)
 	}
 	if err := a.AddProc(uint64(pid)); err != nil {
 		return fmt.Errorf("move init %d into %s: %w", pid, t.AgentDir(), err)
@@ -89,7 +80,7 @@ func (t Tree) Carve(pid uint32) error {
 		return err
 	}
 	ctrls = slices.DeleteFunc(ctrls, func(s string) bool { return !slices.Contains(delegated, s) })
-	for _, dir := range []string{t.Dir, filepath.Join(t.Dir, Tools)} {
+	for _, dir := range []string{t.Dir, filepath.Join(t.Dir, layout.Tools)} {
 		if err := enable(dir, ctrls); err != nil {
 			return err
 		}
@@ -97,8 +88,8 @@ func (t Tree) Carve(pid uint32) error {
 	return nil
 }
 
-// Update writes resources to sub, a cgroup of the tree relative to C (Agent,
-// or a CallCgroup).
+// Update writes resources to sub, a cgroup of the tree relative to C (layout.Agent,
+// or a layout.CallCgroup).
 func (t Tree) Update(sub string, res *cgroup2.Resources) error {
 	m, err := cgroup2.Load(path.Join(t.Group, sub))
 	if err == nil {
@@ -120,7 +111,7 @@ func enable(dir string, ctrls []string) error {
 
 // Has reports whether C's children have controller.
 func (t Tree) Has(controller string) bool {
-	return cgroupfs.HasController(filepath.Join(t.Dir, Tools), controller)
+	return cgroupfs.HasController(filepath.Join(t.Dir, layout.Tools), controller)
 }
 
 // NewCall creates tool call id's cgroup with its resources, before any
@@ -131,7 +122,7 @@ func (t Tree) NewCall(id string, res *cgroup2.Resources) error {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return err
 	}
-	if err := t.Update(CallCgroup(id), res); err != nil {
+	if err := t.Update(layout.CallCgroup(id), res); err != nil {
 		os.Remove(dir)
 		return err
 	}
@@ -160,7 +151,7 @@ func (t Tree) RemoveCall(id string) error {
 
 // Calls lists the names of the tool-call cgroups in C/tools.
 func (t Tree) Calls() ([]string, error) {
-	entries, err := os.ReadDir(filepath.Join(t.Dir, Tools))
+	entries, err := os.ReadDir(filepath.Join(t.Dir, layout.Tools))
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +187,7 @@ func (t Tree) Kill(ctx context.Context) error {
 
 // Remove removes C's sub-cgroups; they must be empty. C is the runtime's.
 func (t Tree) Remove() error {
-	for _, sub := range []string{Tools, Agent} {
+	for _, sub := range []string{layout.Tools, layout.Agent} {
 		if err := cgroupfs.RemoveTree(filepath.Join(t.Dir, sub)); err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 // Command containerd-shim-agentcgroup-v1 is the containerd shim of runtime
 // io.containerd.agentcgroup.v1. Run as <state>/oci-runtime it is instead the
-// OCI runtime wrapper that the wrapped runc shim calls (see wrapper.go).
+// OCI runtime wrapper that the wrapped runc shim calls (package
+// runtimewrapper), where agentcgroup-oci-runtime is not installed beside it.
 package main
 
 import (
@@ -11,13 +12,14 @@ import (
 
 	pkgshim "github.com/containerd/containerd/v2/pkg/shim"
 
+	"github.com/agentcgroup/agentcgroup/runtimewrapper"
 	"github.com/agentcgroup/agentcgroup/shim"
 	"github.com/agentcgroup/agentcgroup/state"
 )
 
 func main() {
 	if filepath.Base(os.Args[0]) == state.RuntimeLink {
-		if err := wrapRuntime(os.Args); err != nil {
+		if err := runtimewrapper.Run(os.Args); err != nil {
 			fmt.Fprintf(os.Stderr, "agentcgroup runtime wrapper: %v\n", err)
 			os.Exit(1)
 		}

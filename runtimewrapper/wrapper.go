@@ -1,4 +1,10 @@
-package main
+// Package runtimewrapper is the OCI runtime that agentcgroup gives the runc
+// shim it wraps (as BinaryName): linked as <state folder>/oci-runtime, it
+// runs the real runc or crun, adding to `exec` the tool call's cgroup.
+// It runs for every runtime call, so it imports as little as it can:
+// cmd/agentcgroup-oci-runtime is it alone, a program whose start costs
+// a fraction of the shim binary's.
+package runtimewrapper
 
 import (
 	"encoding/json"
@@ -7,20 +13,20 @@ import (
 	"path/filepath"
 	"strings"
 
-	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 	"golang.org/x/sys/unix"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/state"
-	"github.com/agentcgroup/agentcgroup/tree"
+	"github.com/agentcgroup/agentcgroup/tree/layout"
 )
 
-// wrapRuntime runs the real OCI runtime in place of this process; it returns
-// only when it answered itself (nil) or failed. The runc shim never passes
-// `exec --cgroup`, which both runc and crun have; this wrapper adds it, so
-// that an exec's first instruction already runs in its tool-call cgroup.
-// Everything else passes through unchanged.
-func wrapRuntime(argv []string) error {
+// Run runs the real OCI runtime in place of this process (argv[0] is the
+// link in the container's state folder); it returns only when it answered
+// itself (nil) or failed. The runc shim never passes `exec --cgroup`, which
+// both runc and crun have; this wrapper adds it, so that an exec's first
+// instruction already runs in its tool-call cgroup. Everything else passes
+// through unchanged.
+func Run(argv []string) error {
 	st, err := state.Load(filepath.Dir(argv[0]))
 	if err != nil {
 		return err
@@ -32,7 +38,7 @@ func wrapRuntime(argv []string) error {
 		if st.Cgroup == "" {
 			return false
 		}
-		_, err := os.Stat(filepath.Join(cgroupfs.Path(st.Cgroup), tree.CallCgroup(execID)))
+		_, err := os.Stat(filepath.Join(cgroupfs.Path(st.Cgroup), layout.CallCgroup(execID)))
 		return err == nil
 	})
 	return fmt.Errorf("exec %s: %w", st.Runtime, unix.Exec(st.Runtime, append([]string{st.Runtime}, args...), os.Environ()))
@@ -69,16 +75,9 @@ func crunPsJSON(args []string, st *state.Container) bool {
 // psJSON prints what `runc ps --format json` prints: the pids of every
 // process in the container's cgroup and below.
 func psJSON(group string) error {
-	cg, err := cgroupsv2.Load(group)
+	pids, err := cgroupfs.ProcsBelow(cgroupfs.Path(group))
 	if err != nil {
 		return err
-	}
-	pids, err := cg.Procs(true)
-	if err != nil {
-		return err
-	}
-	if pids == nil {
-		pids = []uint64{}
 	}
 	return json.NewEncoder(os.Stdout).Encode(pids)
 }
@@ -107,6 +106,6 @@ func execArgs(args []string, hasCgroup func(execID string) bool) []string {
 	}
 	out := make([]string, 0, len(args)+2)
 	out = append(out, args[:sub+1]...)
-	out = append(out, "--cgroup", tree.CallCgroup(execID))
+	out = append(out, "--cgroup", layout.CallCgroup(execID))
 	return append(out, args[sub+1:]...)
 }
