@@ -25,9 +25,10 @@ type Listener struct {
 	path string
 	euid uint32
 
-	// limit bounds the held execve served per second, across all of the
-	// container's seccomp listeners; stop ends a wait for it at Close.
-	limit *rate.Limiter
+	// budget is the time the shim may spend serving the container's held
+	// execve, across all of its seccomp listeners, in microseconds; stop
+	// ends a wait for it at Close.
+	budget *rate.Limiter
 	stop  context.CancelFunc
 	ctx   context.Context
 
@@ -44,14 +45,19 @@ type Listener struct {
 // than kept until Close.
 var readTimeout = 5 * time.Second
 
-// heldRate is how many held execve per second a container's processes can
-// have the shim serve, with a burst of as many: each costs the shim a few
+// heldShare and heldBurst bound the time the shim spends serving one
+// container's held execve: each costs the shim a round trip and a few
 // system calls outside the container's CPU limit, so a container that
 // execs in a tight loop (of a missing binary, say) could otherwise keep a
-// shim CPU busy. Past it, the execve calls wait in
-// the kernel, at no cost to anyone but the looping container. A build or a
-// configure script runs far fewer.
-var heldRate = 2000
+// shim CPU busy. Past a quarter of a CPU on average, after a second's
+// burst, the next execve waits in the kernel until the budget is back, at
+// no cost to anyone but the looping container. Natively one costs tens of
+// microseconds: thousands a second before any wait, far more than a build
+// or a configure script runs.
+var (
+	heldShare = 0.25
+	heldBurst = time.Second
+)
 
 // Listen serves the socket at path. Only its owner may connect: the socket
 // is created with mode 0600, and each peer must run as root (as the OCI
@@ -83,7 +89,7 @@ func Listen(path string) (*Listener, error) {
 		ln:    ln,
 		path:  path,
 		euid:  uint32(os.Geteuid()),
-		limit: rate.NewLimiter(rate.Limit(heldRate), heldRate),
+		budget: rate.NewLimiter(rate.Limit(heldShare*1e6), int(heldBurst.Microseconds())),
 		ctx:   ctx,
 		stop:  stop,
 		files: make(map[*os.File]struct{}),
@@ -263,9 +269,6 @@ func (l *Listener) serve(fd int) {
 			return
 		}
 		for {
-			if l.limit.Wait(l.ctx) != nil {
-				return // closed
-			}
 			n, err := recv(rc)
 			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINTR) {
 				// ENOENT: the task was interrupted or killed before we got
@@ -279,6 +282,7 @@ func (l *Listener) serve(fd int) {
 				// more will come, and trying again would spin.
 				return
 			}
+			start := time.Now()
 			l.mu.Lock()
 			h := l.handler
 			l.mu.Unlock()
@@ -287,8 +291,30 @@ func (l *Listener) serve(fd int) {
 			}
 			// ENOENT: the task was interrupted or killed meanwhile.
 			_ = send(rc, n.ID)
+			if !l.pace(time.Since(start)) {
+				return // closed
+			}
 		}
 	}()
+}
+
+// pace charges spent, the time one held execve took to serve, to the
+// container's budget, and waits while the budget is overdrawn; false if the
+// Listener closed meanwhile.
+func (l *Listener) pace(spent time.Duration) bool {
+	r := l.budget.ReserveN(time.Now(), int(min(spent, heldBurst).Microseconds()))
+	d := r.Delay()
+	if d == 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-l.ctx.Done():
+		return false
+	}
 }
 
 // isSeccompListener says whether fd is a seccomp listener, by the name the

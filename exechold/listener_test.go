@@ -371,27 +371,28 @@ func TestPeerCredentials(t *testing.T) {
 	}
 }
 
-// TestHeldRate: past heldRate a second, held execve calls wait: a loop of
-// 300 failing execve under a rate of 100 with a burst of 100 takes at least
-// two seconds, and every call is still served.
-func TestHeldRate(t *testing.T) {
-	defer func(r int) { heldRate = r }(heldRate)
-	heldRate = 100
+// TestHeldBudget: the time spent serving held execve is bounded: with a
+// handler that takes 2 ms, a budget of 10% of a CPU and a burst of 20 ms,
+// 100 execve take at least (200 - 20) / 0.1 ms, 1.8 s, where they take
+// 0.2 s unbounded; every one is still served.
+func TestHeldBudget(t *testing.T) {
+	defer func(s float64, b time.Duration) { heldShare, heldBurst = s, b }(heldShare, heldBurst)
+	heldShare, heldBurst = 0.1, 20*time.Millisecond
 	l, err := Listen(filepath.Join(t.TempDir(), "hold.sock"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	var held atomic.Int64
-	l.Handle(func(*Request) { held.Add(1) })
-	const n = 300
+	l.Handle(func(*Request) { held.Add(1); time.Sleep(2 * time.Millisecond) })
+	const n = 100
 	cmd := holdtest.Command(l.Path(), "/bin/sh", "-c", fmt.Sprintf("i=0; while [ $i -lt %d ]; do /nonexistent 2>/dev/null; i=$((i+1)); done", n))
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	if took := time.Since(start); took < 1900*time.Millisecond {
-		t.Errorf("%d held execve in %v under a rate of %d/s with a burst of %d", n, took, heldRate, heldRate)
+	if took := time.Since(start); took < 1500*time.Millisecond {
+		t.Errorf("%d held execve of 2 ms in %v under a budget of %.0f%% of a CPU", n, took, 100*heldShare)
 	}
 	if h := held.Load(); h < n {
 		t.Errorf("%d held execve served, want at least %d", h, n)

@@ -18,8 +18,9 @@ var benchExecLoop = flag.Int("bench.execloop", 50000, "execve of a missing binar
 // BenchmarkExecLoop: a hostile container whose tool call execs a missing
 // binary in a tight loop, under a CPU limit of half a CPU: how long the loop
 // takes and how much CPU its shim spends meanwhile (outside the container's
-// limit), under the runc shim and under agentcgroup, whose exec hold serves
-// at most 2000 held execve a second. Run with -test.benchtime 1x.
+// limit), under the runc shim and under agentcgroup, whose exec hold spends
+// at most a quarter of a CPU on a container after a second's burst. Run
+// with -test.benchtime 1x.
 func BenchmarkExecLoop(b *testing.B) {
 	d := getDaemon(b, stacks()[0])
 	done := regexp.MustCompile(`agentsim: (\d+) execve in (\d+) us`)
