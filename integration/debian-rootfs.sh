@@ -16,7 +16,7 @@ if [ "$(cat "$dir.stamp" 2>/dev/null)" != "$stamp" ]; then
 	}
 	echo "[debian-rootfs] debootstrap bookworm with $pkgs (a few minutes, once)" >&2
 	# An interrupted debootstrap leaves its /proc mounted in the target.
-	grep -o " $dir.tmp/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l
+	{ grep -o " $dir.tmp/[^ ]*" /proc/mounts || true; } | sort -r | xargs -r -n1 umount -l
 	rm -rf --one-file-system "$dir" "$dir.tmp"
 	debootstrap --variant=minbase --include="$pkgs" bookworm "$dir.tmp" http://deb.debian.org/debian >"$cache/debian-rootfs.log" 2>&1 ||
 		{ tail -20 "$cache/debian-rootfs.log" >&2; exit 1; }
