@@ -29,8 +29,8 @@ type Listener struct {
 	// execve, across all of its seccomp listeners, in microseconds; stop
 	// ends a wait for it at Close.
 	budget *rate.Limiter
-	stop  context.CancelFunc
-	ctx   context.Context
+	stop   context.CancelFunc
+	ctx    context.Context
 
 	mu      sync.Mutex
 	handler func(*Request)
@@ -86,14 +86,14 @@ func Listen(path string) (*Listener, error) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	l := &Listener{
-		ln:    ln,
-		path:  path,
-		euid:  uint32(os.Geteuid()),
+		ln:     ln,
+		path:   path,
+		euid:   uint32(os.Geteuid()),
 		budget: rate.NewLimiter(rate.Limit(heldShare*1e6), int(heldBurst.Microseconds())),
-		ctx:   ctx,
-		stop:  stop,
-		files: make(map[*os.File]struct{}),
-		conns: make(map[*net.UnixConn]struct{}),
+		ctx:    ctx,
+		stop:   stop,
+		files:  make(map[*os.File]struct{}),
+		conns:  make(map[*net.UnixConn]struct{}),
 	}
 	l.wg.Add(1)
 	go l.accept()
