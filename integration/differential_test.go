@@ -257,20 +257,33 @@ func watchEvents(t *testing.T, d *daemon) *eventWatch {
 		close(w.lines)
 	}()
 	t.Cleanup(func() { cancel(); cmd.Wait() })
-	time.Sleep(200 * time.Millisecond) // subscribed before the test acts
+	// Subscribed before the test acts: an event of our own has come through
+	// (a fixed wait lost the runc shim's /tasks/oom under emulation).
+	probe := newID("events-probe")
+	d.mustCtr(t, "namespaces", "create", probe)
+	defer d.ctr(t, "namespaces", "remove", probe)
+	if !w.sawWithin(t, "/namespaces/create", probe, 60*time.Second) {
+		t.Fatal("ctr events did not subscribe within 60 s")
+	}
 	return w
 }
 
 // saw reports whether an event of topic for container id arrived (waiting up
 // to 5 s for it).
 func (w *eventWatch) saw(t *testing.T, topic, id string) bool {
+	return w.sawWithin(t, topic, id, 5*time.Second)
+}
+
+// sawWithin reports whether an event of topic naming id arrived, waiting up
+// to timeout for it.
+func (w *eventWatch) sawWithin(t *testing.T, topic, id string, timeout time.Duration) bool {
 	match := func(l string) bool { return strings.Contains(l, topic) && strings.Contains(l, id) }
 	for _, l := range w.seen {
 		if match(l) {
 			return true
 		}
 	}
-	deadline := time.After(5 * time.Second)
+	deadline := time.After(timeout)
 	for {
 		select {
 		case l, ok := <-w.lines:
