@@ -30,10 +30,12 @@ install: all
 	install -D -m 0755 bin/agentcgroup $(DESTDIR)$(PREFIX)/bin/agentcgroup
 
 # The tests: unit tests on the host, then the integration suite as root on a
-# cgroup v2 host (this one, or the lab guest) against real containerd, runc
-# and crun, then the systemd cgroup driver's test on a host with systemd as
-# init (this one, or the guest booted with systemd); on a host without cgroup
-# v2 controllers also the fallback test.
+# cgroup v2 host (this one, or the lab guest, in three chunks: a guest kernel
+# that dies costs one chunk's rerun) against real containerd, runc and crun,
+# then the systemd cgroup driver's test on a host with systemd as init (this
+# one, or the guest booted with systemd); on a host without cgroup v2
+# controllers also the fallback test. TESTFLAGS go to every chunk (not
+# -test.run); SYSTEMD_TESTFLAGS to the systemd run.
 test: unit integration
 
 unit:
@@ -47,7 +49,7 @@ $(TEST_BINARY): FORCE
 
 integration: all $(TEST_BINARY)
 	integration/tools.sh
-	integration/run.sh $(TEST_BINARY) -test.v -test.timeout 40m -test.skip 'TestHybridHost|TestSystemdDriver' $(TESTFLAGS)
+	integration/suite.sh $(TEST_BINARY) 3 'TestHybridHost|TestSystemdDriver' -test.v -test.timeout 30m $(TESTFLAGS)
 	AGENTCGROUP_LAB_INIT=systemd integration/run.sh $(TEST_BINARY) -test.v -test.timeout 20m -test.run TestSystemdDriver $(SYSTEMD_TESTFLAGS)
 	if ! grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then \
 		$(TEST_BINARY) -test.v -test.timeout 10m -test.run TestHybridHost; fi

@@ -66,7 +66,7 @@ func setup() error {
 			return fmt.Errorf("no go.mod above %s", wd)
 		}
 	}
-	for _, b := range []string{"bin/containerd-shim-agentcgroup-v1", "bin/agentcgroup", "bin/agentsim", ".cache/tools/bin/containerd", ".cache/tools/containerd-1.7/bin/containerd"} {
+	for _, b := range []string{"bin/containerd-shim-agentcgroup-v1", "bin/agentcgroup-oci-runtime", "bin/agentcgroup", "bin/agentsim", ".cache/tools/bin/containerd", ".cache/tools/containerd-1.7/bin/containerd"} {
 		if _, err := os.Stat(filepath.Join(projectRoot, b)); err != nil {
 			return fmt.Errorf("%s missing: run `make integration`", b)
 		}
