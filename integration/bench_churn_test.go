@@ -102,22 +102,8 @@ func BenchmarkChurn(b *testing.B) {
 	b.ReportMetric(float64(late.daemonFds-early.daemonFds), "containerd-fd-growth")
 }
 
-// allShims lists every agentcgroup shim server process.
-func allShims() []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00"); strings.HasSuffix(args[0], "containerd-shim-agentcgroup-v1") {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
+// allShims lists every agentcgroup shim process.
+func allShims() []int { return shimProcs(func([]string) bool { return true }) }
 
 // rssKiB is a process's resident memory, 0 if it is gone.
 func rssKiB(pid int) int {

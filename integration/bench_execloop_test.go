@@ -59,23 +59,23 @@ func shimOf(b *testing.B, d *daemon, rt runtime, id string) int {
 		}
 		return pids[0]
 	}
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", d.pid(b, id)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	// pid (comm) state ppid ...: comm may hold spaces, not ')'.
-	f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
-	ppid, _ := strconv.Atoi(f[1])
+	ppid, _ := strconv.Atoi(procStat(b, d.pid(b, id))[1])
 	return ppid
 }
 
-// cpuTime is the user and system CPU a process has used, all its threads.
-func cpuTime(b *testing.B, pid int) time.Duration {
+// procStat is /proc/<pid>/stat from its state field on (field 3: comm,
+// before it, may hold spaces, not ')').
+func procStat(b *testing.B, pid int) []string {
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
-	f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
+	return strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
+}
+
+// cpuTime is the user and system CPU a process has used, all its threads.
+func cpuTime(b *testing.B, pid int) time.Duration {
+	f := procStat(b, pid)
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ

@@ -19,35 +19,19 @@ import (
 	"time"
 )
 
-// criConfigs are the CRI plugin's settings by config version: the runc
-// handler and a pinned sandbox image (no registry is reached). The
-// agentcgroup handler is deploy/kubernetes/containerd-config-v<N>.toml, as
-// shipped.
+// criConfigs are the CRI plugin's settings by config version, after the
+// daemon's head (daemonConfig): the runc handler and a pinned sandbox image
+// (no registry is reached). The agentcgroup handler is
+// deploy/kubernetes/containerd-config-v<N>.toml, as shipped.
 var criConfigs = map[int]string{
-	3: `version = 3
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.nri.v1.nri"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[plugins.'io.containerd.cri.v1.images'.pinned_images]
+	3: `[plugins.'io.containerd.cri.v1.images'.pinned_images]
   sandbox = 'agentcgroup.test/pause:1'
 [plugins.'io.containerd.cri.v1.runtime'.containerd]
   default_runtime_name = 'runc'
 [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
   runtime_type = 'io.containerd.runc.v2'
 `,
-	2: `version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.nri.v1.nri"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[plugins."io.containerd.grpc.v1.cri"]
+	2: `[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "agentcgroup.test/pause:1"
 [plugins."io.containerd.grpc.v1.cri".containerd]
   default_runtime_name = "runc"
@@ -95,7 +79,7 @@ func testCRI(t *testing.T, s stack, systemd bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf(criConfigs[s.configVersion], filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc") + string(handler)
+	cfg := daemonConfig(s.configVersion, dir, sock, `["io.containerd.nri.v1.nri"]`) + criConfigs[s.configVersion] + string(handler)
 	if systemd {
 		const off = "# SystemdCgroup = true"
 		if !strings.Contains(cfg, off) {

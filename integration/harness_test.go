@@ -190,8 +190,7 @@ func startDaemon(s stack) (*daemon, error) {
 	if s.configVersion == 3 {
 		disabled = `["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"]`
 	}
-	cfg := fmt.Sprintf("version = %d\nroot = %q\nstate = %q\ndisabled_plugins = %s\n[grpc]\n  address = %q\n[ttrpc]\n  address = %q\n",
-		s.configVersion, filepath.Join(dir, "root"), filepath.Join(dir, "state"), disabled, d.sock, d.sock+".ttrpc")
+	cfg := daemonConfig(s.configVersion, dir, d.sock, disabled)
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
@@ -203,6 +202,13 @@ func startDaemon(s stack) (*daemon, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// daemonConfig is the head of a private containerd's config: its version,
+// state under dir, its sockets, and the plugins it leaves out.
+func daemonConfig(version int, dir, sock, disabled string) string {
+	return fmt.Sprintf("version = %d\nroot = %q\nstate = %q\ndisabled_plugins = %s\n[grpc]\n  address = %q\n[ttrpc]\n  address = %q\n",
+		version, filepath.Join(dir, "root"), filepath.Join(dir, "state"), disabled, sock, sock+".ttrpc")
 }
 
 // startProcess starts containerd on the daemon's config and waits for it.
@@ -459,6 +465,11 @@ func readTrim(t testing.TB, path string) string {
 
 // shimPids lists the agentcgroup shim processes serving id.
 func shimPids(id string) []int {
+	return shimProcs(func(args []string) bool { return servesID(args, id) })
+}
+
+// shimProcs lists the agentcgroup shim processes whose argv keep accepts.
+func shimProcs(keep func(args []string) bool) []int {
 	var out []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -470,17 +481,22 @@ func shimPids(id string) []int {
 		if err != nil {
 			continue
 		}
-		args := strings.Split(string(b), "\x00")
-		if !strings.HasSuffix(args[0], "containerd-shim-agentcgroup-v1") {
-			continue
-		}
-		for i := range args {
-			if args[i] == "-id" && i+1 < len(args) && args[i+1] == id {
-				out = append(out, pid)
-			}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if strings.HasSuffix(args[0], "containerd-shim-agentcgroup-v1") && keep(args) {
+			out = append(out, pid)
 		}
 	}
 	return out
+}
+
+// servesID reports whether a shim's argv names container id.
+func servesID(args []string, id string) bool {
+	for i := range args {
+		if args[i] == "-id" && i+1 < len(args) && args[i+1] == id {
+			return true
+		}
+	}
+	return false
 }
 
 // eventually polls cond for up to 10 s.

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -108,15 +107,10 @@ func TestShimKilled(t *testing.T) {
 // shimServers are the shim server processes of container id: shimPids but
 // the short-lived start and delete actions.
 func shimServers(id string) []int {
-	var out []int
-	for _, pid := range shimPids(id) {
-		b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if a := args[len(args)-1]; a != "start" && a != "delete" {
-			out = append(out, pid)
-		}
-	}
-	return out
+	return shimProcs(func(args []string) bool {
+		a := args[len(args)-1]
+		return servesID(args, id) && a != "start" && a != "delete"
+	})
 }
 
 // cgroupEmpty: the cgroup has no process below it, or is gone.
