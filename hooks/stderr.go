@@ -13,7 +13,7 @@ import (
 // leader (a forked call's fd 2, as the agent gave it) that never waits: the
 // container owns the stream's other end, and an agent that does not drain
 // it must not hold a shim goroutine and fd for good. A pipe or a terminal
-// is opened anew, non-blocking in the shim's own open file description (the
+// (no other device) is opened anew, non-blocking in the shim's own open file description (the
 // call's flags are untouched); a socket (Node's child_process) is sent to
 // without waiting; a file does not block on a reader.
 func stderrOf(leader *os.File) (io.WriteCloser, error) {
@@ -30,7 +30,15 @@ func stderrOf(leader *os.File) (io.WriteCloser, error) {
 	case unix.S_IFSOCK:
 		return socketWriter{os.NewFile(uintptr(fd), "stderr")}, nil
 	case unix.S_IFIFO, unix.S_IFCHR:
-		// A terminal too (a tmux pane): its output can be stopped.
+		// Of devices only a terminal (a tmux pane), whose output can be
+		// stopped: opening another device can have effects (a privileged
+		// container's stderr could be a watchdog), and the dup does not
+		// block on a reader.
+		if st.Mode&unix.S_IFMT == unix.S_IFCHR {
+			if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+				return os.NewFile(uintptr(fd), "stderr"), nil
+			}
+		}
 		defer unix.Close(fd)
 		nfd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 		if err != nil {

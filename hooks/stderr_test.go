@@ -126,3 +126,36 @@ func openPty(t *testing.T) (master, slave *os.File) {
 	}
 	return m, s
 }
+
+// TestStderrOfDevice: a device that is not a terminal (/dev/null here) is
+// written through the call's own file, never opened again.
+func TestStderrOfDevice(t *testing.T) {
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sleep", "60")
+	cmd.Stderr = null
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	null.Close()
+	pidfd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := os.NewFile(uintptr(pidfd), "pidfd")
+	defer leader.Close()
+	sw, err := stderrOf(leader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sw.Close()
+	if _, ok := sw.(*os.File); !ok {
+		t.Errorf("stderr on /dev/null: a %T, want the call's own file", sw)
+	}
+	if _, err := io.WriteString(sw, "told\n"); err != nil {
+		t.Errorf("write: %v", err)
+	}
+}
