@@ -18,6 +18,10 @@
 //         that user space kills it before it lives outside its call's
 //         limits
 //
+// One set of these programs and maps serves the whole host: every shim
+// adds its containers' agent cgroups, each with a ring buffer of its own,
+// and reads only those (detector.go pins them in bpffs).
+//
 // A process already in the agent cgroup that execs again (the framework
 // re-exec'ing itself) is not pending, so it stays the agent.
 //
@@ -102,13 +106,22 @@ struct {
 	__type(value, __u64);
 } calls SEC(".maps");
 
-// agents: watched agent cgroup IDs. User space adds and removes them.
+// ring: one container's events. Each container has its own, so that a
+// container that does not take its events loses only its own.
+struct ring {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+};
+
+// rings: the watched agent cgroup IDs -> their container's ring buffer.
+// User space adds and removes them; one detector serves every shim of the
+// host, each reading only its containers' rings.
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 4096);
 	__type(key, __u64);
-	__type(value, __u8);
-} agents SEC(".maps");
+	__array(values, struct ring);
+} rings SEC(".maps");
 
 struct forked {
 	__u64 agent_cgroup;
@@ -134,27 +147,26 @@ struct {
 	__type(value, struct tool);
 } tools SEC(".maps");
 
+// dropped counts, per agent cgroup, the events lost to its full ring buffer.
+// User space adds a container's counter with its ring.
 struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
-} events SEC(".maps");
-
-// dropped counts events lost to a full ring buffer.
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
 	__type(value, __u64);
 } dropped SEC(".maps");
 
-// reserve takes an event from the ring buffer and fills its common fields;
-// a full ring buffer is counted in dropped.
+// reserve takes an event from the ring buffer of agent_cgroup's container
+// and fills its common fields; a full ring buffer is counted in dropped.
 static __always_inline struct event *reserve(__u32 kind, __u64 agent_cgroup, __u32 pid, __u32 leader)
 {
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	void *ring = bpf_map_lookup_elem(&rings, &agent_cgroup);
+	if (!ring)
+		return 0; // no longer watched
+	struct event *e = bpf_ringbuf_reserve(ring, sizeof(*e), 0);
 	if (!e) {
-		__u32 zero = 0;
-		__u64 *n = bpf_map_lookup_elem(&dropped, &zero);
+		__u64 *n = bpf_map_lookup_elem(&dropped, &agent_cgroup);
 		if (n)
 			__sync_fetch_and_add(n, 1);
 		return 0;
@@ -178,7 +190,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 		return 0; // a thread, not a process
 	__u64 cgroup = bpf_get_current_cgroup_id();
 	__u32 ptgid = parent->tgid, ctgid = child->tgid;
-	if (!bpf_map_lookup_elem(&agents, &cgroup)) {
+	if (!bpf_map_lookup_elem(&rings, &cgroup)) {
 		__u64 *agent = bpf_map_lookup_elem(&calls, &cgroup);
 		if (!agent)
 			return 0; // outside every watched container

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -81,86 +80,164 @@ func (e Event) ExitCode() uint32 {
 	return uint32(ws.ExitStatus())
 }
 
-// Detector holds the loaded programs, their links and the ring buffer reader.
-// One Detector serves every container of a shim process; each watched agent
-// cgroup gets its own channel of events.
+// Detector is a process's handle on the tool-call detector: the programs'
+// maps and, per watched agent cgroup, a ring buffer and its reader. A
+// private detector (Load) also owns the programs' links; the host's shared
+// one (Open) leaves them pinned in bpffs for every shim. One Detector serves
+// every container of a shim process.
 type Detector struct {
-	objs   detectorObjects
-	links  []link.Link
-	reader *ringbuf.Reader
+	maps  detectorMaps
+	links []link.Link
+	// ringSpec makes each container's ring buffer.
+	ringSpec *ebpf.MapSpec
+	// shared is the pinned set's lifecycle; nil for a private detector.
+	shared *share
 
-	mu   sync.Mutex
-	subs map[uint64]chan<- Event
-	// lost counts the events a watcher's full channel did not take.
-	lost atomic.Uint64
-	done chan struct{}
+	mu      sync.Mutex
+	watches map[uint64]*watch
+	done    chan struct{}
 }
 
-// dropCheck is how often the kernel's count of events lost to a full ring
-// buffer is read, and a rise logged.
+// watch is one watched agent cgroup: its ring buffer and the goroutine
+// that reads it into the watcher's channel.
+type watch struct {
+	ring    *ebpf.Map
+	reader  *ringbuf.Reader
+	stop    chan struct{}
+	stopped chan struct{}
+	// dropped is the last count of lost events logged.
+	dropped uint64
+}
+
+// dropCheck is how often the kernel's counts of events lost to full ring
+// buffers are read, and a rise logged.
 const dropCheck = 10 * time.Second
 
-// Load loads and attaches the programs. It fails where the kernel lacks BTF,
-// tp_btf or ring buffers, or the caller lacks the privilege.
+// Load loads and attaches a detector of this process's own, detached when it
+// closes. It fails where the kernel lacks BTF, tp_btf, ring buffers or maps
+// of maps, or the caller lacks the privilege.
 func Load() (_ *Detector, retErr error) {
-	d := &Detector{subs: make(map[uint64]chan<- Event), done: make(chan struct{})}
-	if err := loadDetectorObjects(&d.objs, nil); err != nil {
+	spec, err := loadDetector()
+	if err != nil {
 		return nil, fmt.Errorf("load tool-call detector: %w", err)
 	}
+	var objs detectorObjects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		return nil, fmt.Errorf("load tool-call detector: %w", err)
+	}
+	d := newDetector(objs.detectorMaps, spec)
 	defer func() {
 		if retErr != nil {
 			d.close()
 		}
 	}()
-	for _, p := range []*ebpf.Program{d.objs.OnFork, d.objs.OnExec, d.objs.OnExit} {
-		l, err := link.AttachTracing(link.TracingOptions{Program: p})
-		if err != nil {
-			return nil, fmt.Errorf("attach %s: %w", p, err)
-		}
-		d.links = append(d.links, l)
+	// The links hold the programs; their own handles are not needed.
+	defer objs.detectorPrograms.Close()
+	if d.links, err = attach(&objs.detectorPrograms); err != nil {
+		return nil, err
 	}
-	r, err := ringbuf.NewReader(d.objs.Events)
-	if err != nil {
-		return nil, fmt.Errorf("open detector ring buffer: %w", err)
-	}
-	d.reader = r
-	go d.run()
 	go d.reportDrops()
 	return d, nil
 }
 
+func newDetector(maps detectorMaps, spec *ebpf.CollectionSpec) *Detector {
+	return &Detector{maps: maps, ringSpec: spec.Maps[detectorMapRings].InnerMap,
+		watches: make(map[uint64]*watch), done: make(chan struct{})}
+}
+
+// attach links the programs to their tracepoints.
+func attach(progs *detectorPrograms) ([]link.Link, error) {
+	var links []link.Link
+	for _, p := range []*ebpf.Program{progs.OnFork, progs.OnExec, progs.OnExit} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p})
+		if err != nil {
+			for _, l := range links {
+				l.Close()
+			}
+			return nil, fmt.Errorf("attach %s: %w", p, err)
+		}
+		links = append(links, l)
+	}
+	return links, nil
+}
+
 // Watch starts detecting the tool calls forked from the agent cgroup with
-// the given ID; their events go to ch until Unwatch. ch should be buffered:
-// the reader does not wait for a slow watcher, whose events are dropped (and
-// counted in Lost) so that no container stalls another's.
-func (d *Detector) Watch(agentCgroup uint64, ch chan<- Event) error {
+// the given ID; their events go to ch until Unwatch. The container's events
+// wait in its own ring buffer while ch is full; once that is full too, the
+// kernel drops them (counted, and logged) and no other container is
+// affected.
+func (d *Detector) Watch(agentCgroup uint64, ch chan<- Event) (retErr error) {
+	ring, err := ebpf.NewMap(d.ringSpec)
+	if err != nil {
+		return fmt.Errorf("watch cgroup %d: ring buffer: %w", agentCgroup, err)
+	}
+	r, err := ringbuf.NewReader(ring)
+	if err != nil {
+		ring.Close()
+		return fmt.Errorf("watch cgroup %d: ring buffer reader: %w", agentCgroup, err)
+	}
+	w := &watch{ring: ring, reader: r, stop: make(chan struct{}), stopped: make(chan struct{})}
 	d.mu.Lock()
-	d.subs[agentCgroup] = ch
+	if _, dup := d.watches[agentCgroup]; dup {
+		d.mu.Unlock()
+		r.Close()
+		ring.Close()
+		return fmt.Errorf("watch cgroup %d: already watched", agentCgroup)
+	}
+	d.watches[agentCgroup] = w
 	d.mu.Unlock()
-	if err := d.objs.Agents.Put(agentCgroup, uint8(1)); err != nil {
-		d.Unwatch(agentCgroup)
+	go w.run(ch)
+	defer func() {
+		if retErr != nil {
+			d.Unwatch(agentCgroup)
+		}
+	}()
+	if err := d.maps.Dropped.Put(agentCgroup, uint64(0)); err != nil {
+		return fmt.Errorf("watch cgroup %d: drop counter: %w", agentCgroup, err)
+	}
+	// Last: from here the programs report the container's calls.
+	if err := d.maps.Rings.Put(agentCgroup, ring); err != nil {
 		return fmt.Errorf("watch cgroup %d: %w", agentCgroup, err)
 	}
 	return nil
 }
 
-// Unwatch stops detecting for an agent cgroup.
+// Unwatch stops detecting for an agent cgroup and forgets its tool-call
+// cgroups.
 func (d *Detector) Unwatch(agentCgroup uint64) {
-	_ = d.objs.Agents.Delete(agentCgroup)
+	d.forget(agentCgroup)
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.subs, agentCgroup)
+	w := d.watches[agentCgroup]
+	delete(d.watches, agentCgroup)
+	d.mu.Unlock()
+	if w != nil {
+		w.close()
+	}
 }
 
-// Dropped is the number of events lost to a full ring buffer.
-func (d *Detector) Dropped() (uint64, error) {
-	var perCPU []uint64
-	if err := d.objs.Dropped.Lookup(uint32(0), &perCPU); err != nil {
-		return 0, err
+// forget removes an agent cgroup, and the call cgroups that point to it,
+// from the programs' maps.
+func (d *Detector) forget(agentCgroup uint64) {
+	_ = d.maps.Rings.Delete(agentCgroup)
+	_ = d.maps.Dropped.Delete(agentCgroup)
+	var call, agent uint64
+	var calls []uint64
+	for it := d.maps.Calls.Iterate(); it.Next(&call, &agent); {
+		if agent == agentCgroup {
+			calls = append(calls, call)
+		}
 	}
+	for _, c := range calls {
+		_ = d.maps.Calls.Delete(c)
+	}
+}
+
+// Dropped is the number of agentCgroup's events lost to its full ring
+// buffer.
+func (d *Detector) Dropped(agentCgroup uint64) (uint64, error) {
 	var n uint64
-	for _, v := range perCPU {
-		n += v
+	if err := d.maps.Dropped.Lookup(agentCgroup, &n); err != nil {
+		return 0, err
 	}
 	return n, nil
 }
@@ -169,39 +246,37 @@ func (d *Detector) Dropped() (uint64, error) {
 // agent cgroup is agentCgroup: a process there that forks a child into
 // another cgroup is reported (Escape). Add it before a process runs there.
 func (d *Detector) AddCall(call, agentCgroup uint64) error {
-	if err := d.objs.Calls.Put(call, agentCgroup); err != nil {
+	if err := d.maps.Calls.Put(call, agentCgroup); err != nil {
 		return fmt.Errorf("watch tool-call cgroup %d: %w", call, err)
 	}
 	return nil
 }
 
 // RemoveCall stops watching a tool-call cgroup.
-func (d *Detector) RemoveCall(call uint64) { _ = d.objs.Calls.Delete(call) }
+func (d *Detector) RemoveCall(call uint64) { _ = d.maps.Calls.Delete(call) }
 
-// Lost is the number of events dropped because a watcher's channel was full.
-func (d *Detector) Lost() uint64 { return d.lost.Load() }
-
-// reportDrops logs events lost to a full ring buffer or a slow watcher.
+// reportDrops logs the events each watched container lost to its full ring
+// buffer.
 func (d *Detector) reportDrops() {
 	t := time.NewTicker(dropCheck)
 	defer t.Stop()
-	var dropped, lost uint64
 	for {
 		select {
 		case <-d.done:
 			return
 		case <-t.C:
 		}
-		if n, err := d.Dropped(); err != nil {
-			log.L.WithError(err).Warn("read the tool-call detector's drop counter")
-		} else if n > dropped {
-			log.L.WithField("events", n-dropped).Warn("tool-call detector: events lost to a full ring buffer; calls may be placed late or end late")
-			dropped = n
+		d.mu.Lock()
+		for agent, w := range d.watches {
+			n, err := d.Dropped(agent)
+			if err != nil {
+				log.L.WithError(err).WithField("cgroup", agent).Warn("read the tool-call detector's drop counter")
+			} else if n > w.dropped {
+				log.L.WithFields(log.Fields{"cgroup": agent, "events": n - w.dropped}).Warn("tool-call detector: events lost to a full ring buffer; calls may be placed late or end late")
+				w.dropped = n
+			}
 		}
-		if n := d.Lost(); n > lost {
-			log.L.WithField("events", n-lost).Warn("tool-call detector: events dropped for a container that did not take them")
-			lost = n
-		}
+		d.mu.Unlock()
 	}
 }
 
@@ -210,7 +285,7 @@ func (d *Detector) reportDrops() {
 // forked (CLOCK_MONOTONIC).
 func (d *Detector) Pending(pid uint32, agentCgroup uint64) (time.Duration, bool) {
 	var f detectorForked
-	if err := d.objs.Pending.Lookup(pid, &f); err != nil || f.AgentCgroup != agentCgroup {
+	if err := d.maps.Pending.Lookup(pid, &f); err != nil || f.AgentCgroup != agentCgroup {
 		return 0, false
 	}
 	return time.Duration(f.ForkNs), true
@@ -220,7 +295,7 @@ func (d *Detector) Pending(pid uint32, agentCgroup uint64) (time.Duration, bool)
 // placed before its exec completed: its exit is reported as the call's end
 // even if it never executes a program.
 func (d *Detector) Claim(pid uint32, agentCgroup uint64) error {
-	if err := d.objs.Tools.Put(pid, detectorTool{AgentCgroup: agentCgroup, Leader: pid}); err != nil {
+	if err := d.maps.Tools.Put(pid, detectorTool{AgentCgroup: agentCgroup, Leader: pid}); err != nil {
 		return fmt.Errorf("claim tool call %d: %w", pid, err)
 	}
 	return nil
@@ -229,39 +304,51 @@ func (d *Detector) Claim(pid uint32, agentCgroup uint64) error {
 // Forget makes a pending pid, or a tool call's leader, a process of the
 // agent again (a session shell: its own children are the tool calls).
 func (d *Detector) Forget(pid uint32) {
-	_ = d.objs.Pending.Delete(pid)
-	_ = d.objs.Tools.Delete(pid)
+	_ = d.maps.Pending.Delete(pid)
+	_ = d.maps.Tools.Delete(pid)
 }
 
-// Close detaches the programs and frees everything; nothing of the detector
-// stays loaded.
+// Close stops watching every agent cgroup still watched and releases the
+// detector: a private one is detached and freed; the shared one is
+// unpinned, and so detached and freed, when no other shim uses it.
 func (d *Detector) Close() error {
-	err := d.close()
-	if d.reader != nil {
-		<-d.done
+	d.mu.Lock()
+	agents := make([]uint64, 0, len(d.watches))
+	for a := range d.watches {
+		agents = append(agents, a)
 	}
-	return err
+	d.mu.Unlock()
+	for _, a := range agents {
+		d.Unwatch(a)
+	}
+	return d.close()
 }
 
 func (d *Detector) close() error {
-	var errs []error
-	if d.reader != nil {
-		errs = append(errs, d.reader.Close())
+	select {
+	case <-d.done:
+	default:
+		close(d.done)
 	}
+	var errs []error
 	for _, l := range d.links {
 		errs = append(errs, l.Close())
 	}
 	d.links = nil
-	errs = append(errs, d.objs.Close())
+	if d.shared != nil {
+		errs = append(errs, d.shared.release())
+	}
+	errs = append(errs, d.maps.Close())
 	return errors.Join(errs...)
 }
 
-func (d *Detector) run() {
-	defer close(d.done)
+// run reads the container's ring buffer into ch until stopped.
+func (w *watch) run(ch chan<- Event) {
+	defer close(w.stopped)
 	var rec ringbuf.Record
 	var raw detectorEvent
 	for {
-		if err := d.reader.ReadInto(&rec); err != nil {
+		if err := w.reader.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) {
 				return
 			}
@@ -278,17 +365,22 @@ func (d *Detector) run() {
 			ev.Filename = cString(raw.Filename[:])
 			ev.Args = argv(raw.Args[:min(int(raw.ArgsLen), len(raw.Args))])
 		}
-		d.mu.Lock()
-		ch := d.subs[ev.AgentCgroup]
-		d.mu.Unlock()
-		if ch != nil {
-			select {
-			case ch <- ev:
-			default:
-				d.lost.Add(1)
-			}
+		select {
+		case ch <- ev:
+		case <-w.stop:
+			return
 		}
 	}
+}
+
+// close stops the reader and frees the ring buffer.
+func (w *watch) close() {
+	close(w.stop)
+	if err := w.reader.Close(); err != nil {
+		log.L.WithError(err).Warn("close a tool-call detector ring buffer reader")
+	}
+	<-w.stopped
+	w.ring.Close()
 }
 
 // argv splits a NUL-separated argument area.

@@ -44,11 +44,10 @@ type detectorTool struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	detectorMapAgents      = "agents"
 	detectorMapCalls       = "calls"
 	detectorMapDropped     = "dropped"
-	detectorMapEvents      = "events"
 	detectorMapPending     = "pending"
+	detectorMapRings       = "rings"
 	detectorMapTools       = "tools"
 	detectorProgOnExec     = "on_exec"
 	detectorProgOnExit     = "on_exit"
@@ -107,11 +106,10 @@ type detectorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type detectorMapSpecs struct {
-	Agents  *ebpf.MapSpec `ebpf:"agents"`
 	Calls   *ebpf.MapSpec `ebpf:"calls"`
 	Dropped *ebpf.MapSpec `ebpf:"dropped"`
-	Events  *ebpf.MapSpec `ebpf:"events"`
 	Pending *ebpf.MapSpec `ebpf:"pending"`
+	Rings   *ebpf.MapSpec `ebpf:"rings"`
 	Tools   *ebpf.MapSpec `ebpf:"tools"`
 }
 
@@ -142,21 +140,19 @@ func (o *detectorObjects) Close() error {
 //
 // It can be passed to loadDetectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type detectorMaps struct {
-	Agents  *ebpf.Map `ebpf:"agents"`
 	Calls   *ebpf.Map `ebpf:"calls"`
 	Dropped *ebpf.Map `ebpf:"dropped"`
-	Events  *ebpf.Map `ebpf:"events"`
 	Pending *ebpf.Map `ebpf:"pending"`
+	Rings   *ebpf.Map `ebpf:"rings"`
 	Tools   *ebpf.Map `ebpf:"tools"`
 }
 
 func (m *detectorMaps) Close() error {
 	return _DetectorClose(
-		m.Agents,
 		m.Calls,
 		m.Dropped,
-		m.Events,
 		m.Pending,
+		m.Rings,
 		m.Tools,
 	)
 }

@@ -11,5 +11,8 @@ import (
 
 func TestMain(m *testing.M) {
 	holdtest.Run() // the held agent of BenchmarkPlacement
+	if os.Getenv("BPFTEST_PIN") != "" {
+		killedShim() // TestSweep's
+	}
 	os.Exit(m.Run())
 }

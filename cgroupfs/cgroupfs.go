@@ -187,3 +187,28 @@ func ID(dir string) (uint64, error) {
 	}
 	return binary.NativeEndian.Uint64(h.Bytes()), nil
 }
+
+// fileIDKernfs is the file handle type of a kernfs node, which a cgroup's
+// directory is (FILEID_KERNFS).
+const fileIDKernfs = 0xfe
+
+// Exists reports whether a cgroup with the given ID is still alive under the
+// hierarchy mounted at mount. IDs are never reused, so a gone one is gone
+// for good. It needs CAP_DAC_READ_SEARCH, as open_by_handle_at(2) does.
+func Exists(mount string, id uint64) (bool, error) {
+	m, err := os.Open(mount)
+	if err != nil {
+		return false, err
+	}
+	defer m.Close()
+	h := unix.NewFileHandle(fileIDKernfs, binary.NativeEndian.AppendUint64(nil, id))
+	fd, err := unix.OpenByHandleAt(int(m.Fd()), h, unix.O_RDONLY|unix.O_CLOEXEC)
+	if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("cgroup %d: %w", id, err)
+	}
+	unix.Close(fd)
+	return true, nil
+}

@@ -29,11 +29,12 @@ func BenchmarkChurn(b *testing.B) {
 	d := getDaemon(b, stacks()[0])
 	daemonPid := d.cmd.Process.Pid
 	n, alive := *benchChurn, *benchChurnAlive
-	type sample struct{ daemonRSS, daemonFds, shimRSS, shims int }
+	type sample struct{ daemonRSS, daemonFds, shimRSS, shimFds, shims int }
 	take := func() sample {
 		s := sample{daemonRSS: rssKiB(daemonPid), daemonFds: openFds(daemonPid)}
 		for _, pid := range allShims() {
 			s.shimRSS += rssKiB(pid)
+			s.shimFds += openFds(pid)
 			s.shims++
 		}
 		return s
@@ -89,8 +90,9 @@ func BenchmarkChurn(b *testing.B) {
 	if left := shimSockets(d); len(left) > 0 {
 		b.Errorf("sockets left: %v", left)
 	}
-	if p := detectorPrograms(b); p != 0 {
-		b.Errorf("%d detector programs left", p)
+	eventually(b, "no detector program left", func() bool { return detectorPrograms(b) == 0 })
+	if sets := pinnedDetectors(b); len(sets) != 0 {
+		b.Errorf("detector sets still pinned: %v", sets)
 	}
 	end := take()
 	fmt.Printf("\n%d containers, %d alive at once, in %s (each: two forked calls, one exec'd):\n", n, alive, took.Round(time.Second))
@@ -98,6 +100,7 @@ func BenchmarkChurn(b *testing.B) {
 	fmt.Printf("%-28s %12d %12d %12d\n", "containerd RSS (KiB)", early.daemonRSS, late.daemonRSS, end.daemonRSS)
 	fmt.Printf("%-28s %12d %12d %12d\n", "containerd open files", early.daemonFds, late.daemonFds, end.daemonFds)
 	fmt.Printf("%-28s %12d %12d %12s\n", "mean shim RSS (KiB)", early.shimRSS/max(1, early.shims), late.shimRSS/max(1, late.shims), "-")
+	fmt.Printf("%-28s %12d %12d %12s\n", "mean shim open files", early.shimFds/max(1, early.shims), late.shimFds/max(1, late.shims), "-")
 	b.ReportMetric(float64(late.daemonRSS-early.daemonRSS), "containerd-rss-growth-KiB")
 	b.ReportMetric(float64(late.daemonFds-early.daemonFds), "containerd-fd-growth")
 }

@@ -22,8 +22,8 @@ import (
 // first instruction already runs there; nested children stay in their call;
 // threads make no call; the agent, waiting as a job-control shell does,
 // sees no call stop; another container's calls stay in its own records;
-// exec'd calls are not counted twice; and when the containers are gone no
-// detector program stays loaded.
+// exec'd calls are not counted twice; both containers share one detector;
+// and when the containers are gone no detector program stays loaded or pinned.
 func TestForkDetection(t *testing.T) {
 	forEachStack(t, func(t *testing.T, d *daemon) {
 		rt := d.agentcgroup()
@@ -36,6 +36,13 @@ func TestForkDetection(t *testing.T) {
 			"exec /bin/agentsim -alloc 48 -hold 200ms")
 		d.start(t, rt, b, nil, "/bin/agentsim", "-delay", "300ms", "echo other-container-call")
 		d.mustCtr(t, "task", "exec", "--exec-id", "from-outside", a, "/bin/sh", "-c", "exit 0")
+		// Two shims, one program set: the host's shared detector.
+		if n := detectorPrograms(t); n != 3 {
+			t.Errorf("%d detector programs loaded for two containers, want one set of 3", n)
+		}
+		if sets := pinnedDetectors(t); len(sets) != 1 {
+			t.Errorf("pinned detector sets %v, want one", sets)
+		}
 
 		var recs []toolcall.Record
 		eventually(t, "five ended calls in "+a, func() bool {
@@ -105,6 +112,9 @@ func TestForkDetection(t *testing.T) {
 		assertGone(t, b)
 	})
 	eventually(t, "no detector program loaded", func() bool { return detectorPrograms(t) == 0 })
+	if sets := pinnedDetectors(t); len(sets) != 0 {
+		t.Errorf("detector sets still pinned: %v", sets)
+	}
 }
 
 // ended counts the calls that have ended.

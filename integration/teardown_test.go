@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/agentcgroup/agentcgroup/bpf"
 	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
@@ -98,6 +99,9 @@ func TestShimKilled(t *testing.T) {
 				d.remove(id)
 				assertGone(t, id)
 				eventually(t, "no detector program of the killed shim loaded", func() bool { return detectorPrograms(t) == 0 })
+				if sets := pinnedDetectors(t); len(sets) != 0 {
+					t.Errorf("detector sets still pinned: %v", sets)
+				}
 				eventually(t, "no shim socket left", func() bool { return len(shimSockets(d)) == 0 })
 			})
 		}
@@ -195,6 +199,19 @@ func TestDeleteRunningRefused(t *testing.T) {
 		d.remove(id)
 		assertGone(t, id)
 	})
+}
+
+// pinnedDetectors lists the shared detector's pinned sets.
+func pinnedDetectors(t testing.TB) []string {
+	entries, err := os.ReadDir(bpf.PinRoot)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
 }
 
 // detectorPrograms counts the detector's programs loaded in the kernel.

@@ -19,7 +19,7 @@ func TestDetectorRefcount(t *testing.T) {
 		t.Fatal("loading BPF programs needs root (make test runs as root)")
 	}
 	ctx := context.Background()
-	s := &service{detectorUsers: map[string]bool{}}
+	s := &service{detectorUsers: map[string]bool{}, stateRoot: t.TempDir()}
 	a := s.acquireDetector(ctx, "a")
 	if a == nil {
 		t.Fatal("no detector loaded")

@@ -24,6 +24,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/agentcgroup/agentcgroup/bpf"
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/hooks"
 	"github.com/agentcgroup/agentcgroup/state"
 )
@@ -89,6 +91,11 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 		defer state.Remove(dir)
 	} else if err := hooks.Cleanup(ctx, dir); err != nil {
 		log.G(ctx).WithError(err).Warn("clean up agent/tools cgroups")
+	}
+	// The dead shim's use of the shared detector: its agent cgroup is
+	// forgotten, and the detector unpinned if no shim is left.
+	if err := bpf.Sweep(bpf.PinRoot, state.DefaultRoot, cgroupfs.Root); err != nil {
+		log.G(ctx).WithError(err).Warn("sweep the shared tool-call detector")
 	}
 	status, err := m.Shim.Stop(ctx, id)
 	if err != nil {

@@ -3,6 +3,7 @@ package shim
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -41,7 +42,9 @@ type service struct {
 
 	configPath string
 	stateRoot  string
-	wrapper    string // the OCI runtime wrapper linked for each container
+	// links is each carved container's runtime link: the real runtime,
+	// the wrapper while an exec starts.
+	links *runtimeLinks
 	// output runs a command and returns its stdout (reaped, in the shim).
 	output    func(*exec.Cmd) ([]byte, error)
 	publisher events.Publisher
@@ -86,7 +89,7 @@ func newService(inner taskAPI.TTRPCTaskService, publisher events.Publisher) (*se
 		TTRPCTaskService: inner,
 		configPath:       DefaultConfigPath,
 		stateRoot:        state.DefaultRoot,
-		wrapper:          wrapperBeside(self),
+		links:            newRuntimeLinks(wrapperBeside(self)),
 		output:           reaped,
 		publisher:        publisher,
 		tasks:            make(map[string]*hooks.Container),
@@ -161,6 +164,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		opts.BinaryName = filepath.Join(dir, state.RuntimeLink)
 		defer func() {
 			if retErr != nil {
+				s.links.remove(r.ID)
 				_ = state.Remove(dir)
 			}
 		}()
@@ -213,7 +217,11 @@ func (s *service) acquireDetector(ctx context.Context, id string) *bpf.Detector 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.detector == nil && time.Since(s.detectorFailed) >= detectorRetry {
-		d, err := bpf.Load()
+		d, err := bpf.Open(bpf.PinRoot, s.stateRoot)
+		if errors.Is(err, bpf.ErrNoBPFFS) {
+			log.G(ctx).WithError(err).Warn("the tool-call detector cannot be shared: this shim loads its own")
+			d, err = bpf.Load()
+		}
 		if err != nil {
 			s.detectorFailed = time.Now()
 			log.G(ctx).WithError(err).Warn("no eBPF tool-call detector: only exec'd tool calls get their own cgroup")
@@ -271,7 +279,7 @@ func (s *service) loadGovernor(ctx context.Context) *governor.Watcher {
 }
 
 // prepareRuntime saves the container's state with the real OCI runtime and
-// links the runtime wrapper (this binary) into its state folder.
+// links that runtime into its state folder.
 func (s *service) prepareRuntime(ns, id, binaryName string) (state.Container, error) {
 	if binaryName == "" {
 		binaryName = "runc"
@@ -288,7 +296,7 @@ func (s *service) prepareRuntime(ns, id, binaryName string) (state.Container, er
 	if err := state.Save(dir, &st); err != nil {
 		return st, err
 	}
-	if err := state.LinkRuntime(dir, s.wrapper); err != nil {
+	if err := s.links.add(id, dir, runtime); err != nil {
 		_ = state.Remove(dir)
 		return st, err
 	}
@@ -344,12 +352,12 @@ func openStderr(ctx context.Context, r *taskAPI.ExecProcessRequest) io.WriteClos
 
 // Start starts the container or an exec; a started exec becomes a running
 // tool call whose end is watched.
-func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
-	resp, err := s.TTRPCTaskService.Start(ctx, r)
+func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (resp *taskAPI.StartResponse, err error) {
 	c := s.container(r.ID)
 	if c == nil || r.ExecID == "" {
-		return resp, err
+		return s.TTRPCTaskService.Start(ctx, r)
 	}
+	s.links.wrap(ctx, r.ID, func() { resp, err = s.TTRPCTaskService.Start(ctx, r) })
 	if err != nil {
 		c.AbortExec(ctx, r.ExecID)
 		return resp, err
@@ -362,6 +370,16 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		return w.ExitStatus, w.ExitedAt.AsTime(), nil
 	})
 	return resp, nil
+}
+
+// Pids lists the container's processes; crun's `ps` goes through the
+// runtime wrapper.
+func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (resp *taskAPI.PidsResponse, err error) {
+	if !needsWrapperForPs(s.links.runtime(r.ID)) {
+		return s.TTRPCTaskService.Pids(ctx, r)
+	}
+	s.links.wrap(ctx, r.ID, func() { resp, err = s.TTRPCTaskService.Pids(ctx, r) })
+	return resp, err
 }
 
 // Update changes the container's resources; limits the policy gives as
@@ -406,6 +424,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	s.mu.Lock()
 	delete(s.tasks, r.ID)
 	s.mu.Unlock()
+	s.links.remove(r.ID)
 	if err := c.RemoveState(); err != nil {
 		log.G(ctx).WithError(err).Warn("remove state folder")
 	}

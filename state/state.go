@@ -22,8 +22,9 @@ const (
 	recordsFile   = "records.json"
 	poolLockFile  = "pool.lock"
 	// RuntimeLink is the OCI runtime the runc shim is given as BinaryName: a
-	// link to the runtime wrapper (agentcgroup-oci-runtime, else the shim
-	// binary, which runs as the wrapper under that name).
+	// link to the real runtime, or, while a call that needs it runs, to the
+	// runtime wrapper (agentcgroup-oci-runtime, else the shim binary, which
+	// runs as the wrapper under that name).
 	RuntimeLink = "oci-runtime"
 )
 
@@ -93,15 +94,20 @@ func Save(dir string, c *Container) error {
 	return writeJSON(filepath.Join(dir, containerFile), c)
 }
 
-// LinkRuntime links the runtime the runc shim runs (wrapper: the OCI runtime
-// wrapper program) into dir, creating dir.
-func LinkRuntime(dir, wrapper string) error {
+// LinkRuntime links the runtime the runc shim runs (the real runtime, or
+// the OCI runtime wrapper program) into dir, creating dir. It replaces a
+// link by rename, so that a runtime call never finds none.
+func LinkRuntime(dir, runtime string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	link := filepath.Join(dir, RuntimeLink)
-	_ = os.Remove(link)
-	return os.Symlink(wrapper, link)
+	tmp := link + ".new"
+	_ = os.Remove(tmp)
+	if err := os.Symlink(runtime, tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, link)
 }
 
 // Load reads the container's state from dir.
