@@ -76,7 +76,7 @@ func (c *Container) watch(ctx context.Context, d *bpf.Detector) error {
 	if err != nil {
 		return err
 	}
-	// Buffered so that a burst of calls does not stall the shared reader.
+	// Buffered: a burst of calls waits here rather than in the ring buffer.
 	events := make(chan bpf.Event, 1024)
 	if err := d.Watch(id, events); err != nil {
 		return err

@@ -15,8 +15,8 @@ import (
 const benchRounds = 21
 
 // BenchmarkShimOverhead times, through ctr as a user runs them, create+start
-// (`ctr run -d`), one exec (`ctr task exec`) and delete (`ctr task rm -f`,
-// `ctr container rm`) under the runc shim and under agentcgroup, interleaved
+// (`ctr run -d`), one exec (`ctr task exec`), delete (`ctr task rm -f`,
+// `ctr container rm`) and a whole `ctr run --rm` of /bin/true under the runc shim and under agentcgroup, interleaved
 // round by round on the same daemon, and reports the medians and the ratio.
 // Run it with -test.benchtime 1x: each run does benchRounds rounds.
 func BenchmarkShimOverhead(b *testing.B) {
@@ -26,7 +26,7 @@ func BenchmarkShimOverhead(b *testing.B) {
 		}
 		b.Run(s.name, func(b *testing.B) {
 			d := getDaemon(b, s)
-			phases := []string{"create+start", "exec", "delete"}
+			phases := []string{"create+start", "exec", "delete", "run --rm"}
 			// detect=off runs the same shim without carving or the runtime
 			// wrapper: what the decorated shim costs by itself.
 			plain := d.agentcgroup()
@@ -50,6 +50,7 @@ func BenchmarkShimOverhead(b *testing.B) {
 					d.mustCtr(b, "task", "rm", "-f", id)
 					d.mustCtr(b, "container", "rm", id)
 					samples[rt.name]["delete"] = append(samples[rt.name]["delete"], time.Since(start))
+					timed(rt, "run --rm", runArgs(rt, false, newID("bench"), []string{"--rm"}, "/bin/true")...)
 				}
 			}
 			var report strings.Builder
@@ -60,7 +61,7 @@ func BenchmarkShimOverhead(b *testing.B) {
 				ratio := float64(ours) / float64(runc)
 				fmt.Fprintf(&report, "%-14s %10s %12s %6.3fx %16s %6.3fx\n", p, runc.Round(time.Millisecond/10), ours.Round(time.Millisecond/10), ratio,
 					off.Round(time.Millisecond/10), float64(off)/float64(runc))
-				key := strings.ReplaceAll(p, "+", "-")
+				key := strings.NewReplacer("+", "-", " --", "-").Replace(p)
 				b.ReportMetric(float64(runc.Microseconds())/1000, key+"-runc-ms")
 				b.ReportMetric(float64(ours.Microseconds())/1000, key+"-agentcgroup-ms")
 				b.ReportMetric(ratio, key+"-ratio")
