@@ -95,7 +95,9 @@ type Detector struct {
 
 	mu      sync.Mutex
 	watches map[uint64]*watch
-	done    chan struct{}
+	// removing counts the ring buffers still leaving the programs' map.
+	removing sync.WaitGroup
+	done     chan struct{}
 }
 
 // watch is one watched agent cgroup: its ring buffer and the goroutine
@@ -202,21 +204,31 @@ func (d *Detector) Watch(agentCgroup uint64, ch chan<- Event) (retErr error) {
 	return nil
 }
 
-// Unwatch stops detecting for an agent cgroup and forgets its tool-call
-// cgroups.
+// Unwatch stops detecting for an agent cgroup: its events stop at once. The
+// ring buffer leaves the programs' map in the background, because removing
+// an entry of a map of maps waits for an RCU grace period (tens of
+// milliseconds, all of a delete's cost here); Close waits for it.
 func (d *Detector) Unwatch(agentCgroup uint64) {
-	d.forget(agentCgroup)
 	d.mu.Lock()
 	w := d.watches[agentCgroup]
 	delete(d.watches, agentCgroup)
 	d.mu.Unlock()
-	if w != nil {
-		w.close()
+	if w == nil {
+		return
 	}
+	w.close()
+	_ = d.maps.Dropped.Delete(agentCgroup)
+	d.removing.Add(1)
+	go func() {
+		defer d.removing.Done()
+		if err := d.maps.Rings.Delete(agentCgroup); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			log.L.WithError(err).WithField("cgroup", agentCgroup).Warn("unwatch an agent cgroup in the tool-call detector")
+		}
+	}()
 }
 
 // forget removes an agent cgroup, and the call cgroups that point to it,
-// from the programs' maps.
+// from the programs' maps: what a killed shim left (Sweep).
 func (d *Detector) forget(agentCgroup uint64) {
 	_ = d.maps.Rings.Delete(agentCgroup)
 	_ = d.maps.Dropped.Delete(agentCgroup)
@@ -321,6 +333,7 @@ func (d *Detector) Close() error {
 	for _, a := range agents {
 		d.Unwatch(a)
 	}
+	d.removing.Wait()
 	return d.close()
 }
 

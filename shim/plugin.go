@@ -43,6 +43,7 @@ func init() {
 				return nil, err
 			}
 			filter.container = svc.container
+			sd.RegisterCallback(svc.waitReleases)
 			return svc, nil
 		},
 	})

@@ -60,6 +60,9 @@ type service struct {
 	detector       *bpf.Detector
 	detectorUsers  map[string]bool
 	detectorFailed time.Time
+	// releasing counts the detector releases that deleted containers left
+	// running; the shim exits after them (waitReleases).
+	releasing sync.WaitGroup
 	// governor is the graduated response of every container of the shim,
 	// started with the first one.
 	governor *governor.Watcher
@@ -233,6 +236,12 @@ func (s *service) acquireDetector(ctx context.Context, id string) *bpf.Detector 
 		s.detectorUsers[id] = true
 	}
 	return s.detector
+}
+
+// waitReleases waits for the detector releases still running, at shutdown.
+func (s *service) waitReleases(context.Context) error {
+	s.releasing.Wait()
+	return nil
 }
 
 // releaseDetector drops container id's use of the detector and detaches and
@@ -416,7 +425,13 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	if err := c.Teardown(ctx); err != nil {
 		log.G(ctx).WithError(err).Warn("tear down agent/tools cgroups")
 	}
-	s.releaseDetector(ctx, r.ID)
+	// Closing the detector waits for the kernel (an RCU grace period): after
+	// the reply; the shim's shutdown waits for it.
+	s.releasing.Add(1)
+	go func() {
+		defer s.releasing.Done()
+		s.releaseDetector(context.WithoutCancel(ctx), r.ID)
+	}()
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err != nil {
 		return resp, err
