@@ -20,7 +20,7 @@
 //
 // One set of these programs and maps serves the whole host: every shim
 // adds its containers' agent cgroups, each with a ring buffer of its own,
-// and reads only those (detector.go pins them in bpffs).
+// and reads only those (shared.go pins them in bpffs).
 //
 // A process already in the agent cgroup that execs again (the framework
 // re-exec'ing itself) is not pending, so it stays the agent.

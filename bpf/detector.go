@@ -95,9 +95,12 @@ type Detector struct {
 
 	mu      sync.Mutex
 	watches map[uint64]*watch
-	// removing counts the ring buffers still leaving the programs' map.
-	removing sync.WaitGroup
-	done     chan struct{}
+	closed  bool
+	// removing counts the unwatched agent cgroups still leaving the
+	// programs' maps.
+	removing  sync.WaitGroup
+	done      chan struct{}
+	closeDone sync.Once
 }
 
 // watch is one watched agent cgroup: its ring buffer and the goroutine
@@ -180,11 +183,14 @@ func (d *Detector) Watch(agentCgroup uint64, ch chan<- Event) (retErr error) {
 	}
 	w := &watch{ring: ring, reader: r, stop: make(chan struct{}), stopped: make(chan struct{})}
 	d.mu.Lock()
-	if _, dup := d.watches[agentCgroup]; dup {
+	if _, dup := d.watches[agentCgroup]; dup || d.closed {
 		d.mu.Unlock()
 		r.Close()
 		ring.Close()
-		return fmt.Errorf("watch cgroup %d: already watched", agentCgroup)
+		if dup {
+			return fmt.Errorf("watch cgroup %d: already watched", agentCgroup)
+		}
+		return fmt.Errorf("watch cgroup %d: the detector is closed", agentCgroup)
 	}
 	d.watches[agentCgroup] = w
 	d.mu.Unlock()
@@ -204,43 +210,74 @@ func (d *Detector) Watch(agentCgroup uint64, ch chan<- Event) (retErr error) {
 	return nil
 }
 
-// Unwatch stops detecting for an agent cgroup: its events stop at once. The
-// ring buffer leaves the programs' map in the background, because removing
-// an entry of a map of maps waits for an RCU grace period (tens of
-// milliseconds, all of a delete's cost here); Close waits for it.
+// Unwatch stops detecting for an agent cgroup: its watcher gets no more
+// events. The cgroup and what the programs keep for it (its ring buffer, its
+// calls' and processes' entries) leave the maps in the background, because
+// removing an entry of a map of maps waits for an RCU grace period (tens of
+// milliseconds, all of a delete's cost here); Close waits for them.
 func (d *Detector) Unwatch(agentCgroup uint64) {
 	d.mu.Lock()
 	w := d.watches[agentCgroup]
 	delete(d.watches, agentCgroup)
+	if w != nil {
+		d.removing.Add(1) // under d.mu, so before Close's Wait
+	}
 	d.mu.Unlock()
 	if w == nil {
 		return
 	}
 	w.close()
-	_ = d.maps.Dropped.Delete(agentCgroup)
-	d.removing.Add(1)
 	go func() {
 		defer d.removing.Done()
-		if err := d.maps.Rings.Delete(agentCgroup); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			log.L.WithError(err).WithField("cgroup", agentCgroup).Warn("unwatch an agent cgroup in the tool-call detector")
-		}
+		d.forget(agentCgroup)
 	}()
 }
 
-// forget removes an agent cgroup, and the call cgroups that point to it,
-// from the programs' maps: what a killed shim left (Sweep).
+// forget removes an agent cgroup from the programs' maps, with the entries
+// that point to it: its call cgroups, and its processes still pending or in
+// a call (a process killed while its execve was held can leave one, which a
+// reused pid would inherit).
 func (d *Detector) forget(agentCgroup uint64) {
-	_ = d.maps.Rings.Delete(agentCgroup)
+	if err := d.maps.Rings.Delete(agentCgroup); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		log.L.WithError(err).WithField("cgroup", agentCgroup).Warn("forget an agent cgroup in the tool-call detector")
+	}
 	_ = d.maps.Dropped.Delete(agentCgroup)
-	var call, agent uint64
+	var key, agent uint64
 	var calls []uint64
-	for it := d.maps.Calls.Iterate(); it.Next(&call, &agent); {
+	it := d.maps.Calls.Iterate()
+	for it.Next(&key, &agent) {
 		if agent == agentCgroup {
-			calls = append(calls, call)
+			calls = append(calls, key)
 		}
 	}
 	for _, c := range calls {
 		_ = d.maps.Calls.Delete(c)
+	}
+	var pid uint32
+	var pids []uint32
+	var t detectorTool
+	ti := d.maps.Tools.Iterate()
+	for ti.Next(&pid, &t) {
+		if t.AgentCgroup == agentCgroup {
+			pids = append(pids, pid)
+		}
+	}
+	for _, p := range pids {
+		_ = d.maps.Tools.Delete(p)
+	}
+	pids = pids[:0]
+	var f detectorForked
+	pi := d.maps.Pending.Iterate()
+	for pi.Next(&pid, &f) {
+		if f.AgentCgroup == agentCgroup {
+			pids = append(pids, pid)
+		}
+	}
+	for _, p := range pids {
+		_ = d.maps.Pending.Delete(p)
+	}
+	if err := errors.Join(it.Err(), ti.Err(), pi.Err()); err != nil {
+		log.L.WithError(err).WithField("cgroup", agentCgroup).Warn("forget an agent cgroup's entries in the tool-call detector")
 	}
 }
 
@@ -325,24 +362,24 @@ func (d *Detector) Forget(pid uint32) {
 // unpinned, and so detached and freed, when no other shim uses it.
 func (d *Detector) Close() error {
 	d.mu.Lock()
-	agents := make([]uint64, 0, len(d.watches))
-	for a := range d.watches {
-		agents = append(agents, a)
+	if d.closed {
+		d.mu.Unlock()
+		return nil
 	}
+	d.closed = true // from here Watch refuses and Unwatch finds nothing
+	watches := d.watches
+	d.watches = map[uint64]*watch{}
 	d.mu.Unlock()
-	for _, a := range agents {
-		d.Unwatch(a)
+	for agent, w := range watches {
+		w.close()
+		d.forget(agent)
 	}
 	d.removing.Wait()
 	return d.close()
 }
 
 func (d *Detector) close() error {
-	select {
-	case <-d.done:
-	default:
-		close(d.done)
-	}
+	d.closeDone.Do(func() { close(d.done) })
 	var errs []error
 	for _, l := range d.links {
 		errs = append(errs, l.Close())

@@ -124,7 +124,11 @@ func Open(pinRoot, lockDir string) (_ *Detector, retErr error) {
 	dir := filepath.Join(pinRoot, version)
 	maps, err := openPinned(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		maps, err = loadPinned(spec, pinRoot, dir)
+		// None, or what cannot be a whole set (pinned sets are renamed
+		// into place complete): load it again.
+		if err = os.RemoveAll(dir); err == nil {
+			maps, err = loadPinned(spec, pinRoot, dir)
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -135,8 +139,14 @@ func Open(pinRoot, lockDir string) (_ *Detector, retErr error) {
 	return d, nil
 }
 
-// openPinned opens the maps of a pinned set; os.ErrNotExist if there is none.
+// openPinned opens the maps of a pinned set; os.ErrNotExist if there is none,
+// or only part of one (its programs' links missing).
 func openPinned(dir string) (detectorMaps, error) {
+	for _, name := range pinnedLinks {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			return detectorMaps{}, err
+		}
+	}
 	var m detectorMaps
 	for _, name := range pinnedMaps {
 		pm, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
@@ -166,9 +176,9 @@ func openPinned(dir string) (detectorMaps, error) {
 // loadPinned loads and attaches the programs and pins maps and links into
 // dir, through a temporary folder renamed last, so that a process killed
 // meanwhile leaves no set that looks complete (its leftovers go with the
-// next Open or Sweep).
+// version's next Open, or a Sweep once nothing uses the version).
 func loadPinned(spec *ebpf.CollectionSpec, pinRoot, dir string) (_ detectorMaps, retErr error) {
-	if err := removeTemporaries(pinRoot); err != nil {
+	if err := removeTemporaries(pinRoot, version); err != nil {
 		return detectorMaps{}, err
 	}
 	var objs detectorObjects
@@ -192,7 +202,7 @@ func loadPinned(spec *ebpf.CollectionSpec, pinRoot, dir string) (_ detectorMaps,
 			l.Close()
 		}
 	}()
-	tmp := dir + "-tmp-" + strconv.Itoa(os.Getpid()) // bpffs refuses dots in names
+	tmp := dir + tmpInfix + strconv.Itoa(os.Getpid())
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return detectorMaps{}, fmt.Errorf("pin the tool-call detector: %w", err)
 	}
@@ -215,9 +225,14 @@ func loadPinned(spec *ebpf.CollectionSpec, pinRoot, dir string) (_ detectorMaps,
 	return objs.detectorMaps, nil
 }
 
-// removeTemporaries unpins what a process killed while pinning left.
-func removeTemporaries(pinRoot string) error {
-	tmps, _ := filepath.Glob(filepath.Join(pinRoot, "*-tmp-*"))
+// tmpInfix joins a version and a pid in the name of a set being pinned
+// (bpffs refuses dots in names).
+const tmpInfix = "-tmp-"
+
+// removeTemporaries unpins what a process killed while pinning a version's
+// set left; the caller holds the version's lock file.
+func removeTemporaries(pinRoot, version string) error {
+	tmps, _ := filepath.Glob(filepath.Join(pinRoot, version+tmpInfix+"*"))
 	for _, t := range tmps {
 		if err := os.RemoveAll(t); err != nil {
 			return fmt.Errorf("remove a partly pinned tool-call detector: %w", err)
@@ -249,7 +264,7 @@ func unpinUnused(pinRoot, lockDir, version string) error {
 	if err := os.RemoveAll(filepath.Join(pinRoot, version)); err != nil {
 		return fmt.Errorf("unpin the tool-call detector: %w", err)
 	}
-	return removeTemporaries(pinRoot)
+	return removeTemporaries(pinRoot, version)
 }
 
 // Sweep is the cleanup after shims that were killed: every pinned set that
@@ -266,12 +281,15 @@ func Sweep(pinRoot, lockDir, cgroupMount string) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
+	versions := map[string]bool{}
 	for _, e := range entries {
-		v := e.Name()
-		if !e.IsDir() || strings.Contains(v, "-tmp-") {
-			continue
+		if e.IsDir() {
+			v, _, _ := strings.Cut(e.Name(), tmpInfix) // a set, or one being pinned
+			versions[v] = true
 		}
+	}
+	var errs []error
+	for v := range versions {
 		errs = append(errs, sweep(pinRoot, lockDir, v, cgroupMount))
 	}
 	return errors.Join(errs...)
@@ -293,13 +311,20 @@ func sweep(pinRoot, lockDir, v, cgroupMount string) error {
 		return nil
 	}
 	maps, err := openPinned(filepath.Join(pinRoot, v))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // in use, yet not pinned: its user will load it
+	}
 	if err != nil {
 		return err
 	}
 	d := &Detector{maps: maps}
 	defer maps.Close()
+	agents, err := keys(maps.Rings)
+	if err != nil {
+		return fmt.Errorf("sweep the tool-call detector: %w", err)
+	}
 	var gone []uint64
-	for _, agent := range keys(maps.Rings) {
+	for _, agent := range agents {
 		if ok, err := cgroupfs.Exists(cgroupMount, agent); err != nil {
 			log.L.WithError(err).Warn("sweep the tool-call detector")
 		} else if !ok {
@@ -312,12 +337,14 @@ func sweep(pinRoot, lockDir, v, cgroupMount string) error {
 	return nil
 }
 
-// keys lists a map's uint64 keys.
-func keys(m *ebpf.Map) []uint64 {
+// keys lists the agent cgroups of a rings map.
+func keys(rings *ebpf.Map) ([]uint64, error) {
 	var out []uint64
 	var k uint64
-	for err := m.NextKey(nil, &k); err == nil; err = m.NextKey(k, &k) {
+	var id uint32 // an inner map's ID
+	it := rings.Iterate()
+	for it.Next(&k, &id) {
 		out = append(out, k)
 	}
-	return out
+	return out, it.Err()
 }

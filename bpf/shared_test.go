@@ -159,8 +159,8 @@ func TestSweep(t *testing.T) {
 	}
 	cmd.Process.Kill()
 	cmd.Wait()
-	if n := len(keys(live.maps.Rings)); n != 2 {
-		t.Fatalf("%d agent cgroups watched, want the live one and the killed shim's", n)
+	if k, _ := keys(live.maps.Rings); len(k) != 2 {
+		t.Fatalf("agent cgroups watched: %v, want the live one and the killed shim's", k)
 	}
 	if err := os.Remove(goneDir); err != nil { // what the delete action removes
 		t.Fatal(err)
@@ -168,13 +168,17 @@ func TestSweep(t *testing.T) {
 	if err := Sweep(pinRoot, lockDir, cgroup2Mount(t)); err != nil {
 		t.Fatal(err)
 	}
-	if k := keys(live.maps.Rings); len(k) != 1 || k[0] != liveID {
+	if k, _ := keys(live.maps.Rings); len(k) != 1 || k[0] != liveID {
 		t.Errorf("watched after the sweep: %v, want only %d", k, liveID)
 	}
 
 	// The live shim killed too (its hold dropped without Close): the sweep
 	// unpins.
 	live.shared.users.Close()
+	// And what a shim killed while pinning would leave.
+	if err := os.Mkdir(filepath.Join(pinRoot, version+tmpInfix+"999"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if err := Sweep(pinRoot, lockDir, cgroup2Mount(t)); err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,8 @@ func TestDetectorRefcount(t *testing.T) {
 		t.Fatal("loading BPF programs needs root (make test runs as root)")
 	}
 	ctx := context.Background()
-	s := &service{detectorUsers: map[string]bool{}, stateRoot: t.TempDir()}
+	// Not bpffs: a private detector, never the host's shared one.
+	s := &service{detectorUsers: map[string]bool{}, stateRoot: t.TempDir(), pinRoot: t.TempDir() + "/agentcgroup"}
 	a := s.acquireDetector(ctx, "a")
 	if a == nil {
 		t.Fatal("no detector loaded")
@@ -35,6 +36,7 @@ func TestDetectorRefcount(t *testing.T) {
 	}
 	a.Unwatch(1)
 	s.releaseDetector(ctx, "a")
+	s.releasing.Wait()
 	if s.detector != nil {
 		t.Error("the detector is still loaded after its last user's release")
 	}

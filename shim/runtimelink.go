@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"sync"
 
@@ -60,13 +61,18 @@ func (l *runtimeLinks) runtime(id string) string {
 	return ""
 }
 
-// wrap runs call with container id's runtime link on the wrapper.
-func (l *runtimeLinks) wrap(ctx context.Context, id string, call func()) {
+// wrap runs call with container id's runtime link on the wrapper; if the
+// link cannot be pointed there, call does not run (an exec would start
+// outside its tool call's cgroup).
+func (l *runtimeLinks) wrap(ctx context.Context, id string, call func()) error {
 	l.mu.Lock()
 	rl := l.links[id]
 	if rl != nil {
 		if rl.wrapped == 0 {
-			l.relink(ctx, rl.dir, l.wrapper)
+			if err := state.LinkRuntime(rl.dir, l.wrapper); err != nil {
+				l.mu.Unlock()
+				return fmt.Errorf("link the runtime wrapper: %w", err)
+			}
 		}
 		rl.wrapped++
 	}
@@ -78,16 +84,14 @@ func (l *runtimeLinks) wrap(ctx context.Context, id string, call func()) {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if rl.wrapped--; rl.wrapped == 0 {
-			l.relink(ctx, rl.dir, rl.runtime)
+			if err := state.LinkRuntime(rl.dir, rl.runtime); err != nil {
+				// Harmless: the wrapper passes calls on unchanged.
+				log.G(ctx).WithError(err).Warn("link the container's OCI runtime back")
+			}
 		}
 	}()
 	call()
-}
-
-func (l *runtimeLinks) relink(ctx context.Context, dir, target string) {
-	if err := state.LinkRuntime(dir, target); err != nil {
-		log.G(ctx).WithError(err).WithField("runtime", filepath.Base(target)).Warn("relink the container's OCI runtime")
-	}
+	return nil
 }
 
 // needsWrapperForPs says whether the runtime's `ps` must go through the

@@ -28,11 +28,11 @@ func TestRuntimeLinks(t *testing.T) {
 		t.Fatalf("link = %s, want the runtime", got)
 	}
 	ctx := context.Background()
-	l.wrap(ctx, "c", func() {
+	_ = l.wrap(ctx, "c", func() {
 		if got := target(); got != "/usr/bin/agentcgroup-oci-runtime" {
 			t.Errorf("during a wrapped call: %s, want the wrapper", got)
 		}
-		l.wrap(ctx, "c", func() {})
+		_ = l.wrap(ctx, "c", func() {})
 		if got := target(); got != "/usr/bin/agentcgroup-oci-runtime" {
 			t.Errorf("after an overlapping call ended: %s, want the wrapper still", got)
 		}
@@ -44,10 +44,24 @@ func TestRuntimeLinks(t *testing.T) {
 		t.Error("runtime of a container")
 	}
 	ran := false
-	l.wrap(ctx, "other", func() { ran = true }) // not carved: runs as is
+	if err := l.wrap(ctx, "other", func() { ran = true }); err != nil { // not carved: runs as is
+		t.Fatal(err)
+	}
 	if !ran {
 		t.Error("a call of a container that is not carved did not run")
 	}
+	// A link that cannot be made: the call does not run.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o600); err != nil { // dir is a file now
+		t.Fatal(err)
+	}
+	ran = false
+	if err := l.wrap(ctx, "c", func() { ran = true }); err == nil || ran {
+		t.Errorf("wrap with no link possible: err %v, ran %v; want an error and no call", err, ran)
+	}
+	os.Remove(dir)
 	if left, _ := filepath.Glob(filepath.Join(dir, "*.new")); len(left) != 0 {
 		t.Errorf("left: %v", left)
 	}

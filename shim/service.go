@@ -60,9 +60,11 @@ type service struct {
 	detector       *bpf.Detector
 	detectorUsers  map[string]bool
 	detectorFailed time.Time
-	// releasing counts the detector releases that deleted containers left
-	// running; the shim exits after them (waitReleases).
+	// releasing counts the detectors still closing in the background; the
+	// shim exits after them (waitReleases).
 	releasing sync.WaitGroup
+	// pinRoot is where the host's shared detector is pinned (bpf.PinRoot).
+	pinRoot string
 	// governor is the graduated response of every container of the shim,
 	// started with the first one.
 	governor *governor.Watcher
@@ -92,6 +94,7 @@ func newService(inner taskAPI.TTRPCTaskService, publisher events.Publisher) (*se
 		TTRPCTaskService: inner,
 		configPath:       DefaultConfigPath,
 		stateRoot:        state.DefaultRoot,
+		pinRoot:          bpf.PinRoot,
 		links:            newRuntimeLinks(wrapperBeside(self)),
 		output:           reaped,
 		publisher:        publisher,
@@ -220,7 +223,7 @@ func (s *service) acquireDetector(ctx context.Context, id string) *bpf.Detector 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.detector == nil && time.Since(s.detectorFailed) >= detectorRetry {
-		d, err := bpf.Open(bpf.PinRoot, s.stateRoot)
+		d, err := bpf.Open(s.pinRoot, s.stateRoot)
 		if errors.Is(err, bpf.ErrNoBPFFS) {
 			log.G(ctx).WithError(err).Warn("the tool-call detector cannot be shared: this shim loads its own")
 			d, err = bpf.Load()
@@ -238,7 +241,8 @@ func (s *service) acquireDetector(ctx context.Context, id string) *bpf.Detector 
 	return s.detector
 }
 
-// waitReleases waits for the detector releases still running, at shutdown.
+// waitReleases waits, at shutdown, for the detectors still closing (within
+// containerd's shutdown timeout).
 func (s *service) waitReleases(context.Context) error {
 	s.releasing.Wait()
 	return nil
@@ -257,11 +261,20 @@ func (s *service) releaseDetector(ctx context.Context, id string) {
 		}
 	}
 	s.mu.Unlock()
-	if idle != nil {
+	if idle == nil {
+		return
+	}
+	// Closing waits for the kernel (an RCU grace period per container the
+	// detector watched): in the background; the shim's shutdown waits for
+	// it, and the delete action after the shim's exit sweeps what a shim
+	// cut off there left.
+	s.releasing.Add(1)
+	go func() {
+		defer s.releasing.Done()
 		if err := idle.Close(); err != nil {
 			log.G(ctx).WithError(err).Warn("close the tool-call detector")
 		}
-	}
+	}()
 }
 
 // criContainerType is the annotation by which containerd's CRI plugin tells
@@ -366,7 +379,9 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (resp *tas
 	if c == nil || r.ExecID == "" {
 		return s.TTRPCTaskService.Start(ctx, r)
 	}
-	s.links.wrap(ctx, r.ID, func() { resp, err = s.TTRPCTaskService.Start(ctx, r) })
+	if werr := s.links.wrap(ctx, r.ID, func() { resp, err = s.TTRPCTaskService.Start(ctx, r) }); werr != nil {
+		err = errgrpc.ToGRPC(werr)
+	}
 	if err != nil {
 		c.AbortExec(ctx, r.ExecID)
 		return resp, err
@@ -387,7 +402,9 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (resp *taskA
 	if !needsWrapperForPs(s.links.runtime(r.ID)) {
 		return s.TTRPCTaskService.Pids(ctx, r)
 	}
-	s.links.wrap(ctx, r.ID, func() { resp, err = s.TTRPCTaskService.Pids(ctx, r) })
+	if werr := s.links.wrap(ctx, r.ID, func() { resp, err = s.TTRPCTaskService.Pids(ctx, r) }); werr != nil {
+		return nil, errgrpc.ToGRPC(werr)
+	}
 	return resp, err
 }
 
@@ -425,13 +442,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	if err := c.Teardown(ctx); err != nil {
 		log.G(ctx).WithError(err).Warn("tear down agent/tools cgroups")
 	}
-	// Closing the detector waits for the kernel (an RCU grace period): after
-	// the reply; the shim's shutdown waits for it.
-	s.releasing.Add(1)
-	go func() {
-		defer s.releasing.Done()
-		s.releaseDetector(context.WithoutCancel(ctx), r.ID)
-	}()
+	s.releaseDetector(context.WithoutCancel(ctx), r.ID)
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err != nil {
 		return resp, err
