@@ -35,11 +35,15 @@ for i, command in enumerate(commands):
         m = re.search(r"^%s (\d+)$" % sentinel, pane, re.M)
         if m:
             exit_status = int(m.group(1))
-            # The output is what the pane shows between the command line and
-            # the sentinel.
-            before = pane[:m.start()]
-            typed = before.rfind(sentinel + " $?")
-            output = before[before.find("\n", typed) + 1:] if typed >= 0 else before
+            # The output is what the pane shows after the command line, the
+            # sentinel's line left out, a moment after the sentinel: lines
+            # written to the terminal from outside the shell (agentcgroup's
+            # reason for a kill) are not ordered with the shell's own.
+            time.sleep(0.5)
+            pane = tmux("capture-pane", "-p", "-J", "-t", "agent", "-S", "-")
+            typed = pane.rfind(sentinel + " $?")
+            after = pane[pane.find("\n", typed) + 1:] if typed >= 0 else pane
+            output = re.sub(r"^%s \d+\n?" % sentinel, "", after, flags=re.M)
             break
         time.sleep(0.2)
     results.write(json.dumps({"command": command, "output": output, "exit": exit_status,
