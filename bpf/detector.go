@@ -242,43 +242,31 @@ func (d *Detector) forget(agentCgroup uint64) {
 		log.L.WithError(err).WithField("cgroup", agentCgroup).Warn("forget an agent cgroup in the tool-call detector")
 	}
 	_ = d.maps.Dropped.Delete(agentCgroup)
-	var key, agent uint64
-	var calls []uint64
-	it := d.maps.Calls.Iterate()
-	for it.Next(&key, &agent) {
-		if agent == agentCgroup {
-			calls = append(calls, key)
-		}
-	}
-	for _, c := range calls {
-		_ = d.maps.Calls.Delete(c)
-	}
-	var pid uint32
-	var pids []uint32
-	var t detectorTool
-	ti := d.maps.Tools.Iterate()
-	for ti.Next(&pid, &t) {
-		if t.AgentCgroup == agentCgroup {
-			pids = append(pids, pid)
-		}
-	}
-	for _, p := range pids {
-		_ = d.maps.Tools.Delete(p)
-	}
-	pids = pids[:0]
-	var f detectorForked
-	pi := d.maps.Pending.Iterate()
-	for pi.Next(&pid, &f) {
-		if f.AgentCgroup == agentCgroup {
-			pids = append(pids, pid)
-		}
-	}
-	for _, p := range pids {
-		_ = d.maps.Pending.Delete(p)
-	}
-	if err := errors.Join(it.Err(), ti.Err(), pi.Err()); err != nil {
+	err := errors.Join(
+		deleteWhere[uint64](d.maps.Calls, func(agent uint64) bool { return agent == agentCgroup }),
+		deleteWhere[uint32](d.maps.Tools, func(t detectorTool) bool { return t.AgentCgroup == agentCgroup }),
+		deleteWhere[uint32](d.maps.Pending, func(f detectorForked) bool { return f.AgentCgroup == agentCgroup }))
+	if err != nil {
 		log.L.WithError(err).WithField("cgroup", agentCgroup).Warn("forget an agent cgroup's entries in the tool-call detector")
 	}
+}
+
+// deleteWhere deletes the entries of m whose value matches: collected
+// first, since deleting while iterating restarts a hash map's iteration.
+func deleteWhere[K comparable, V any](m *ebpf.Map, match func(V) bool) error {
+	var k K
+	var v V
+	var gone []K
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if match(v) {
+			gone = append(gone, k)
+		}
+	}
+	for _, k := range gone {
+		_ = m.Delete(k)
+	}
+	return it.Err()
 }
 
 // Dropped is the number of agentCgroup's events lost to its full ring
