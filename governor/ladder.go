@@ -12,18 +12,27 @@ import (
 )
 
 // The graduated response's thresholds. The kernel throttles a call over its
-// memory.high by itself; the governor freezes, thaws and kills.
+// memory.high by itself; the governor freezes, thaws and kills. Without
+// swap a frozen call's memory stays charged: a freeze only stops growth,
+// so it is kept for when an OOM kill is otherwise imminent, and a frozen
+// call runs again as soon as there is room for it.
 const (
 	// psiWindow is the shortest PSI window the kernel accepts, so that a
 	// freeze follows sustained pressure within half a second.
 	psiWindow = 500 * time.Millisecond
 	// psiStall: a trigger fires when some task of the scope was stalled on
-	// memory for 10% of a window.
+	// memory for 10% of a window: reclaim is not keeping up.
 	psiStall = psiWindow / 10
-	// quietShare and quietWindows are the thaw hysteresis: a frozen call is
-	// thawed, one per quietWindows, once stall stays under 5%.
-	quietShare   = 0.05
-	quietWindows = 2
+	// freezeShare: with reclaim not keeping up, a scope is about to
+	// OOM-kill when what it cannot reclaim (its usage but the file cache)
+	// is this close to its limit; below, the pressure is page-cache
+	// reclaim or a call's own memory.high, which a freeze would not relieve.
+	freezeShare = 0.9
+	// thawShare: a frozen call runs again, one a review, once what the
+	// scope cannot reclaim is under this share of its limit (the gap to
+	// freezeShare is the hysteresis), or at once when no other call of the
+	// scope is running (the largest bursts then run one after another).
+	thawShare = 0.8
 	// stallShare: a throttled call whose tasks were all stalled on memory
 	// ("full") for half of a window made no progress in it.
 	stallShare = 0.5
@@ -31,22 +40,15 @@ const (
 	// task up to 2 s per allocation batch, so a call stuck over its
 	// memory.high may report no new "high" event for that long.
 	throttleQuiet = 3 * time.Second
-	// contended: a scope's pressure is contention (and worth a freeze) when
-	// its usage is this close to its limit; below, the pressure comes from a
-	// call's own memory.high, which freezing another call would not relieve.
-	contended = 0.9
 )
 
-// ladder is a container's review state: the pressure totals at the last
-// review and how many quiet windows passed since.
+// ladder is a container's review state: when it was last reviewed.
 type ladder struct {
-	last            time.Time
-	lastC, lastPool cgroupfs.Pressure
-	quiet           int
+	last time.Time
 }
 
-// relieve answers a PSI notification: where the scope is contended, it
-// freezes the container's youngest running call, unless a container of
+// relieve answers a PSI notification: where an OOM kill in the scope is
+// imminent, it freezes the container's youngest running call, unless a container of
 // lower priority in the pool still has one running (it goes first) or the
 // call is the last one running in the scope (it is left to finish).
 func (w *Watcher) relieve(id string, sc scope, now time.Time) {
@@ -58,7 +60,7 @@ func (w *Watcher) relieve(id string, sc scope, now time.Time) {
 	if sc == scopePool {
 		dir = c.pool
 	}
-	if !w.contended(sc, dir) {
+	if !w.near(sc, dir, freezeShare) {
 		return
 	}
 	if sc == scopePool && now.Sub(w.poolFrozen[c.pool]) < psiWindow {
@@ -99,25 +101,26 @@ func (w *Watcher) relieve(id string, sc scope, now time.Time) {
 	}
 }
 
-// contended reports whether the pressure seen in a scope is contention for
-// its memory, which freezing a call relieves, rather than a call stalled on
-// its own memory.high. The container is contended near its own limit; the
-// pool near the first limit from it up, or, with none, when the host is
-// short of memory.
-func (w *Watcher) contended(sc scope, dir string) bool {
+// near reports whether what a scope cannot reclaim is at least share of
+// the first memory limit from it up (the container: its own), or, with
+// none, whether the host has less than 1-share of its memory available.
+func (w *Watcher) near(sc scope, dir string, share float64) bool {
 	for {
-		if near, limited := nearLimit(dir); limited || sc == scopeContainer {
-			return near
+		if used, limited := usedShare(dir); limited || sc == scopeContainer {
+			return used >= share
 		}
 		if dir == w.root || len(dir) <= len(w.root) {
-			return w.hostShort()
+			return w.hostUsed() >= share
 		}
 		dir = filepath.Dir(dir)
 	}
 }
 
-// nearLimit reports whether dir has a memory limit and is near it.
-func nearLimit(dir string) (near, limited bool) {
+// usedShare returns the share of dir's memory limit (the lower of
+// memory.high and memory.max) that its memory but the file cache takes:
+// anonymous and kernel memory, which without swap only an exit or a kill
+// gives back. limited is false where dir has no limit.
+func usedShare(dir string) (used float64, limited bool) {
 	limit := cgroupfs.Unlimited
 	for _, f := range []string{"memory.high", "memory.max"} {
 		if v, err := cgroupfs.ReadLimit(dir, f); err == nil && v != cgroupfs.Unlimited && (limit == cgroupfs.Unlimited || v < limit) {
@@ -125,20 +128,25 @@ func nearLimit(dir string) (near, limited bool) {
 		}
 	}
 	if limit == cgroupfs.Unlimited {
-		return false, false
+		return 0, false
 	}
 	cur, err := cgroupfs.ReadUint(dir, "memory.current")
-	return err == nil && float64(cur) >= contended*float64(limit), true
+	if err != nil {
+		return 0, true
+	}
+	if st, err := cgroupfs.ReadKV(dir, "memory.stat"); err == nil {
+		cur -= min(cur, st["file"])
+	}
+	return float64(cur) / float64(max(limit, 1)), true
 }
 
-// hostShort reports whether the host has less than 1-contended of its
-// memory available.
-func (w *Watcher) hostShort() bool {
+// hostUsed is the share of the host's memory that is not available.
+func (w *Watcher) hostUsed() float64 {
 	kv, err := w.meminfo()
 	if err != nil || kv["MemTotal"] == 0 {
-		return true
+		return 1
 	}
-	return float64(kv["MemAvailable"]) < (1-contended)*float64(kv["MemTotal"])
+	return 1 - float64(kv["MemAvailable"])/float64(kv["MemTotal"])
 }
 
 // freeze freezes a call and reports whether it did.
@@ -170,13 +178,11 @@ func (w *Watcher) thaw(c *container, wc *watched, now time.Time) {
 	c.cb(wc.cl, Thawed, "memory pressure subsided")
 }
 
-// startReviews begins a review spell: pressure is measured from now on.
+// startReviews begins a review spell: stalls are measured from now on.
 func (w *Watcher) startReviews(now time.Time) {
 	for _, id := range w.ids() {
 		if c, calls := w.lookup(id); c != nil {
 			c.lad = ladder{last: now}
-			c.lad.lastC, _ = cgroupfs.ReadPressure(c.dir)
-			c.lad.lastPool, _ = cgroupfs.ReadPressure(c.pool)
 			for _, wc := range calls {
 				p, _ := cgroupfs.ReadPressure(wc.dir)
 				wc.lastFull = p.Full
@@ -194,26 +200,16 @@ func (w *Watcher) review(now time.Time) {
 	}
 }
 
-// reviewContainer ends throttle spells, thaws with hysteresis, and kills a
-// call that has made no progress for the stall timeout.
+// reviewContainer thaws a call where there is room, ends throttle spells,
+// and kills a call that has made no progress for the stall timeout.
 func (w *Watcher) reviewContainer(c *container, calls []*watched, now time.Time) {
 	lad := &c.lad
 	elapsed := now.Sub(lad.last)
 	if elapsed <= 0 {
 		return
 	}
-	pc, _ := cgroupfs.ReadPressure(c.dir)
-	pp, _ := cgroupfs.ReadPressure(c.pool)
-	share := func(cur, last cgroupfs.Pressure) float64 { return float64(cur.Some-last.Some) / float64(elapsed) }
-	if share(pc, lad.lastC) < quietShare && share(pp, lad.lastPool) < quietShare {
-		lad.quiet++
-	} else {
-		lad.quiet = 0
-	}
-	lad.last, lad.lastC, lad.lastPool = now, pc, pp
-	if lad.quiet >= quietWindows && w.thawOne(c, calls, now) {
-		lad.quiet = 0
-	}
+	lad.last = now
+	w.thawOne(c, calls, now)
 
 	for _, wc := range calls {
 		if wc.cl.Throttling() && now.Sub(wc.lastHigh) >= throttleQuiet {
@@ -266,9 +262,27 @@ func (w *Watcher) kill(c *container, wc *watched, frozen bool) {
 	c.cb(wc.cl, Killing, reason)
 }
 
-// thawOne thaws the container's longest-frozen call, unless a container of
-// higher priority in the pool still has frozen calls (they thaw first).
+// thawOne thaws the container's longest-frozen call where there is room
+// for it (see thawShare), unless a container of higher priority in the
+// pool still has frozen calls (they thaw first).
 func (w *Watcher) thawOne(c *container, calls []*watched, now time.Time) bool {
+	var oldest *watched
+	var oldestAt time.Time
+	running := 0
+	for _, wc := range calls {
+		at := wc.cl.FrozenSince()
+		switch {
+		case at.IsZero():
+			if st := wc.cl.State(); st == toolcall.Running || st == toolcall.Throttled {
+				running++
+			}
+		case wc.cl.Doomed() == "" && (oldest == nil || at.Before(oldestAt)):
+			oldest, oldestAt = wc, at
+		}
+	}
+	if oldest == nil {
+		return false
+	}
 	unlock, err := c.members.Lock()
 	if err != nil {
 		log.G(w.ctx).WithError(err).Warn("lock the pool")
@@ -276,20 +290,16 @@ func (w *Watcher) thawOne(c *container, calls []*watched, now time.Time) bool {
 	}
 	defer unlock()
 	mine := c.pol.Priority.Rank()
+	others := 0
 	for _, m := range c.members.Members() {
 		if m.Frozen > 0 && m.Priority.Rank() > mine {
 			return false
 		}
+		others += m.Running
 	}
-	var oldest *watched
-	var oldestAt time.Time
-	for _, wc := range calls {
-		at := wc.cl.FrozenSince()
-		if !at.IsZero() && wc.cl.Doomed() == "" && (oldest == nil || at.Before(oldestAt)) {
-			oldest, oldestAt = wc, at
-		}
-	}
-	if oldest == nil {
+	cNear, poolNear := w.near(scopeContainer, c.dir, thawShare), w.near(scopePool, c.pool, thawShare)
+	alone := running == 0 && (!poolNear || others == 0)
+	if (cNear || poolNear) && !alone {
 		return false
 	}
 	w.thaw(c, oldest, now)

@@ -285,6 +285,7 @@ func (w *Watcher) loop(keys <-chan []any) {
 					w.memoryEvents(k.w, now)
 				case cgroupEventsKey:
 					w.frozenSeen(k.w, now)
+					w.ended(k.w, now)
 				}
 			}
 		case now := <-tick:
@@ -345,6 +346,17 @@ func (w *Watcher) report(wc *watched, a Action, reason string) {
 	w.mu.Unlock()
 	if watched {
 		wc.c.cb(wc.cl, a, reason)
+	}
+}
+
+// ended gives the room of a call that has ended to a frozen call of its
+// container at once, rather than at the next review.
+func (w *Watcher) ended(wc *watched, now time.Time) {
+	if populated, err := cgroupfs.Populated(wc.dir); err == nil && populated {
+		return
+	}
+	if c, calls := w.lookup(wc.c.id); c == wc.c {
+		w.thawOne(c, calls, now)
 	}
 }
 

@@ -43,11 +43,13 @@ func (h fakeHost) pressure(group string, some, full time.Duration) {
 		some.Microseconds(), full.Microseconds()))
 }
 
-// usage sets a cgroup's memory.max and memory.current.
+// usage sets a cgroup's memory.max and memory.current, none of it file
+// cache.
 func (h fakeHost) usage(group string, current, max int64) {
 	h.write(group, "memory.max", fmt.Sprint(max))
 	h.write(group, "memory.current", fmt.Sprint(current))
 	h.write(group, "memory.high", "max")
+	h.write(group, "memory.stat", "anon "+fmt.Sprint(current)+"\nfile 0\n")
 }
 
 // fakePool is the other containers of the pool.
@@ -150,16 +152,20 @@ func TestFreezeYoungestNotLast(t *testing.T) {
 	}
 }
 
-// TestUncontendedNoFreeze: pressure below the contention threshold comes
-// from a call's own memory.high; freezing another call would not help.
+// TestUncontendedNoFreeze: pressure below the freeze threshold comes from
+// a call's own memory.high or from reclaiming the page cache; freezing
+// another call would not help.
 func TestUncontendedNoFreeze(t *testing.T) {
 	f := newFixture(t, policy.Default())
 	f.call("a", 20)
 	f.call("b", 10)
 	f.usage(cGroup, 500<<20, 1<<30)
 	f.w.relieve("c1", scopeContainer, f.t0)
+	f.usage(cGroup, 1000<<20, 1<<30)
+	f.write(cGroup, "memory.stat", "anon 700000000\nfile 300000000\n")
+	f.w.relieve("c1", scopeContainer, f.t0)
 	if got := f.took(); len(got) != 0 {
-		t.Errorf("froze under no contention: %v", got)
+		t.Errorf("froze with no OOM kill imminent: %v", got)
 	}
 }
 
@@ -186,15 +192,15 @@ func TestPoolPriority(t *testing.T) {
 	}
 }
 
-// TestThawHysteresis: frozen calls thaw one per two quiet windows, the
-// longest-frozen first; pressure resets the count; a higher-priority
-// member's frozen calls thaw first.
-func TestThawHysteresis(t *testing.T) {
+// TestThawOnRoom: frozen calls thaw one a review once the container is
+// under thawShare of its limit, the longest-frozen first, a higher-priority
+// member's frozen calls first; without room, a frozen call thaws when no
+// other call of the pool runs.
+func TestThawOnRoom(t *testing.T) {
 	pol := policy.Default()
 	pol.StallTimeout = time.Hour
 	f := newFixture(t, pol)
-	f.call("a", 40)
-	f.call("b", 30)
+	a, b := f.call("a", 40), f.call("b", 30)
 	f.call("c", 20)
 	f.usage(cGroup, 950<<20, 1<<30)
 	f.w.relieve("c1", scopeContainer, f.at(0)) // c
@@ -202,28 +208,46 @@ func TestThawHysteresis(t *testing.T) {
 	f.took()
 	f.w.startReviews(f.at(1))
 
-	f.w.review(f.at(1.5)) // quiet 1
-	f.pressure(cGroup, 400*time.Millisecond, 0)
-	f.w.review(f.at(2)) // pressure: 400 ms of 500
-	f.w.review(f.at(2.5))
+	f.usage(cGroup, 850<<20, 1<<30) // 83%: no room yet
+	f.w.review(f.at(1.5))
 	if got := f.took(); len(got) != 0 {
-		t.Fatalf("thawed without two quiet windows: %v", got)
+		t.Fatalf("thawed without room: %v", got)
 	}
-	f.w.review(f.at(3))
+	f.usage(cGroup, 700<<20, 1<<30)
+	f.w.review(f.at(2))
 	if got := f.took(); len(got) != 1 || got[0] != (action{"c", Thawed}) {
 		t.Fatalf("actions %v, want c (frozen first) thawed", got)
 	}
 	f.pool.members = []Member{{Priority: policy.PriorityHigh, Frozen: 1}}
-	for i := range 4 {
-		f.w.review(f.at(3.5 + float64(i)/2))
-	}
+	f.w.review(f.at(2.5))
 	if got := f.took(); len(got) != 0 {
 		t.Fatalf("thawed before a high-priority member: %v", got)
 	}
 	f.pool.members = nil
-	f.w.review(f.at(6))
+	f.w.review(f.at(3))
 	if got := f.took(); len(got) != 1 || got[0] != (action{"b", Thawed}) {
 		t.Fatalf("actions %v, want b thawed", got)
+	}
+
+	// No room, but nothing else runs: the frozen call runs alone.
+	f.usage(cGroup, 950<<20, 1<<30)
+	f.w.relieve("c1", scopeContainer, f.at(4)) // c again
+	f.took()
+	for _, cl := range []*toolcall.Call{a, b} {
+		if _, err := cl.End(f.at(4), toolcall.Measures{}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.usage(poolGroup, 7900<<20, 8<<30)
+	f.pool.members = []Member{{Priority: policy.PriorityNormal, Running: 1}}
+	f.w.review(f.at(4.5))
+	if got := f.took(); len(got) != 0 {
+		t.Fatalf("thawed without room while a pool member runs a call: %v", got)
+	}
+	f.pool.members = nil
+	f.w.review(f.at(5))
+	if got := f.took(); len(got) != 1 || got[0] != (action{"c", Thawed}) {
+		t.Fatalf("actions %v, want c thawed to run alone", got)
 	}
 }
 

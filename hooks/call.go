@@ -30,7 +30,7 @@ type WaitFunc func(ctx context.Context) (status uint32, exitedAt time.Time, err 
 // first process, hands it to the governor, and ends the call when its
 // process has exited (wait returns) and its cgroup is empty.
 func (c *Container) track(ctx context.Context, cl *call, wait WaitFunc) {
-	if err := raiseOOMScore(cl.Record().Pid); err != nil {
+	if err := raiseOOMScore(cl.Record().Pid, toolOOMScoreAdj(c.policy.Priority)); err != nil {
 		log.G(ctx).WithError(err).WithField("call", cl.ID()).Warn("raise oom_score_adj of tool call")
 	}
 	c.mu.Lock()

@@ -19,8 +19,14 @@ import (
 
 // toolOOMScoreAdj is given to a tool call's first process (its children
 // inherit it): where an OOM above the call's own limit must pick a victim in
-// C or on the host, the kernel picks a tool call before the agent.
-const toolOOMScoreAdj = 500
+// C, the pool or on the host, the kernel picks a tool call before the agent
+// (500 adds half the OOM scope's memory to the call's score), of a
+// low-priority container before a normal one before a high one (200 apart:
+// a fifth of the scope), and among equals the largest, whose kill frees the
+// most memory and so kills the fewest calls.
+func toolOOMScoreAdj(p policy.Priority) int {
+	return 700 - 200*p.Rank()
+}
 
 // limits are the container's policy resolved against C's memory.max, the
 // base of percentages; they are resolved again when C is resized.
@@ -97,12 +103,12 @@ func (c *Container) Resize(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// raiseOOMScore gives a tool call's process toolOOMScoreAdj unless it has a
-// higher one already.
-func raiseOOMScore(pid uint32) error {
+// raiseOOMScore gives a tool call's process adj unless it has a higher one
+// already.
+func raiseOOMScore(pid uint32, adj int) error {
 	cur, err := sys.GetOOMScoreAdj(int(pid))
-	if err == nil && cur < toolOOMScoreAdj {
-		err = sys.SetOOMScore(int(pid), toolOOMScoreAdj)
+	if err == nil && cur < adj {
+		err = sys.SetOOMScore(int(pid), adj)
 	}
 	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
 		return nil // exited already

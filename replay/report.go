@@ -32,7 +32,7 @@ func (r *ArmResult) Totals() Totals {
 		if a.Unfinished {
 			t.Unfinished++
 		}
-		t.CallsFrozen += a.Frozen
+		t.CallsFrozen += len(a.Cost.Frozen)
 		if a.Summary == nil {
 			t.CallsLost++
 			continue

@@ -13,7 +13,7 @@ func TestTotals(t *testing.T) {
 	r := &ArmResult{
 		Arm: Arms[3],
 		Agents: []AgentResult{
-			{Completed: true, Frozen: 2, Summary: &trace.Summary{Calls: 4, Failed: 1, Killed: 1, Stretch: []float64{1, 2, 3, 4}}},
+			{Completed: true, Cost: Cost{Frozen: []float64{1, 2}}, Summary: &trace.Summary{Calls: 4, Failed: 1, Killed: 1, Stretch: []float64{1, 2, 3, 4}}},
 			{AgentKilled: true},
 		},
 		Samples:  []PoolSample{{Bytes: 100 << 20}, {Bytes: 300 << 20}, {Bytes: 200 << 20}},

@@ -27,6 +27,7 @@ import (
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/replay/trace"
 	"github.com/agentcgroup/agentcgroup/state"
+	"github.com/agentcgroup/agentcgroup/toolcall"
 	"github.com/agentcgroup/agentcgroup/tree"
 )
 
@@ -44,8 +45,10 @@ var Arms = []Arm{
 		limit: func(n int64) oci.SpecOpts { return oci.WithMemoryLimit(uint64(n)) }},
 	{Name: "c", Label: "runc, memory.high = budget/N", runtime: "io.containerd.runc.v2",
 		limit: func(n int64) oci.SpecOpts { return withUnified("memory.high", strconv.FormatInt(n, 10)) }},
-	{Name: "d", Label: "agentcgroup, default policy", runtime: "io.containerd.agentcgroup.v1"},
+	{Name: "d", Label: "agentcgroup, default policy", runtime: agentcgroupRuntime},
 }
+
+const agentcgroupRuntime = "io.containerd.agentcgroup.v1"
 
 func withUnified(key, value string) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
@@ -79,6 +82,10 @@ type Config struct {
 	// or "peak" (largest memory peak first, so that fewer agents than
 	// traces replay the largest bursts).
 	Order string
+	// Top keeps only the first Top traces in that order (0: all); agents
+	// take them in turn, so that a few bursty runs are replayed by many
+	// agents, each from its own start offset.
+	Top int
 }
 
 // Orders of the traces.
@@ -98,7 +105,7 @@ type AgentResult struct {
 	Unfinished bool
 	Doing      string
 	Summary    *trace.Summary
-	Frozen     int // tool calls frozen at least once (agentcgroup only)
+	Cost       Cost
 }
 
 // PoolSample is the pool every 100 ms; the counters are cumulative.
@@ -179,6 +186,9 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 	if err := OrderTraces(files, traces, cfg.Order); err != nil {
 		return nil, err
 	}
+	if cfg.Top > 0 && cfg.Top < len(traces) {
+		files, traces = files[:cfg.Top], traces[:cfg.Top]
+	}
 	timeout := cfg.Timeout
 	if timeout == 0 {
 		longest := 0.0
@@ -252,13 +262,16 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 				// Not a benchmark outcome: the simulator could not run.
 				errs <- fmt.Errorf("agent %s exited %d: %s", ar.ID, code, lastLine(filepath.Join(logs, ar.ID+".log")))
 			}
-			if recs, err := state.LoadRecords(state.Dir(state.DefaultRoot, cfg.Namespace, ar.ID)); err == nil {
-				for _, r := range recs {
-					if r.Freezes > 0 {
-						ar.Frozen++
-					}
+			dir := cgroupfs.Path(filepath.Join(pool, ar.ID))
+			events, _ := cgroupfs.ReadKV(dir, "memory.events")
+			psi, _ := cgroupfs.ReadPressure(dir)
+			var recs []toolcall.Record
+			if arm.runtime == agentcgroupRuntime {
+				if recs, err = state.LoadRecords(state.Dir(state.DefaultRoot, cfg.Namespace, ar.ID)); err != nil {
+					errs <- fmt.Errorf("records of %s: %w", ar.ID, err)
 				}
 			}
+			measureCost(ar, events, psi.Some, recs)
 			if err := cleanup(); err != nil {
 				errs <- fmt.Errorf("remove %s: %w", ar.ID, err)
 			}

@@ -43,6 +43,7 @@ sweep.md and sweep.svg (the largest N per arm with no agent-framework kill).`,
 		&cli.StringFlag{Name: "sweep", Usage: "comma-separated numbers of agents to sweep at the fixed budget"},
 		&cli.StringFlag{Name: "out", Value: "replay-results", Usage: "folder for the table, plots and raw results"},
 		&cli.StringFlag{Name: "order", Value: replay.OrderName, Usage: "which traces the agents replay: name (file order) or peak (largest memory burst first)"},
+		&cli.IntFlag{Name: "top", Usage: "replay only the first K traces in that order, each by several agents when N > K (0: all)"},
 		&cli.DurationFlag{Name: "bound", Usage: "time bound of one arm; agents still running then are reported unfinished (default: ten times the longest trace, compressed, plus a minute)"},
 	},
 	Action: runReplay,
@@ -85,7 +86,10 @@ func runReplay(c *cli.Context) error {
 		Rootfs: c.String("rootfs"), Traces: traces,
 		Budget: budget.Bytes, Speed: c.Float64("speed"), Scale: c.Float64("scale"), Seed: c.Int64("seed"),
 		Pool: c.String("pool"), Progress: os.Stderr,
-		Order: c.String("order"), Timeout: c.Duration("bound"),
+		Order: c.String("order"), Top: c.Int("top"), Timeout: c.Duration("bound"),
+	}
+	if cfg.Top < 0 {
+		return fmt.Errorf("--top %d: want 0 (all traces) or more", cfg.Top)
 	}
 	if o := cfg.Order; o != replay.OrderName && o != replay.OrderPeak {
 		return fmt.Errorf("--order %q: want %s or %s", o, replay.OrderName, replay.OrderPeak)
@@ -98,6 +102,7 @@ func runReplay(c *cli.Context) error {
 	defer stop()
 
 	var points []replay.SweepPoint
+	var runs [][]*replay.ArmResult // one per number of agents
 	var last []*replay.ArmResult
 	for _, n := range counts {
 		cfg.Agents = n
@@ -111,11 +116,14 @@ func runReplay(c *cli.Context) error {
 			last = append(last, res)
 			points = append(points, replay.SweepPoint{Arm: arm.Name, Agents: n, Totals: res.Totals()})
 		}
+		runs = append(runs, last)
 	}
-	if err := writeResults(out, cfg, last, points, len(counts) > 1); err != nil {
+	if err := writeResults(out, cfg, runs, points); err != nil {
 		return err
 	}
 	replay.WriteTable(os.Stdout, last)
+	fmt.Println()
+	replay.WriteCosts(os.Stdout, last)
 	if len(counts) > 1 {
 		fmt.Println()
 		replay.WriteSweep(os.Stdout, points, cfg.Budget)
@@ -124,15 +132,11 @@ func runReplay(c *cli.Context) error {
 	return nil
 }
 
-func writeResults(out string, cfg replay.Config, last []*replay.ArmResult, points []replay.SweepPoint, sweep bool) error {
-	table, err := os.Create(filepath.Join(out, "table.md"))
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(table, "%d agents, budget %.0f MiB, speed %gx, memory scale %g, traces %s\n\n",
-		cfg.Agents, float64(cfg.Budget)/(1<<20), cfg.Speed, cfg.Scale, cfg.Traces)
-	replay.WriteTable(table, last)
-	if err := table.Close(); err != nil {
+// writeResults writes the last number of agents' tables and plot, the raw
+// results, and for a sweep every number's tables and the sweep's summary.
+func writeResults(out string, cfg replay.Config, runs [][]*replay.ArmResult, points []replay.SweepPoint) error {
+	last := runs[len(runs)-1]
+	if err := writeTables(filepath.Join(out, "table.md"), cfg, [][]*replay.ArmResult{last}, nil); err != nil {
 		return err
 	}
 	if err := replay.PlotPool(filepath.Join(out, "pool.svg"), last, cfg.Budget); err != nil {
@@ -140,27 +144,47 @@ func writeResults(out string, cfg replay.Config, last []*replay.ArmResult, point
 	}
 	raw, err := json.MarshalIndent(struct {
 		Config replay.Config
-		Last   []*replay.ArmResult
+		Runs   [][]*replay.ArmResult
 		Sweep  []replay.SweepPoint
-	}{cfg, last, points}, "", " ")
+	}{cfg, runs, points}, "", " ")
 	if err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(out, "results.json"), raw, 0o644); err != nil {
 		return err
 	}
-	if !sweep {
+	if len(runs) == 1 {
 		return nil
 	}
-	f, err := os.Create(filepath.Join(out, "sweep.md"))
-	if err != nil {
-		return err
-	}
-	replay.WriteSweep(f, points, cfg.Budget)
-	if err := f.Close(); err != nil {
+	if err := writeTables(filepath.Join(out, "sweep.md"), cfg, runs, points); err != nil {
 		return err
 	}
 	return replay.PlotSweep(filepath.Join(out, "sweep.svg"), points)
+}
+
+// writeTables writes, for each number of agents, the arms' table and where
+// their cost came from, then with points the sweep's summary.
+func writeTables(path string, cfg replay.Config, runs [][]*replay.ArmResult, points []replay.SweepPoint) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	traces := cfg.Traces
+	if cfg.Top > 0 {
+		traces = fmt.Sprintf("the %d first of %s", cfg.Top, traces)
+	}
+	for _, arms := range runs {
+		fmt.Fprintf(f, "%d agents, budget %.0f MiB, speed %gx, memory scale %g, traces %s in %s order\n\n",
+			len(arms[0].Agents), float64(cfg.Budget)/(1<<20), cfg.Speed, cfg.Scale, traces, cfg.Order)
+		replay.WriteTable(f, arms)
+		fmt.Fprintln(f)
+		replay.WriteCosts(f, arms)
+		fmt.Fprintln(f)
+	}
+	if points != nil {
+		replay.WriteSweep(f, points, cfg.Budget)
+	}
+	return f.Close()
 }
 
 func pickArms(s string) ([]replay.Arm, error) {
