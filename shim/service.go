@@ -175,15 +175,29 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			}
 		}()
 	}
+	// The detector loads while the runtime creates the container (the
+	// first shim of the host loads its BPF programs: the longest step of a
+	// create). The hold is prepared meanwhile where the kernel has BTF;
+	// until the detector watches the container it lets every execve
+	// continue, and so it does for good should the load fail after all.
 	var d *bpf.Detector
 	var hold *exechold.Listener
-	if carve && pol.Detect == policy.DetectForkExec {
-		if d = s.acquireDetector(ctx, r.ID); d != nil {
+	var loaded chan struct{}
+	if carve && pol.Detect == policy.DetectForkExec && s.detectorMayLoad() {
+		loaded = make(chan struct{})
+		go func() {
+			defer close(loaded)
+			d = s.acquireDetector(ctx, r.ID)
+		}()
+		if bpf.HaveKernelBTF() {
 			hold = s.prepareHold(ctx, spec, r.Bundle, dir, st.Runtime)
 		}
 	}
 	defer func() {
 		if retErr != nil {
+			if loaded != nil {
+				<-loaded
+			}
 			if hold != nil {
 				hold.Close()
 			}
@@ -196,6 +210,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	resp, err := s.TTRPCTaskService.Create(ctx, r)
 	if err != nil || !carve {
 		return resp, err
+	}
+	if loaded != nil {
+		<-loaded
 	}
 	env := hooks.Env{Detector: d, Publisher: s.publisher, Hold: hold, Governor: s.loadGovernor(ctx), StateRoot: s.stateRoot}
 	c, err := hooks.Create(ctx, dir, st, resp.Pid, pol, env)
@@ -215,6 +232,14 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 // detectorRetry is how long a shim whose detector failed to load waits
 // before it tries again for a new container.
 const detectorRetry = time.Minute
+
+// detectorMayLoad reports whether the detector is loaded or may be tried:
+// it did not fail to load within detectorRetry.
+func (s *service) detectorMayLoad() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.detector != nil || time.Since(s.detectorFailed) >= detectorRetry
+}
 
 // acquireDetector returns the tool-call detector for container id, loading
 // it on first use. Where the kernel lacks BTF, tp_btf or ring buffers it
