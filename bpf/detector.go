@@ -11,7 +11,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -118,16 +117,6 @@ type watch struct {
 // dropCheck is how often the kernel's counts of events lost to full ring
 // buffers are read, and a rise logged.
 const dropCheck = 10 * time.Second
-
-// kernelBTF is where the kernel describes its own types.
-const kernelBTF = "/sys/kernel/btf/vmlinux"
-
-// HaveKernelBTF reports, without loading anything, whether the kernel
-// describes its types (BTF), without which no detector loads.
-func HaveKernelBTF() bool {
-	fi, err := os.Stat(kernelBTF)
-	return err == nil && fi.Mode().IsRegular() && fi.Size() > 0
-}
 
 // Load loads and attaches a detector of this process's own, detached when it
 // closes. It fails where the kernel lacks BTF, tp_btf, ring buffers or maps

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf/btf"
-
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/exechold/holdtest"
 )
@@ -264,14 +262,5 @@ func TestEscape(t *testing.T) {
 	evs := collect(ch)
 	if len(evs) != 1 || evs[0].Kind != Escape || evs[0].Pid != uint32(cmd.Process.Pid) || evs[0].Leader != uint32(os.Getpid()) || evs[0].AgentCgroup != agentID {
 		t.Errorf("events %+v, want one Escape of %d by %d", evs, cmd.Process.Pid, os.Getpid())
-	}
-}
-
-// TestHaveKernelBTF: the cheap check agrees with what a load needs, the
-// kernel's BTF parsed.
-func TestHaveKernelBTF(t *testing.T) {
-	_, err := btf.LoadKernelSpec()
-	if got := HaveKernelBTF(); got != (err == nil) {
-		t.Errorf("HaveKernelBTF() = %v; loading the kernel's BTF: %v", got, err)
 	}
 }

@@ -133,10 +133,21 @@ func Open(pinRoot, lockDir string) (_ *Detector, retErr error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := os.WriteFile(lockFile(lockDir, version, "loaded"), nil, 0o600); err != nil {
+		log.L.WithError(err).Warn("note that the tool-call detector loads on this host")
+	}
 	d := newDetector(maps, spec)
 	d.shared = &share{pinRoot: pinRoot, lockDir: lockDir, version: version, users: users}
 	go d.reportDrops()
 	return d, nil
+}
+
+// LoadedBefore reports whether this build's detector was opened on this
+// host before (since boot, where lockDir is on a tmpfs such as /run), so
+// that a caller may expect the next Open to succeed.
+func LoadedBefore(lockDir string) bool {
+	_, err := os.Stat(lockFile(lockDir, version, "loaded"))
+	return err == nil
 }
 
 // openPinned opens the maps of a pinned set; os.ErrNotExist if there is none,

@@ -83,7 +83,13 @@ func open(t *testing.T, pinRoot, lockDir string) *Detector {
 func TestShared(t *testing.T) {
 	pinRoot, lockDir := bpffs(t)
 	before := detached(t, 0) // earlier tests' detectors freed
+	if LoadedBefore(lockDir) {
+		t.Error("LoadedBefore before any Open")
+	}
 	a, b := open(t, pinRoot, lockDir), open(t, pinRoot, lockDir)
+	if !LoadedBefore(lockDir) {
+		t.Error("not LoadedBefore after an Open")
+	}
 	if n := attachedPrograms(t) - before; n != 1 {
 		t.Errorf("%d program sets attached for two shims, want 1", n)
 	}

@@ -33,6 +33,12 @@ const (
 	// freezeShare is the hysteresis), or at once when no other call of the
 	// scope is running (the largest bursts then run one after another).
 	thawShare = 0.8
+	// quietShare and quietWindows: a frozen call also runs again once
+	// stall stayed under 5% for two windows, so that a scope that settles
+	// between thawShare and freezeShare without pressure does not keep it
+	// frozen until its stall timeout.
+	quietShare   = 0.05
+	quietWindows = 2
 	// stallShare: a throttled call whose tasks were all stalled on memory
 	// ("full") for half of a window made no progress in it.
 	stallShare = 0.5
@@ -42,15 +48,19 @@ const (
 	throttleQuiet = 3 * time.Second
 )
 
-// ladder is a container's review state: when it was last reviewed.
+// ladder is a container's review state: the pressure totals at the last
+// review and how many quiet windows passed since.
 type ladder struct {
-	last time.Time
+	last            time.Time
+	lastC, lastPool cgroupfs.Pressure
+	quiet           int
 }
 
 // relieve answers a PSI notification: where an OOM kill in the scope is
-// imminent, it freezes the container's youngest running call, unless a container of
-// lower priority in the pool still has one running (it goes first) or the
-// call is the last one running in the scope (it is left to finish).
+// imminent, it freezes the container's youngest running call, unless a
+// container of lower priority in the pool still has one running (it goes
+// first) or the call is the last one running in the scope (it is left to
+// finish).
 func (w *Watcher) relieve(id string, sc scope, now time.Time) {
 	c, calls := w.lookup(id)
 	if c == nil {
@@ -117,9 +127,10 @@ func (w *Watcher) near(sc scope, dir string, share float64) bool {
 }
 
 // usedShare returns the share of dir's memory limit (the lower of
-// memory.high and memory.max) that its memory but the file cache takes:
-// anonymous and kernel memory, which without swap only an exit or a kill
-// gives back. limited is false where dir has no limit.
+// memory.high and memory.max) that its memory but the page cache takes:
+// anonymous, shared (tmpfs, memfd) and kernel memory, which without swap
+// only an exit or a kill gives back. limited is false where dir has no
+// limit.
 func usedShare(dir string) (used float64, limited bool) {
 	limit := cgroupfs.Unlimited
 	for _, f := range []string{"memory.high", "memory.max"} {
@@ -135,7 +146,7 @@ func usedShare(dir string) (used float64, limited bool) {
 		return 0, true
 	}
 	if st, err := cgroupfs.ReadKV(dir, "memory.stat"); err == nil {
-		cur -= min(cur, st["file"])
+		cur -= min(cur, st["active_file"]+st["inactive_file"])
 	}
 	return float64(cur) / float64(max(limit, 1)), true
 }
@@ -166,7 +177,7 @@ func (w *Watcher) freeze(c *container, wc *watched, sc scope, now time.Time) boo
 	return true
 }
 
-func (w *Watcher) thaw(c *container, wc *watched, now time.Time) {
+func (w *Watcher) thaw(c *container, wc *watched, now time.Time, reason string) {
 	if err := cgroupfs.SetFrozen(wc.dir, false); err != nil {
 		log.G(w.ctx).WithError(err).WithField("call", wc.cl.ID()).Warn("thaw tool call")
 		return
@@ -175,14 +186,16 @@ func (w *Watcher) thaw(c *container, wc *watched, now time.Time) {
 		log.G(w.ctx).WithError(err).Debug("thaw tool call")
 		return
 	}
-	c.cb(wc.cl, Thawed, "memory pressure subsided")
+	c.cb(wc.cl, Thawed, reason)
 }
 
-// startReviews begins a review spell: stalls are measured from now on.
+// startReviews begins a review spell: pressure is measured from now on.
 func (w *Watcher) startReviews(now time.Time) {
 	for _, id := range w.ids() {
 		if c, calls := w.lookup(id); c != nil {
 			c.lad = ladder{last: now}
+			c.lad.lastC, _ = cgroupfs.ReadPressure(c.dir)
+			c.lad.lastPool, _ = cgroupfs.ReadPressure(c.pool)
 			for _, wc := range calls {
 				p, _ := cgroupfs.ReadPressure(wc.dir)
 				wc.lastFull = p.Full
@@ -200,16 +213,27 @@ func (w *Watcher) review(now time.Time) {
 	}
 }
 
-// reviewContainer thaws a call where there is room, ends throttle spells,
-// and kills a call that has made no progress for the stall timeout.
+// reviewContainer thaws a call where there is room or pressure stayed
+// quiet, ends throttle spells, and kills a call that has made no progress
+// for the stall timeout.
 func (w *Watcher) reviewContainer(c *container, calls []*watched, now time.Time) {
 	lad := &c.lad
 	elapsed := now.Sub(lad.last)
 	if elapsed <= 0 {
 		return
 	}
-	lad.last = now
-	w.thawOne(c, calls, now)
+	pc, _ := cgroupfs.ReadPressure(c.dir)
+	pp, _ := cgroupfs.ReadPressure(c.pool)
+	share := func(cur, last cgroupfs.Pressure) float64 { return float64(cur.Some-last.Some) / float64(elapsed) }
+	if share(pc, lad.lastC) < quietShare && share(pp, lad.lastPool) < quietShare {
+		lad.quiet++
+	} else {
+		lad.quiet = 0
+	}
+	lad.last, lad.lastC, lad.lastPool = now, pc, pp
+	if w.thawOne(c, calls, nil, lad.quiet >= quietWindows, now) {
+		lad.quiet = 0
+	}
 
 	for _, wc := range calls {
 		if wc.cl.Throttling() && now.Sub(wc.lastHigh) >= throttleQuiet {
@@ -263,9 +287,11 @@ func (w *Watcher) kill(c *container, wc *watched, frozen bool) {
 }
 
 // thawOne thaws the container's longest-frozen call where there is room
-// for it (see thawShare), unless a container of higher priority in the
-// pool still has frozen calls (they thaw first).
-func (w *Watcher) thawOne(c *container, calls []*watched, now time.Time) bool {
+// for it in C and its pool (see thawShare), where it would run alone, or
+// where pressure stayed quiet; while the pool is near its limit, a
+// container of higher priority there with frozen calls thaws first. ended
+// is a call that has just ended (nil: none), not counted as running.
+func (w *Watcher) thawOne(c *container, calls []*watched, ended *watched, quiet bool, now time.Time) bool {
 	var oldest *watched
 	var oldestAt time.Time
 	running := 0
@@ -273,7 +299,7 @@ func (w *Watcher) thawOne(c *container, calls []*watched, now time.Time) bool {
 		at := wc.cl.FrozenSince()
 		switch {
 		case at.IsZero():
-			if st := wc.cl.State(); st == toolcall.Running || st == toolcall.Throttled {
+			if st := wc.cl.State(); wc != ended && (st == toolcall.Running || st == toolcall.Throttled) {
 				running++
 			}
 		case wc.cl.Doomed() == "" && (oldest == nil || at.Before(oldestAt)):
@@ -283,25 +309,34 @@ func (w *Watcher) thawOne(c *container, calls []*watched, now time.Time) bool {
 	if oldest == nil {
 		return false
 	}
-	unlock, err := c.members.Lock()
-	if err != nil {
-		log.G(w.ctx).WithError(err).Warn("lock the pool")
-		return false
-	}
-	defer unlock()
-	mine := c.pol.Priority.Rank()
+	cNear, poolNear := w.near(scopeContainer, c.dir, thawShare), w.near(scopePool, c.pool, thawShare)
 	others := 0
-	for _, m := range c.members.Members() {
-		if m.Frozen > 0 && m.Priority.Rank() > mine {
+	if poolNear {
+		unlock, err := c.members.Lock()
+		if err != nil {
+			log.G(w.ctx).WithError(err).Warn("lock the pool")
 			return false
 		}
-		others += m.Running
+		defer unlock()
+		mine := c.pol.Priority.Rank()
+		for _, m := range c.members.Members() {
+			if m.Frozen > 0 && m.Priority.Rank() > mine {
+				return false
+			}
+			others += m.Running
+		}
 	}
-	cNear, poolNear := w.near(scopeContainer, c.dir, thawShare), w.near(scopePool, c.pool, thawShare)
-	alone := running == 0 && (!poolNear || others == 0)
-	if (cNear || poolNear) && !alone {
+	var reason string
+	switch {
+	case !cNear && !poolNear:
+		reason = "room in the container and its pool"
+	case running == 0 && others == 0:
+		reason = "no other tool call running"
+	case quiet:
+		reason = "memory pressure subsided"
+	default:
 		return false
 	}
-	w.thaw(c, oldest, now)
+	w.thaw(c, oldest, now, reason)
 	return true
 }

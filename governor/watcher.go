@@ -1,9 +1,10 @@
 // Package governor is agentcgroup's graduated response to memory pressure:
 // above the kernel, which throttles a tool call over its memory.high and
 // OOM-kills a call past its memory.max, the governor freezes the youngest,
-// lowest-priority calls while their container or pool is short of memory,
-// thaws them once pressure has subsided, and kills a call that has made no
-// progress for its stall timeout. It never touches the agent.
+// lowest-priority calls while an OOM kill in their container or pool is
+// imminent, thaws them once there is room (or they would run alone, or
+// pressure has subsided), and kills a call that has made no progress for
+// its stall timeout. It never touches the agent.
 //
 // One Watcher serves every container of a shim: one epoll set (PSI triggers
 // on each container and its pool, each call's memory.events and
@@ -356,7 +357,7 @@ func (w *Watcher) ended(wc *watched, now time.Time) {
 		return
 	}
 	if c, calls := w.lookup(wc.c.id); c == wc.c {
-		w.thawOne(c, calls, now)
+		w.thawOne(c, calls, wc, false, now)
 	}
 }
 

@@ -49,7 +49,7 @@ func (h fakeHost) usage(group string, current, max int64) {
 	h.write(group, "memory.max", fmt.Sprint(max))
 	h.write(group, "memory.current", fmt.Sprint(current))
 	h.write(group, "memory.high", "max")
-	h.write(group, "memory.stat", "anon "+fmt.Sprint(current)+"\nfile 0\n")
+	h.write(group, "memory.stat", "anon "+fmt.Sprint(current)+"\nfile 0\nactive_file 0\ninactive_file 0\nshmem 0\n")
 }
 
 // fakePool is the other containers of the pool.
@@ -162,10 +162,16 @@ func TestUncontendedNoFreeze(t *testing.T) {
 	f.usage(cGroup, 500<<20, 1<<30)
 	f.w.relieve("c1", scopeContainer, f.t0)
 	f.usage(cGroup, 1000<<20, 1<<30)
-	f.write(cGroup, "memory.stat", "anon 700000000\nfile 300000000\n")
+	f.write(cGroup, "memory.stat", "anon 700000000\nfile 300000000\nactive_file 100000000\ninactive_file 200000000\nshmem 0\n")
 	f.w.relieve("c1", scopeContainer, f.t0)
 	if got := f.took(); len(got) != 0 {
 		t.Errorf("froze with no OOM kill imminent: %v", got)
+	}
+	// tmpfs and shared memory are "file" too, but no reclaim frees them.
+	f.write(cGroup, "memory.stat", "anon 500000000\nfile 500000000\nactive_file 0\ninactive_file 0\nshmem 500000000\n")
+	f.w.relieve("c1", scopeContainer, f.t0)
+	if got := f.took(); len(got) != 1 || got[0] != (action{"b", Froze}) {
+		t.Errorf("actions %v, want b frozen with shared memory at the limit", got)
 	}
 }
 
@@ -192,10 +198,11 @@ func TestPoolPriority(t *testing.T) {
 	}
 }
 
-// TestThawOnRoom: frozen calls thaw one a review once the container is
-// under thawShare of its limit, the longest-frozen first, a higher-priority
-// member's frozen calls first; without room, a frozen call thaws when no
-// other call of the pool runs.
+// TestThawOnRoom: under pressure, frozen calls thaw one a review once C and
+// the pool are under thawShare of their limits, the longest-frozen first;
+// while the pool is near its limit, a higher-priority member's frozen
+// calls thaw first; without room, a frozen call thaws when no other call
+// of the pool runs.
 func TestThawOnRoom(t *testing.T) {
 	pol := policy.Default()
 	pol.StallTimeout = time.Hour
@@ -207,26 +214,33 @@ func TestThawOnRoom(t *testing.T) {
 	f.w.relieve("c1", scopeContainer, f.at(1)) // b
 	f.took()
 	f.w.startReviews(f.at(1))
+	stalled := 0
+	review := func(at float64) { // with pressure in every window: never quiet
+		stalled++
+		f.pressure(cGroup, time.Duration(stalled)*400*time.Millisecond, 0)
+		f.w.review(f.at(at))
+	}
 
 	f.usage(cGroup, 850<<20, 1<<30) // 83%: no room yet
-	f.w.review(f.at(1.5))
+	review(1.5)
 	if got := f.took(); len(got) != 0 {
 		t.Fatalf("thawed without room: %v", got)
 	}
 	f.usage(cGroup, 700<<20, 1<<30)
-	f.w.review(f.at(2))
+	review(2)
 	if got := f.took(); len(got) != 1 || got[0] != (action{"c", Thawed}) {
 		t.Fatalf("actions %v, want c (frozen first) thawed", got)
 	}
+	f.usage(poolGroup, 7000<<20, 8<<30) // the pool at 85%
 	f.pool.members = []Member{{Priority: policy.PriorityHigh, Frozen: 1}}
-	f.w.review(f.at(2.5))
+	review(2.5)
 	if got := f.took(); len(got) != 0 {
 		t.Fatalf("thawed before a high-priority member: %v", got)
 	}
-	f.pool.members = nil
-	f.w.review(f.at(3))
+	f.usage(poolGroup, 0, 8<<30)
+	review(3)
 	if got := f.took(); len(got) != 1 || got[0] != (action{"b", Thawed}) {
-		t.Fatalf("actions %v, want b thawed", got)
+		t.Fatalf("actions %v, want b thawed once the pool has room", got)
 	}
 
 	// No room, but nothing else runs: the frozen call runs alone.
@@ -240,14 +254,52 @@ func TestThawOnRoom(t *testing.T) {
 	}
 	f.usage(poolGroup, 7900<<20, 8<<30)
 	f.pool.members = []Member{{Priority: policy.PriorityNormal, Running: 1}}
-	f.w.review(f.at(4.5))
+	review(4.5)
 	if got := f.took(); len(got) != 0 {
 		t.Fatalf("thawed without room while a pool member runs a call: %v", got)
 	}
 	f.pool.members = nil
-	f.w.review(f.at(5))
+	review(5)
 	if got := f.took(); len(got) != 1 || got[0] != (action{"c", Thawed}) {
 		t.Fatalf("actions %v, want c thawed to run alone", got)
+	}
+}
+
+// TestThawWhenQuiet: a frozen call thaws after two quiet windows even where
+// the scope stays between thawShare and freezeShare, rather than waiting
+// for its stall timeout.
+func TestThawWhenQuiet(t *testing.T) {
+	f := newFixture(t, policy.Default())
+	f.call("a", 20)
+	f.call("b", 10)
+	f.usage(cGroup, 950<<20, 1<<30)
+	f.w.relieve("c1", scopeContainer, f.at(0))
+	f.took()
+	f.w.startReviews(f.at(0))
+	f.usage(cGroup, 870<<20, 1<<30) // 85%, and no stall from now on
+	f.w.review(f.at(0.5))
+	if got := f.took(); len(got) != 0 {
+		t.Fatalf("thawed after one quiet window: %v", got)
+	}
+	f.w.review(f.at(1))
+	if got := f.took(); len(got) != 1 || got[0] != (action{"b", Thawed}) {
+		t.Fatalf("actions %v, want b thawed after two quiet windows", got)
+	}
+}
+
+// TestThawOnEnd: the end of the last other running call thaws a frozen
+// call at once, although its record has not ended yet.
+func TestThawOnEnd(t *testing.T) {
+	f := newFixture(t, policy.Default())
+	a := f.call("a", 20)
+	f.call("b", 10)
+	f.usage(cGroup, 950<<20, 1<<30)
+	f.w.relieve("c1", scopeContainer, f.at(0))
+	f.took()
+	f.write(cGroup+"/tools/a", "cgroup.events", "populated 0\nfrozen 0\n")
+	f.w.ended(f.w.containers["c1"].calls[a], f.at(0.1))
+	if got := f.took(); len(got) != 1 || got[0] != (action{"b", Thawed}) {
+		t.Fatalf("actions %v, want b thawed as a ended", got)
 	}
 }
 

@@ -78,7 +78,7 @@ func TestReplayCommand(t *testing.T) {
 		t.Errorf("agentcgroup arm lost %d agents at a budget this roomy", d.Totals().AgentKills)
 	}
 	table, _ := os.ReadFile(filepath.Join(out, "table.md"))
-	if !strings.Contains(string(table), "(d) agentcgroup, default policy | 3 / 3") || !strings.Contains(string(table), "| agents waited on frozen calls |") {
+	if !strings.Contains(string(table), "(d) agentcgroup, default policy | 3 / 3") || !strings.Contains(string(table), "| frozen call-seconds |") {
 		t.Errorf("table:\n%s", table)
 	}
 	sweep, _ := os.ReadFile(filepath.Join(out, "sweep.md"))

@@ -19,8 +19,8 @@ const (
 	KillStall     = "stall timeout"        // agentcgroup, a call frozen or throttled too long
 )
 
-// KillReasons are the reasons in the order the tables show them.
-var KillReasons = []string{KillPool, KillContainer, KillOwn, KillStall}
+// killReasons are the reasons in the order the tables show them.
+var killReasons = []string{KillPool, KillContainer, KillOwn, KillStall}
 
 // Cost is where an agent's losses and waiting came from.
 type Cost struct {
@@ -30,9 +30,9 @@ type Cost struct {
 	AgentKill string `json:",omitempty"`
 	// Frozen is, per call frozen at least once, its time frozen in seconds.
 	Frozen []float64 `json:",omitempty"`
-	// WaitFrozen is the seconds the agent waited on its calls while they
-	// were frozen.
-	WaitFrozen float64
+	// FrozenSeconds sums the time its calls were frozen (calls that ran at
+	// once count each).
+	FrozenSeconds float64
 	// Stalled is the seconds in which some task of the container was
 	// stalled on memory (its memory.pressure "some" total): reclaim, and
 	// throttling at a memory.high, in any arm.
@@ -40,8 +40,9 @@ type Cost struct {
 }
 
 // containerKill says which limit a kill in a container came from, from the
-// container cgroup's memory.events: "oom" counts the times its own
-// memory.max was met; kills without it came from a limit above (the pool).
+// container cgroup's memory.events.local: "oom" counts the times its own
+// memory.max was met (not its sub-cgroups'); kills without it came from a
+// limit above (the pool).
 func containerKill(events map[string]uint64) string {
 	if events["oom"] > 0 {
 		return KillContainer
@@ -68,28 +69,30 @@ func recordKill(r toolcall.Record) string {
 	return "" // killed by the agent or at teardown: not the memory policy's
 }
 
-// measureCost fills an agent's cost: from agentcgroup's records of its
-// calls where it has them (arm d), else from the kernel's count of OOM
+// measureCost fills an agent's cost at now: from agentcgroup's records of
+// its calls where the arm keeps them, else from the kernel's count of OOM
 // kills in its container (the runc arms, where every killed call was the
 // OOM killer's).
-func measureCost(ar *AgentResult, events map[string]uint64, stalled time.Duration, records []toolcall.Record) {
+func measureCost(ar *AgentResult, fromRecords bool, events map[string]uint64, stalled time.Duration, records []toolcall.Record, now time.Time) {
 	c := Cost{CallKills: map[string]int{}, Stalled: stalled.Seconds()}
 	if ar.AgentKilled {
 		c.AgentKill = containerKill(events)
 	}
-	if records == nil {
-		if ar.Summary != nil && ar.Summary.Killed > 0 {
-			c.CallKills[containerKill(events)] = ar.Summary.Killed
-		}
+	if !fromRecords && ar.Summary != nil && ar.Summary.Killed > 0 {
+		c.CallKills[containerKill(events)] = ar.Summary.Killed
 	}
 	for _, r := range records {
 		if why := recordKill(r); why != "" {
 			c.CallKills[why]++
 		}
-		if r.Freezes > 0 {
-			c.Frozen = append(c.Frozen, r.FrozenSeconds)
+		frozen := r.FrozenSeconds
+		if r.FrozenSince != nil { // still frozen (an unfinished agent)
+			frozen += now.Sub(*r.FrozenSince).Seconds()
 		}
-		c.WaitFrozen += r.FrozenSeconds
+		if r.Freezes > 0 {
+			c.Frozen = append(c.Frozen, frozen)
+		}
+		c.FrozenSeconds += frozen
 	}
 	ar.Cost = c
 }
@@ -99,8 +102,8 @@ type CostTotals struct {
 	CallKills, AgentKills map[string]int
 	FrozenCalls           int
 	// FrozenP50 and FrozenMax are over the calls frozen at least once.
-	FrozenP50, FrozenMax float64
-	WaitFrozen, Stalled  float64
+	FrozenP50, FrozenMax   float64
+	FrozenSeconds, Stalled float64
 }
 
 // Costs sums up where an arm's cost came from.
@@ -115,7 +118,7 @@ func (r *ArmResult) Costs() CostTotals {
 			t.AgentKills[a.Cost.AgentKill]++
 		}
 		frozen = append(frozen, a.Cost.Frozen...)
-		t.WaitFrozen += a.Cost.WaitFrozen
+		t.FrozenSeconds += a.Cost.FrozenSeconds
 		t.Stalled += a.Cost.Stalled
 	}
 	slices.Sort(frozen)
@@ -127,12 +130,12 @@ func (r *ArmResult) Costs() CostTotals {
 
 // WriteCosts writes where each arm's cost came from as a Markdown table.
 func WriteCosts(w io.Writer, results []*ArmResult) {
-	fmt.Fprintf(w, "| arm | tool calls killed (%s) | agents killed (%s) | calls frozen, time frozen p50 / max | agents waited on frozen calls | memory stall (PSI some, summed) |\n",
-		strings.Join(KillReasons, " / "), strings.Join(KillReasons, " / "))
+	fmt.Fprintf(w, "| arm | tool calls killed (%s) | agents killed (%s) | calls frozen, time frozen p50 / max | frozen call-seconds | memory stall (PSI some, summed) |\n",
+		strings.Join(killReasons, " / "), strings.Join(killReasons, " / "))
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- |")
 	counts := func(m map[string]int) string {
-		out := make([]string, len(KillReasons))
-		for i, why := range KillReasons {
+		out := make([]string, len(killReasons))
+		for i, why := range killReasons {
 			out[i] = strconv.Itoa(m[why])
 		}
 		return strings.Join(out, " / ")
@@ -140,6 +143,6 @@ func WriteCosts(w io.Writer, results []*ArmResult) {
 	for _, r := range results {
 		c := r.Costs()
 		fmt.Fprintf(w, "| (%s) %s | %s | %s | %d, %.1fs / %.1fs | %.1fs | %.1fs |\n", r.Arm.Name, r.Arm.Label,
-			counts(c.CallKills), counts(c.AgentKills), c.FrozenCalls, c.FrozenP50, c.FrozenMax, c.WaitFrozen, c.Stalled)
+			counts(c.CallKills), counts(c.AgentKills), c.FrozenCalls, c.FrozenP50, c.FrozenMax, c.FrozenSeconds, c.Stalled)
 	}
 }

@@ -21,19 +21,22 @@ func TestCost(t *testing.T) {
 		{State: toolcall.Killed}, // the agent's own signal: not the policy's
 	}
 	var d AgentResult
-	measureCost(&d, map[string]uint64{"oom_kill": 2}, 3*time.Second, recs)
+	now := time.Unix(1000, 0)
+	still := now.Add(-2 * time.Second)
+	recs = append(recs, toolcall.Record{State: toolcall.Frozen, Freezes: 1, FrozenSince: &still}) // an unfinished agent's
+	measureCost(&d, true, map[string]uint64{"oom_kill": 2}, 3*time.Second, recs, now)
 	want := map[string]int{KillPool: 1, KillOwn: 1, KillStall: 1}
 	if len(d.Cost.CallKills) != len(want) || d.Cost.CallKills[KillPool] != 1 || d.Cost.CallKills[KillOwn] != 1 || d.Cost.CallKills[KillStall] != 1 {
 		t.Errorf("arm d kills %v, want %v", d.Cost.CallKills, want)
 	}
-	if d.Cost.WaitFrozen != 301.5 || len(d.Cost.Frozen) != 2 || d.Cost.Stalled != 3 || d.Cost.AgentKill != "" {
+	if d.Cost.FrozenSeconds != 303.5 || len(d.Cost.Frozen) != 3 || d.Cost.Stalled != 3 || d.Cost.AgentKill != "" {
 		t.Errorf("arm d cost %+v", d.Cost)
 	}
 
 	b := AgentResult{AgentKilled: true, Summary: &trace.Summary{Killed: 2}}
-	measureCost(&b, map[string]uint64{"oom": 3, "oom_kill": 3}, 0, nil)
+	measureCost(&b, false, map[string]uint64{"oom": 3, "oom_kill": 3}, 0, nil, now)
 	a := AgentResult{AgentKilled: true}
-	measureCost(&a, map[string]uint64{"oom_kill": 1}, 0, nil)
+	measureCost(&a, false, map[string]uint64{"oom_kill": 1}, 0, nil, now)
 	if b.Cost.CallKills[KillContainer] != 2 || b.Cost.AgentKill != KillContainer || a.Cost.AgentKill != KillPool {
 		t.Errorf("runc arms: b %+v, a %+v", b.Cost, a.Cost)
 	}
@@ -41,7 +44,7 @@ func TestCost(t *testing.T) {
 	var out bytes.Buffer
 	WriteCosts(&out, []*ArmResult{{Arm: Arms[3], Agents: []AgentResult{d}}, {Arm: Arms[1], Agents: []AgentResult{b, a}}})
 	for _, line := range []string{
-		"| (d) agentcgroup, default policy | 1 / 0 / 1 / 1 | 0 / 0 / 0 / 0 | 2, 300.0s / 300.0s | 301.5s | 3.0s |",
+		"| (d) agentcgroup, default policy | 1 / 0 / 1 / 1 | 0 / 0 / 0 / 0 | 3, 2.0s / 300.0s | 303.5s | 3.0s |",
 		"| (b) runc, memory.max = budget/N | 0 / 2 / 0 / 0 | 1 / 1 / 0 / 0 | 0, 0.0s / 0.0s | 0.0s | 0.0s |",
 	} {
 		if !strings.Contains(out.String(), line) {

@@ -228,6 +228,26 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*cfg.Agents) // an exit and a removal error each, at most
+	// cost reads where an agent's cost came from, before its container
+	// goes; what cannot be read is said, not fatal.
+	cost := func(ar *AgentResult) {
+		dir := cgroupfs.Path(filepath.Join(pool, ar.ID))
+		// Local: "oom" counts C's own limit, not its tool calls'.
+		events, err := cgroupfs.ReadKV(dir, "memory.events.local")
+		if err != nil {
+			warnf(cfg.Progress, "%s: %v; its kills are counted as the pool's", ar.ID, err)
+		}
+		psi, _ := cgroupfs.ReadPressure(dir)
+		var recs []toolcall.Record
+		records := arm.runtime == agentcgroupRuntime
+		if records {
+			time.Sleep(recordsDelay)
+			if recs, err = state.LoadRecords(state.Dir(state.DefaultRoot, cfg.Namespace, ar.ID)); err != nil {
+				warnf(cfg.Progress, "records of %s: %v", ar.ID, err)
+			}
+		}
+		measureCost(ar, records, events, psi.Some, recs, time.Now())
+	}
 	var finished atomic.Int64
 	for i := range cfg.Agents {
 		ar := &res.Agents[i]
@@ -248,6 +268,7 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 				// The bound ended first: an outcome, not a failure.
 				ar.Unfinished = true
 				ar.Doing = lastLine(filepath.Join(logs, ar.ID+".log"))
+				cost(ar)
 				if err := cleanup(); err != nil {
 					errs <- fmt.Errorf("remove %s: %w", ar.ID, err)
 				}
@@ -262,16 +283,7 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 				// Not a benchmark outcome: the simulator could not run.
 				errs <- fmt.Errorf("agent %s exited %d: %s", ar.ID, code, lastLine(filepath.Join(logs, ar.ID+".log")))
 			}
-			dir := cgroupfs.Path(filepath.Join(pool, ar.ID))
-			events, _ := cgroupfs.ReadKV(dir, "memory.events")
-			psi, _ := cgroupfs.ReadPressure(dir)
-			var recs []toolcall.Record
-			if arm.runtime == agentcgroupRuntime {
-				if recs, err = state.LoadRecords(state.Dir(state.DefaultRoot, cfg.Namespace, ar.ID)); err != nil {
-					errs <- fmt.Errorf("records of %s: %w", ar.ID, err)
-				}
-			}
-			measureCost(ar, events, psi.Some, recs)
+			cost(ar)
 			if err := cleanup(); err != nil {
 				errs <- fmt.Errorf("remove %s: %w", ar.ID, err)
 			}
@@ -306,6 +318,17 @@ loop:
 		errList = append(errList, err)
 	}
 	return res, errors.Join(errList...)
+}
+
+// recordsDelay covers the shim's delay in writing its records (it
+// coalesces writes for 100 ms), so that the last call's end is in them.
+const recordsDelay = 250 * time.Millisecond
+
+// warnf says what the benchmark could not measure, on its own line.
+func warnf(w io.Writer, format string, args ...any) {
+	if w != nil {
+		fmt.Fprintf(w, "\n"+format+"\n", args...)
+	}
 }
 
 func bar(n, of int) string {

@@ -175,22 +175,28 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			}
 		}()
 	}
-	// The detector loads while the runtime creates the container (the
-	// first shim of the host loads its BPF programs: the longest step of a
-	// create). The hold is prepared meanwhile where the kernel has BTF;
-	// until the detector watches the container it lets every execve
+	// Where the detector loaded before on this host, it loads while the
+	// runtime creates the container (loading its BPF programs is the
+	// longest step of a create) and the hold is prepared meanwhile: until
+	// the detector watches the container the hold lets every execve
 	// continue, and so it does for good should the load fail after all.
+	// Elsewhere the hold waits for the detector, which may not load.
 	var d *bpf.Detector
 	var hold *exechold.Listener
 	var loaded chan struct{}
-	if carve && pol.Detect == policy.DetectForkExec && s.detectorMayLoad() {
-		loaded = make(chan struct{})
-		go func() {
-			defer close(loaded)
-			d = s.acquireDetector(ctx, r.ID)
-		}()
-		if bpf.HaveKernelBTF() {
+	if carve && pol.Detect == policy.DetectForkExec {
+		switch mayLoad, before := s.detectorMayLoad(); {
+		case mayLoad && before:
+			loaded = make(chan struct{})
+			go func() {
+				defer close(loaded)
+				d = s.acquireDetector(ctx, r.ID)
+			}()
 			hold = s.prepareHold(ctx, spec, r.Bundle, dir, st.Runtime)
+		case mayLoad:
+			if d = s.acquireDetector(ctx, r.ID); d != nil {
+				hold = s.prepareHold(ctx, spec, r.Bundle, dir, st.Runtime)
+			}
 		}
 	}
 	defer func() {
@@ -233,12 +239,16 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 // before it tries again for a new container.
 const detectorRetry = time.Minute
 
-// detectorMayLoad reports whether the detector is loaded or may be tried:
-// it did not fail to load within detectorRetry.
-func (s *service) detectorMayLoad() bool {
+// detectorMayLoad reports whether the detector is loaded or may be tried
+// (it did not fail to load within detectorRetry), and whether it loaded
+// before, in this shim or another of the host.
+func (s *service) detectorMayLoad() (mayLoad, before bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.detector != nil || time.Since(s.detectorFailed) >= detectorRetry
+	if s.detector != nil {
+		return true, true
+	}
+	return time.Since(s.detectorFailed) >= detectorRetry, bpf.LoadedBefore(s.stateRoot)
 }
 
 // acquireDetector returns the tool-call detector for container id, loading

@@ -171,7 +171,7 @@ func writeTables(path string, cfg replay.Config, runs [][]*replay.ArmResult, poi
 	}
 	traces := cfg.Traces
 	if cfg.Top > 0 {
-		traces = fmt.Sprintf("the %d first of %s", cfg.Top, traces)
+		traces = fmt.Sprintf("the first %d of %s", cfg.Top, traces)
 	}
 	for _, arms := range runs {
 		fmt.Fprintf(f, "%d agents, budget %.0f MiB, speed %gx, memory scale %g, traces %s in %s order\n\n",
