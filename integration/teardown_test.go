@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/agentcgroup/agentcgroup/bpf"
 	"github.com/agentcgroup/agentcgroup/toolcall"
@@ -102,10 +103,26 @@ func TestShimKilled(t *testing.T) {
 				if sets := pinnedDetectors(t); len(sets) != 0 {
 					t.Errorf("detector sets still pinned: %v", sets)
 				}
-				eventually(t, "no shim socket left", func() bool { return len(shimSockets(d)) == 0 })
+				for i := 0; len(shimSockets(d)) != 0; i++ {
+					if i == 200 {
+						t.Fatalf("shim sockets left: %v; the daemon's log about %s:\n%s", shimSockets(d), id, logAbout(d.log(), id))
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
 			})
 		}
 	})
+}
+
+// logAbout is the lines of a daemon's log that name id, or a shim.
+func logAbout(log, id string) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, id) || strings.Contains(l, "shim") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out[max(0, len(out)-40):], "\n")
 }
 
 // shimServers are the shim server processes of container id: shimPids but
