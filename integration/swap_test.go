@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,7 +21,7 @@ import (
 )
 
 // TestSwap: on a host with swap (a zram device, as Fedora and ChromeOS set
-// up by default), three tool calls that together need more than the
+// up by default; the lab guest's root cannot hold a swap file), three tool calls that together need more than the
 // container's memory.max all finish and none is killed: what does not fit
 // goes to swap (the agent's memory.low keeps it in memory), a frozen
 // call's pages first. The same three calls run first without swap, as the
@@ -99,17 +100,27 @@ func zramSwap(t *testing.T, size int64) {
 		t.Fatal(err)
 	}
 	release := unix.ByteSliceToString(uts.Release[:])
-	loaded := false
+	var loaded []string // to unload, last first
 	if _, err := os.Stat("/sys/block/zram0"); os.IsNotExist(err) {
-		ko := filepath.Join(projectRoot, ".cache/kernel/lib/modules", release, "kernel/drivers/block/zram/zram.ko.xz")
-		image, err := exec.Command("xz", "-dc", ko).Output()
-		if err != nil {
-			t.Fatalf("decompress %s: %v", ko, err)
+		// zram and the modules it depends on (lz4 is its default
+		// compressor), in load order.
+		for _, m := range []string{"lib/lz4/lz4_compress", "lib/lz4/lz4hc_compress", "drivers/block/zram/zram"} {
+			ko := filepath.Join(projectRoot, ".cache/kernel/lib/modules", release, "kernel", m+".ko.xz")
+			image, err := exec.Command("xz", "-dc", ko).Output()
+			if err != nil {
+				t.Fatalf("decompress %s: %v", ko, err)
+			}
+			params := ""
+			if filepath.Base(m) == "zram" {
+				params = "num_devices=1"
+			}
+			switch err := unix.InitModule(image, params); {
+			case err == nil:
+				loaded = append(loaded, filepath.Base(m))
+			case !errors.Is(err, unix.EEXIST):
+				t.Fatalf("load %s: %v", m, err)
+			}
 		}
-		if err := unix.InitModule(image, "num_devices=1"); err != nil {
-			t.Fatalf("load zram: %v", err)
-		}
-		loaded = true
 	}
 	dev := "/sys/block/zram0"
 	for _, step := range []func() error{
@@ -126,9 +137,9 @@ func zramSwap(t *testing.T, size int64) {
 			t.Errorf("swapoff: %v %s", err, out)
 		}
 		_ = os.WriteFile(dev+"/reset", []byte("1"), 0)
-		if loaded {
-			if err := unix.DeleteModule("zram", 0); err != nil {
-				t.Errorf("unload zram: %v", err)
+		for i := len(loaded) - 1; i >= 0; i-- {
+			if err := unix.DeleteModule(loaded[i], 0); err != nil {
+				t.Errorf("unload %s: %v", loaded[i], err)
 			}
 		}
 	})
