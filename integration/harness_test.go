@@ -305,7 +305,12 @@ func (r result) String() string {
 
 // run runs ctr against the daemon, in the test namespace.
 func (d *daemon) run(stdin []byte, args ...string) (result, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	return d.runFor(2*time.Minute, stdin, args...)
+}
+
+// runFor is run with a time bound of its own.
+func (d *daemon) runFor(bound time.Duration, stdin []byte, args ...string) (result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, d.ctrBin, append([]string{"--address", d.sock, "--namespace", namespace}, args...)...)
 	cmd.Env = append(os.Environ(), "PATH="+d.path)
