@@ -30,6 +30,8 @@ import (
 //     and unpins it (a shim's last Close, or containerd's delete action
 //     after a killed shim: Sweep). Unpinned, the links close and the
 //     programs detach: nothing stays.
+// A third file, detector-<version>.loaded, says that the set has loaded on
+// this host since boot (LoadedBefore).
 // The version is a hash of the programs' object, so that shims of two
 // releases (an upgrade with containers running) never share maps whose
 // layout differs.
@@ -133,21 +135,27 @@ func Open(pinRoot, lockDir string) (_ *Detector, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(lockFile(lockDir, version, "loaded"), nil, 0o600); err != nil {
-		log.L.WithError(err).Warn("note that the tool-call detector loads on this host")
-	}
+	MarkLoaded(lockDir)
 	d := newDetector(maps, spec)
 	d.shared = &share{pinRoot: pinRoot, lockDir: lockDir, version: version, users: users}
 	go d.reportDrops()
 	return d, nil
 }
 
-// LoadedBefore reports whether this build's detector was opened on this
-// host before (since boot, where lockDir is on a tmpfs such as /run), so
-// that a caller may expect the next Open to succeed.
+// LoadedBefore reports whether this build's detector was loaded or opened
+// on this host before (since boot, where lockDir is on a tmpfs such as
+// /run), so that a caller may expect the next Open or Load to succeed.
 func LoadedBefore(lockDir string) bool {
 	_, err := os.Stat(lockFile(lockDir, version, "loaded"))
 	return err == nil
+}
+
+// MarkLoaded notes in lockDir that this build's detector loads on this
+// host (LoadedBefore); Open does so itself, a caller of Load after it.
+func MarkLoaded(lockDir string) {
+	if err := os.WriteFile(lockFile(lockDir, version, "loaded"), nil, 0o600); err != nil {
+		log.L.WithError(err).Warn("note that the tool-call detector loads on this host")
+	}
 }
 
 // openPinned opens the maps of a pinned set; os.ErrNotExist if there is none,

@@ -173,6 +173,7 @@ func (w *Watcher) freeze(c *container, wc *watched, sc scope, now time.Time) boo
 		return false
 	}
 	wc.freezeAsked = now
+	c.lad.quiet = 0 // quiet windows count from this freeze on
 	c.cb(wc.cl, Froze, reason)
 	return true
 }
@@ -332,7 +333,7 @@ func (w *Watcher) thawOne(c *container, calls []*watched, ended *watched, quiet 
 		reason = "room in the container and its pool"
 	case running == 0 && others == 0:
 		reason = "no other tool call running"
-	case quiet:
+	case quiet && !w.near(scopeContainer, c.dir, freezeShare) && !w.near(scopePool, c.pool, freezeShare):
 		reason = "memory pressure subsided"
 	default:
 		return false

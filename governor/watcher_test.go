@@ -285,6 +285,16 @@ func TestThawWhenQuiet(t *testing.T) {
 	if got := f.took(); len(got) != 1 || got[0] != (action{"b", Thawed}) {
 		t.Fatalf("actions %v, want b thawed after two quiet windows", got)
 	}
+	// Quiet at the freeze threshold is the freeze working, not room.
+	f.usage(cGroup, 980<<20, 1<<30)
+	f.w.relieve("c1", scopeContainer, f.at(2))
+	f.took()
+	for i := range 4 {
+		f.w.review(f.at(2.5 + float64(i)/2))
+	}
+	if got := f.took(); len(got) != 0 {
+		t.Fatalf("thawed at 95%% of the limit after quiet windows: %v", got)
+	}
 }
 
 // TestThawOnEnd: the end of the last other running call thaws a frozen

@@ -235,7 +235,7 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 		// Local: "oom" counts C's own limit, not its tool calls'.
 		events, err := cgroupfs.ReadKV(dir, "memory.events.local")
 		if err != nil {
-			warnf(cfg.Progress, "%s: %v; its kills are counted as the pool's", ar.ID, err)
+			warnf(cfg.Progress, "%s: %v; a kill at its own limit is counted as the pool's", ar.ID, err)
 		}
 		psi, _ := cgroupfs.ReadPressure(dir)
 		var recs []toolcall.Record

@@ -261,7 +261,9 @@ func (s *service) acquireDetector(ctx context.Context, id string) *bpf.Detector 
 		d, err := bpf.Open(s.pinRoot, s.stateRoot)
 		if errors.Is(err, bpf.ErrNoBPFFS) {
 			log.G(ctx).WithError(err).Warn("the tool-call detector cannot be shared: this shim loads its own")
-			d, err = bpf.Load()
+			if d, err = bpf.Load(); err == nil {
+				bpf.MarkLoaded(s.stateRoot)
+			}
 		}
 		if err != nil {
 			s.detectorFailed = time.Now()
