@@ -65,8 +65,8 @@ func lockFile(lockDir, version, kind string) string {
 	return filepath.Join(lockDir, "detector-"+version+"."+kind)
 }
 
-// lock takes a lock file exclusively (blocking) or shared; it is released
-// when the returned file closes.
+// lock takes a lock file as how says (exclusive or shared, blocking or
+// not); it is released when the returned file closes.
 func lock(path string, how int) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -291,7 +291,11 @@ func unpinUnused(pinRoot, lockDir, version string) error {
 // this version's set still in use, the agent cgroups that no longer exist
 // (under the cgroup v2 mount cgroupMount) are forgotten, with their ring
 // buffers. containerd's delete action runs it after removing the dead
-// shim's cgroups.
+// shim's cgroups. A version whose lock another process holds is skipped:
+// that process is a live shim loading, opening or closing the set, whose
+// own Close unpins it when it is the last, and the next Sweep forgets what
+// this one did not; waiting for it could outlast containerd's bound on the
+// delete action.
 func Sweep(pinRoot, lockDir, cgroupMount string) error {
 	entries, err := os.ReadDir(pinRoot)
 	if errors.Is(err, os.ErrNotExist) {
@@ -315,7 +319,10 @@ func Sweep(pinRoot, lockDir, cgroupMount string) error {
 }
 
 func sweep(pinRoot, lockDir, v, cgroupMount string) error {
-	l, err := lock(lockFile(lockDir, v, "lock"), unix.LOCK_EX)
+	l, err := lock(lockFile(lockDir, v, "lock"), unix.LOCK_EX|unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
