@@ -92,6 +92,14 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	} else if err := hooks.Cleanup(ctx, dir); err != nil {
 		log.G(ctx).WithError(err).Warn("clean up agent/tools cgroups")
 	}
+	// Last, after the container's own leftovers, also where removing them
+	// failed: the dead shim's use of the shared detector (its agent cgroup
+	// forgotten, the detector unpinned if no shim is left).
+	defer func() {
+		if err := bpf.Sweep(bpf.PinRoot, state.DefaultRoot, cgroupfs.Root); err != nil {
+			log.G(ctx).WithError(err).Warn("sweep the shared tool-call detector")
+		}
+	}()
 	status, err := m.Shim.Stop(ctx, id)
 	if err != nil {
 		return status, err
@@ -100,16 +108,7 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	if err := removeSockets(bundlePath(ctx, id)); err != nil {
 		log.G(ctx).WithError(err).Warn("remove sockets of the exited shim")
 	}
-	if err := state.Remove(dir); err != nil {
-		return status, err
-	}
-	// Last, the container's own leftovers being gone: the dead shim's use
-	// of the shared detector (its agent cgroup forgotten, the detector
-	// unpinned if no shim is left).
-	if err := bpf.Sweep(bpf.PinRoot, state.DefaultRoot, cgroupfs.Root); err != nil {
-		log.G(ctx).WithError(err).Warn("sweep the shared tool-call detector")
-	}
-	return status, nil
+	return status, state.Remove(dir)
 }
 
 // bundlePath is the bundle of the `delete` action: its -bundle flag, else
