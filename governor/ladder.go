@@ -70,7 +70,7 @@ func (w *Watcher) relieve(id string, sc scope, now time.Time) {
 	if sc == scopePool {
 		dir = c.pool
 	}
-	if !w.near(sc, dir, freezeShare) {
+	if w.used(sc, dir) < freezeShare {
 		return
 	}
 	if sc == scopePool && now.Sub(w.poolFrozen[c.pool]) < psiWindow {
@@ -111,16 +111,16 @@ func (w *Watcher) relieve(id string, sc scope, now time.Time) {
 	}
 }
 
-// near reports whether what a scope cannot reclaim is at least share of
-// the first memory limit from it up (the container: its own), or, with
-// none, whether the host has less than 1-share of its memory available.
-func (w *Watcher) near(sc scope, dir string, share float64) bool {
+// used is the share of the first memory limit from a scope up (the
+// container: its own) that what the scope cannot reclaim takes, or, with
+// no limit, the share of the host's memory that is not available.
+func (w *Watcher) used(sc scope, dir string) float64 {
 	for {
 		if used, limited := usedShare(dir); limited || sc == scopeContainer {
-			return used >= share
+			return used
 		}
 		if dir == w.root || len(dir) <= len(w.root) {
-			return w.hostUsed() >= share
+			return w.hostUsed()
 		}
 		dir = filepath.Dir(dir)
 	}
@@ -310,9 +310,9 @@ func (w *Watcher) thawOne(c *container, calls []*watched, ended *watched, quiet 
 	if oldest == nil {
 		return false
 	}
-	cNear, poolNear := w.near(scopeContainer, c.dir, thawShare), w.near(scopePool, c.pool, thawShare)
+	cUsed, poolUsed := w.used(scopeContainer, c.dir), w.used(scopePool, c.pool)
 	others := 0
-	if poolNear {
+	if poolUsed >= thawShare {
 		unlock, err := c.members.Lock()
 		if err != nil {
 			log.G(w.ctx).WithError(err).Warn("lock the pool")
@@ -329,11 +329,11 @@ func (w *Watcher) thawOne(c *container, calls []*watched, ended *watched, quiet 
 	}
 	var reason string
 	switch {
-	case !cNear && !poolNear:
+	case cUsed < thawShare && poolUsed < thawShare:
 		reason = "room in the container and its pool"
 	case running == 0 && others == 0:
 		reason = "no other tool call running"
-	case quiet && !w.near(scopeContainer, c.dir, freezeShare) && !w.near(scopePool, c.pool, freezeShare):
+	case quiet && cUsed < freezeShare && poolUsed < freezeShare:
 		reason = "memory pressure subsided"
 	default:
 		return false
