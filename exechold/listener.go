@@ -2,6 +2,7 @@ package exechold
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 )
@@ -45,9 +47,9 @@ type Listener struct {
 // than kept until Close.
 var readTimeout = 5 * time.Second
 
-// heldShare and heldBurst bound the time the shim spends serving one
-// container's held execve: each costs the shim a round trip and a few
-// system calls outside the container's CPU limit, so a container that
+// heldShare and heldBurst bound the shim's CPU spent serving one
+// container's held execve: each costs the shim a wake-up, a round trip and
+// a few system calls outside the container's CPU limit, so a container that
 // execs in a tight loop (of a missing binary, say) could otherwise keep a
 // shim CPU busy. Past a quarter of a CPU on average, after a second's
 // burst, the next execve waits in the kernel until the budget is back, at
@@ -178,12 +180,12 @@ func (l *Listener) receive(conn *net.UnixConn) {
 	if err := conn.SetReadDeadline(time.Now().Add(readTimeout)); err != nil {
 		return
 	}
-	fds, err := receiveFds(conn)
+	fds, exec, err := receiveFds(conn)
 	if err != nil {
 		return
 	}
 	for _, fd := range fds {
-		l.serve(fd)
+		l.serve(fd, exec)
 	}
 }
 
@@ -212,32 +214,37 @@ func (l *Listener) checkPeer(conn *net.UnixConn) error {
 	return nil
 }
 
-// receiveFds reads the runtime's one message: the process state (JSON,
-// not needed here: the socket names the container) and the listener, as
-// SCM_RIGHTS.
-func receiveFds(conn *net.UnixConn) ([]int, error) {
+// receiveFds reads the runtime's one message: the process state (JSON)
+// and the listener, as SCM_RIGHTS. exec says whether the listener is that
+// of a process exec'd into the running container: runc and crun send the
+// container's status "running" for those and "creating" for its init.
+func receiveFds(conn *net.UnixConn) (fds []int, exec bool, err error) {
 	buf := make([]byte, 64<<10)
 	oob := make([]byte, unix.CmsgSpace(4*4))
-	_, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	var fds []int
 	for _, m := range msgs {
 		if got, err := unix.ParseUnixRights(&m); err == nil {
 			fds = append(fds, got...)
 		}
 	}
-	return fds, nil
+	// A state that does not parse is taken for init's: its execve then get
+	// the handler, which is never wrong, only slower.
+	var st specs.ContainerProcessState
+	exec = json.Unmarshal(buf[:n], &st) == nil && st.State.Status == specs.StateRunning
+	return fds, exec, nil
 }
 
 // serve answers one seccomp listener until every process using its filter
-// has exited, or the Listener closes.
-func (l *Listener) serve(fd int) {
+// has exited, or the Listener closes. exec is the runtime's word that the
+// listener's processes descend from an exec, not from the container's init.
+func (l *Listener) serve(fd int, exec bool) {
 	if !isSeccompListener(fd) {
 		unix.Close(fd)
 		return
@@ -287,18 +294,19 @@ func (l *Listener) serve(fd int) {
 			h := l.handler
 			l.mu.Unlock()
 			if h != nil {
-				h(&Request{Pid: n.Pid, n: n})
+				h(&Request{Pid: n.Pid, Exec: exec, n: n})
 			}
 			// ENOENT: the task was interrupted or killed meanwhile.
 			_ = send(rc, n.ID)
-			if !l.pace(time.Since(start)) {
+			if !l.pace(max(time.Since(start), cpu.served(time.Now()))) {
 				return // closed
 			}
 		}
 	}()
 }
 
-// pace charges spent, the time one held execve took to serve, to the
+// pace charges spent, what one held execve cost to serve (the handler's
+// time, or the shim's CPU per execve where that is more), to the
 // container's budget, and waits while the budget is overdrawn; false if the
 // Listener closed meanwhile.
 func (l *Listener) pace(spent time.Duration) bool {

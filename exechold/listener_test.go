@@ -398,3 +398,58 @@ func TestHeldBudget(t *testing.T) {
 		t.Errorf("%d held execve served, want at least %d", h, n)
 	}
 }
+
+// TestHeldBudgetCountsCPU: the budget charges what serving costs the shim
+// in CPU, not only the handler's time: with an instant handler and a meter
+// that sees 2 ms of CPU per execve, 100 execve under 10% of a CPU and a
+// burst of 20 ms take at least 1.5 s.
+func TestHeldBudgetCountsCPU(t *testing.T) {
+	defer func(s float64, b, w time.Duration, m *meter) {
+		heldShare, heldBurst, meterWindow, cpu = s, b, w, m
+	}(heldShare, heldBurst, meterWindow, cpu)
+	var held atomic.Int64
+	heldShare, heldBurst, meterWindow = 0.1, 20*time.Millisecond, time.Millisecond
+	cpu = &meter{cpuTime: func() time.Duration { return time.Duration(held.Load()) * 2 * time.Millisecond }}
+	l, err := Listen(filepath.Join(t.TempDir(), "hold.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Handle(func(*Request) { held.Add(1) })
+	const n = 100
+	cmd := holdtest.Command(l.Path(), "/bin/sh", "-c", fmt.Sprintf("i=0; while [ $i -lt %d ]; do /nonexistent 2>/dev/null; i=$((i+1)); done", n))
+	start := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if took := time.Since(start); took < 1500*time.Millisecond {
+		t.Errorf("%d held execve of 2 ms of CPU in %v under a budget of %.0f%% of a CPU", n, took, 100*heldShare)
+	}
+}
+
+// TestExecListener: the handler is told whether the listener came with the
+// state of a process exec'd into the running container or not.
+func TestExecListener(t *testing.T) {
+	l, err := Listen(filepath.Join(t.TempDir(), "hold.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var execs, inits atomic.Int64
+	l.Handle(func(r *Request) {
+		if r.Exec {
+			execs.Add(1)
+		} else {
+			inits.Add(1)
+		}
+	})
+	for _, cmd := range []*exec.Cmd{holdtest.Command(l.Path(), "/bin/true"), holdtest.ExecCommand(l.Path(), "/bin/true")} {
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	// At least one each: a signal can restart a held execve.
+	if execs.Load() < 1 || inits.Load() < 1 {
+		t.Fatalf("%d execve held as an exec's, %d as init's; want at least 1 each", execs.Load(), inits.Load())
+	}
+}

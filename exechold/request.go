@@ -15,7 +15,10 @@ import (
 type Request struct {
 	// Pid is the caller, a thread, in the shim's pid namespace.
 	Pid uint32
-	n   notif
+	// Exec says the caller descends from a process the runtime exec'd into
+	// the running container, not from the container's init.
+	Exec bool
+	n    notif
 }
 
 // Limits of what Command reads of the caller's memory.

@@ -164,6 +164,11 @@ func (c *Container) refill(ctx context.Context) {
 // the program starts in the call's cgroup, having charged nothing to
 // C/agent. Anything else the caller execs continues at once.
 func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
+	if r.Exec {
+		// An exec's processes are in its own call's cgroup: none is a
+		// fresh child of C/agent, and nothing needs asking.
+		return
+	}
 	pid := r.Pid
 	forked, ok := c.detector.Pending(pid, c.agentID)
 	if !ok && !isLeader(pid) {

@@ -6,6 +6,7 @@
 package holdtest
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -14,16 +15,29 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
-const envSocket = "HOLDTEST_SOCKET"
+const (
+	envSocket = "HOLDTEST_SOCKET"
+	envExec   = "HOLDTEST_EXEC"
+)
 
-// Command runs argv under the hold's filter, its listener sent to socket.
+// Command runs argv under the hold's filter, its listener sent to socket
+// with no process state, as a runtime would send an unknown one.
 func Command(socket string, argv ...string) *exec.Cmd {
 	self, _ := os.Executable()
 	cmd := exec.Command(self, argv...)
 	cmd.Env = append(os.Environ(), envSocket+"="+socket)
+	return cmd
+}
+
+// ExecCommand is Command with the state runc sends for a process exec'd
+// into a running container.
+func ExecCommand(socket string, argv ...string) *exec.Cmd {
+	cmd := Command(socket, argv...)
+	cmd.Env = append(cmd.Env, envExec+"=1")
 	return cmd
 }
 
@@ -34,7 +48,14 @@ func Run() {
 	if socket == "" {
 		return
 	}
-	err := execHeld(socket, os.Args[1:], os.Environ())
+	state := []byte("{}")
+	if os.Getenv(envExec) != "" {
+		state, _ = json.Marshal(specs.ContainerProcessState{
+			Version: specs.Version, Fds: []string{specs.SeccompFdName}, Pid: os.Getpid(),
+			State: specs.State{Version: specs.Version, ID: "holdtest", Status: specs.StateRunning, Pid: os.Getppid()},
+		})
+	}
+	err := execHeld(socket, state, os.Args[1:], os.Environ())
 	fmt.Fprintln(os.Stderr, "holdtest:", err)
 	os.Exit(111)
 }
@@ -44,7 +65,7 @@ var auditArch = map[string]uint32{"amd64": unix.AUDIT_ARCH_X86_64, "arm64": unix
 
 // execHeld installs the filter on the calling thread, sends its listener to
 // socket and replaces the process with argv; it returns only on error.
-func execHeld(socket string, argv []string, env []string) error {
+func execHeld(socket string, state []byte, argv []string, env []string) error {
 	arch, ok := auditArch[runtime.GOARCH]
 	if !ok {
 		return fmt.Errorf("no seccomp arch for %s", runtime.GOARCH)
@@ -72,7 +93,7 @@ func execHeld(socket string, argv []string, env []string) error {
 	if err != nil {
 		return err
 	}
-	if _, _, err := conn.WriteMsgUnix([]byte("{}"), unix.UnixRights(int(fd)), nil); err != nil {
+	if _, _, err := conn.WriteMsgUnix(state, unix.UnixRights(int(fd)), nil); err != nil {
 		return fmt.Errorf("send seccomp listener: %w", err)
 	}
 	conn.Close()
