@@ -187,6 +187,7 @@ func (w *Watcher) thaw(c *container, wc *watched, now time.Time, reason string) 
 		log.G(w.ctx).WithError(err).Debug("thaw tool call")
 		return
 	}
+	wc.queued = false
 	c.cb(wc.cl, Thawed, reason)
 }
 
@@ -259,7 +260,12 @@ func (w *Watcher) reviewContainer(c *container, calls []*watched, now time.Time)
 				wc.stallSince = frozenAt
 			}
 		}
-		if stalled && now.Sub(wc.stallSince) >= c.pol.StallTimeout {
+		switch {
+		case !stalled || now.Sub(wc.stallSince) < c.pol.StallTimeout:
+		case wc.queued:
+			// It has taken nothing yet: a kill would free nothing.
+			w.thaw(c, wc, now, "waited "+c.pol.StallTimeout.String()+" for room: starts anyway")
+		default:
 			w.kill(c, wc, !frozenAt.IsZero())
 		}
 	}
@@ -287,7 +293,8 @@ func (w *Watcher) kill(c *container, wc *watched, frozen bool) {
 	c.cb(wc.cl, Killing, reason)
 }
 
-// thawOne thaws the container's longest-frozen call where there is room
+// thawOne thaws the container's longest-frozen call (those frozen while
+// running first, then those waiting to start) where there is room
 // for it in C and its pool (see thawShare), where it would run alone, or
 // where pressure stayed quiet; while the pool is near its limit, a
 // container of higher priority there with frozen calls thaws first. ended
@@ -303,7 +310,10 @@ func (w *Watcher) thawOne(c *container, calls []*watched, ended *watched, quiet 
 			if st := wc.cl.State(); wc != ended && (st == toolcall.Running || st == toolcall.Throttled) {
 				running++
 			}
-		case wc.cl.Doomed() == "" && (oldest == nil || at.Before(oldestAt)):
+		case wc.cl.Doomed() != "":
+		case oldest == nil || (oldest.queued && !wc.queued) || (oldest.queued == wc.queued && at.Before(oldestAt)):
+			// A call frozen while running holds memory that its end
+			// gives back: it goes before the calls that wait to start.
 			oldest, oldestAt = wc, at
 		}
 	}

@@ -40,7 +40,8 @@ const (
 )
 
 // Callback reports an action on a call of the container, with its reason.
-// It runs on the governor's goroutine and must not block.
+// It runs on the governor's goroutine (or FreezeAtStart's caller's) and
+// must not block.
 type Callback func(cl *toolcall.Call, a Action, reason string)
 
 // Scope is where a container's memory pressure is watched: its cgroup C, and
@@ -81,6 +82,8 @@ type Watcher struct {
 	// notification of a pool's pressure freezes one call, not one in each
 	// of the shim's containers there; the governor goroutine's alone.
 	poolFrozen map[string]time.Time
+	// wake has the loop look at whether reviews are due.
+	wake chan struct{}
 }
 
 // container is one container as the governor follows it. Its fields but
@@ -107,6 +110,8 @@ type watched struct {
 	freezeAsked time.Time
 	stallSince  time.Time
 	lastFull    time.Duration // memory.pressure "full" at the last review
+	// queued: frozen before its program ran (FreezeAtStart), not since.
+	queued bool
 }
 
 // New starts a Watcher; it runs until ctx ends.
@@ -144,7 +149,7 @@ func New(ctx context.Context) (*Watcher, error) {
 }
 
 func newWatcher(ctx context.Context, root string, meminfo func() (map[string]uint64, error)) *Watcher {
-	return &Watcher{ctx: ctx, root: root, meminfo: meminfo, containers: make(map[string]*container), poolFrozen: make(map[string]time.Time)}
+	return &Watcher{ctx: ctx, root: root, meminfo: meminfo, containers: make(map[string]*container), poolFrozen: make(map[string]time.Time), wake: make(chan struct{}, 1)}
 }
 
 // Add starts governing container id: pressure on its cgroup and its pool,
@@ -174,13 +179,18 @@ func (w *Watcher) Add(id string, sc Scope, pol policy.Policy, members Pool, cb C
 func (w *Watcher) Watch(id string, cl *toolcall.Call) {
 	w.mu.Lock()
 	c := w.containers[id]
-	wc := &watched{c: c, cl: cl, group: cl.Cgroup(), dir: filepath.Join(w.root, cl.Cgroup())}
+	// Frozen before it is watched: FreezeAtStart held it back.
+	queued := cl.State() == toolcall.Frozen
+	wc := &watched{c: c, cl: cl, group: cl.Cgroup(), dir: w.dir(cl), queued: queued}
 	if c != nil {
 		c.calls[cl] = wc
 	}
 	w.mu.Unlock()
 	if c == nil || w.poller == nil {
 		return
+	}
+	if queued {
+		w.wakeLoop() // its reviews start now, not at the next notification
 	}
 	// A call too short to be watched has nothing to report.
 	_ = w.poller.AddFile(memoryEventsKey{wc}, wc.dir, "memory.events")
@@ -190,6 +200,18 @@ func (w *Watcher) Watch(id string, cl *toolcall.Call) {
 	w.mu.Unlock()
 	if stopped { // Stop ran meanwhile and could not remove these
 		w.forget(wc)
+	}
+}
+
+// dir is a call's cgroup directory.
+func (w *Watcher) dir(cl *toolcall.Call) string { return filepath.Join(w.root, cl.Cgroup()) }
+
+// wakeLoop has the governor's goroutine look again at whether a review is
+// due.
+func (w *Watcher) wakeLoop() {
+	select {
+	case w.wake <- struct{}{}:
+	default: // a wake-up is pending
 	}
 }
 
@@ -291,6 +313,7 @@ func (w *Watcher) loop(keys <-chan []any) {
 			}
 		case now := <-tick:
 			w.review(now)
+		case <-w.wake:
 		}
 		if busy := w.busy(); busy && ticker == nil {
 			ticker = time.NewTicker(psiWindow)

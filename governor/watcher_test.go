@@ -108,14 +108,19 @@ func newFixture(t *testing.T, pol policy.Policy) *fixture {
 
 // call starts a tool call that began age seconds before t0.
 func (f *fixture) call(id string, age int) *toolcall.Call {
+	cl := f.placed(id, age)
+	f.w.Watch("c1", cl)
+	return cl
+}
+
+// placed is a tool call in its cgroup, not watched yet.
+func (f *fixture) placed(id string, age int) *toolcall.Call {
 	group := cGroup + "/tools/" + id
 	f.write(group, "cgroup.freeze", "0")
 	f.write(group, "cgroup.events", "populated 1\nfrozen 0\n")
 	f.write(group, "memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n")
 	f.pressure(group, 0, 0)
-	cl := toolcall.New(toolcall.Record{ID: id, Cgroup: group, Start: f.t0.Add(-time.Duration(age) * time.Second)})
-	f.w.Watch("c1", cl)
-	return cl
+	return toolcall.New(toolcall.Record{ID: id, Cgroup: group, Start: f.t0.Add(-time.Duration(age) * time.Second)})
 }
 
 func (f *fixture) at(s float64) time.Time { return f.t0.Add(time.Duration(s * float64(time.Second))) }

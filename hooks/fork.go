@@ -195,7 +195,7 @@ func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
 		log.G(ctx).WithFields(log.Fields{"pid": pid, "command": argv}).Debug("session: its commands are the tool calls")
 		return
 	}
-	if c.place(ctx, pid, forked) == nil {
+	if c.place(ctx, pid, forked, true) == nil {
 		return
 	}
 	if err := c.detector.Claim(pid, c.agentID); err != nil {
@@ -214,7 +214,7 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 			c.detector.Forget(ev.Pid)
 			return
 		}
-		if fc = c.place(ctx, ev.Pid, ev.Forked); fc == nil {
+		if fc = c.place(ctx, ev.Pid, ev.Forked, false); fc == nil {
 			return
 		}
 	}
@@ -224,8 +224,9 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 
 // place moves a new tool call's leader into a ready cgroup first, and does
 // everything else after: until it is moved, what the leader charges stays
-// with C/agent.
-func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration) *forkCall {
+// with C/agent. A call held at its first execve may be frozen there, to
+// start once there is room for it (see governor.FreezeAtStart).
+func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration, held bool) *forkCall {
 	c.placeMu.Lock()
 	if c.closing {
 		c.placeMu.Unlock()
@@ -281,6 +282,9 @@ func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration)
 			Cgroup: c.tree.CallGroup(id), Start: time.Now().Add(-placed).UTC(),
 		}),
 	}}
+	if held && c.governor != nil {
+		c.governor.FreezeAtStart(c.st.ID, fc.Call, time.Now())
+	}
 	c.mu.Lock()
 	c.forks[pid] = fc
 	c.mu.Unlock()
