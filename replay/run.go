@@ -179,15 +179,9 @@ func peakMB(t *trace.Trace) float64 {
 // Run runs the agents of one arm at once under a pool cgroup whose
 // memory.max is the budget and returns what happened.
 func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
-	files, traces, err := ListTraces(cfg.Traces)
+	files, traces, err := SelectTraces(cfg)
 	if err != nil {
 		return nil, err
-	}
-	if err := OrderTraces(files, traces, cfg.Order); err != nil {
-		return nil, err
-	}
-	if cfg.Top > 0 && cfg.Top < len(traces) {
-		files, traces = files[:cfg.Top], traces[:cfg.Top]
 	}
 	timeout := cfg.Timeout
 	if timeout == 0 {

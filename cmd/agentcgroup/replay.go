@@ -165,6 +165,10 @@ func writeResults(out string, cfg replay.Config, runs [][]*replay.ArmResult, poi
 // writeTables writes, for each number of agents, the arms' table and where
 // their cost came from, then with points the sweep's summary.
 func writeTables(path string, cfg replay.Config, runs [][]*replay.ArmResult, points []replay.SweepPoint) error {
+	_, selected, err := replay.SelectTraces(cfg)
+	if err != nil {
+		return err
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -174,8 +178,11 @@ func writeTables(path string, cfg replay.Config, runs [][]*replay.ArmResult, poi
 		traces = fmt.Sprintf("the first %d of %s", cfg.Top, traces)
 	}
 	for _, arms := range runs {
+		n := len(arms[0].Agents)
 		fmt.Fprintf(f, "%d agents, budget %.0f MiB, speed %gx, memory scale %g, traces %s in %s order\n\n",
-			len(arms[0].Agents), float64(cfg.Budget)/(1<<20), cfg.Speed, cfg.Scale, traces, cfg.Order)
+			n, float64(cfg.Budget)/(1<<20), cfg.Speed, cfg.Scale, traces, cfg.Order)
+		unfit, total := replay.Unfittable(selected, n, cfg.Scale, cfg.Budget)
+		fmt.Fprintf(f, "%d of the %d tool calls cannot fit even alone (peak above the agent's baseline, plus every agent's baseline, over the budget): without swap, an arm that keeps every agent kills at least these.\n\n", unfit, total)
 		replay.WriteTable(f, arms)
 		fmt.Fprintln(f)
 		replay.WriteCosts(f, arms)
