@@ -48,6 +48,9 @@ func (m *meter) served(now time.Time) time.Duration {
 		return m.per
 	}
 	used := m.cpuTime()
+	if used < 0 {
+		return m.per // unread: the window goes on
+	}
 	m.per = 0
 	if span <= meterMaxSpan && used > m.used {
 		m.per = (used - m.used) / time.Duration(m.held)
@@ -56,11 +59,12 @@ func (m *meter) served(now time.Time) time.Duration {
 	return m.per
 }
 
-// processCPU is the user and system CPU time of the whole shim process.
+// processCPU is the user and system CPU time of the whole shim process,
+// or -1 where it cannot be read.
 func processCPU() time.Duration {
 	var ru unix.Rusage
 	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return -1
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -41,4 +41,14 @@ func TestMeter(t *testing.T) {
 	if per := serve(40, 10*time.Millisecond, time.Millisecond); per != time.Millisecond {
 		t.Fatalf("100 execve a second of 1 ms: %v per execve, want 1ms", per)
 	}
+	// An unreadable CPU time leaves the estimate and the window as they
+	// were.
+	m.cpuTime = func() time.Duration { return -1 }
+	if per := serve(30, 10*time.Millisecond, time.Millisecond); per != time.Millisecond {
+		t.Fatalf("CPU time unread: %v per execve, want 1ms still", per)
+	}
+	m.cpuTime = func() time.Duration { return used }
+	if per := serve(1, 10*time.Millisecond, time.Millisecond); per != time.Millisecond {
+		t.Fatalf("CPU time read again: %v per execve, want 1ms", per)
+	}
 }

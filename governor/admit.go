@@ -9,38 +9,48 @@ import (
 	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
-// FreezeAtStart freezes a tool call of container id that is in its cgroup
-// but has not run its program yet (held at its first execve), where it
-// would start into an OOM kill: its container or pool is at freezeShare,
-// or calls there are frozen waiting for room that a thaw would not give
-// yet (thawShare), while another call runs there to make that room. Frozen
-// before it has allocated anything, the call takes nothing from the calls
-// that run: the largest bursts run one after another instead of meeting at
-// the limit, where the kernel kills one of them. It then waits as a frozen
-// call does, after the calls frozen while running (they hold memory), and
-// starts anyway at its stall timeout rather than being killed. It reports
-// whether it froze the call (at now); it may be called from any goroutine,
-// before the call is watched.
+// FreezeAtStart freezes a tool call of container id that has just executed
+// its program (found by the detector), where it would run into an OOM
+// kill: its container or pool is at freezeShare, or calls there are frozen
+// waiting for room that a thaw would not give yet (thawShare), while another
+// call runs in that scope to make the room. Frozen before it has allocated
+// much, the call takes nothing from the calls that run: the largest bursts
+// run one after another instead of meeting at the limit, where the kernel
+// kills one of them. Frozen after its execve, not while held in it, so that
+// the agent's spawn (vfork, or a pipe closed on exec) has returned. It then
+// waits as a frozen call does, after the container's calls frozen while
+// running (they hold memory), and starts anyway at its stall timeout rather
+// than being killed. It reports whether it froze the call (at now); it may
+// be called from any goroutine, before or after the call is watched.
 func (w *Watcher) FreezeAtStart(id string, cl *toolcall.Call, now time.Time) bool {
+	if w.done.Load() || cl.State() != toolcall.Running {
+		return false // nothing would thaw it; or it ended, or is frozen already
+	}
 	c, calls := w.lookup(id)
 	if c == nil {
 		return false
 	}
 	cUsed, poolUsed := w.used(scopeContainer, c.dir), w.used(scopePool, c.pool)
-	if cUsed < thawShare && poolUsed < thawShare {
-		return false
-	}
 	running, frozen := 0, 0
 	for _, wc := range calls {
-		switch st := wc.cl.State(); st {
-		case toolcall.Running, toolcall.Throttled:
+		switch st := wc.cl.State(); {
+		case wc.cl == cl:
+		case st == toolcall.Running || st == toolcall.Throttled:
 			running++
-		case toolcall.Frozen:
+		case st == toolcall.Frozen:
 			frozen++
 		}
 	}
+	// crowded: a start there would meet an OOM kill, or jump the calls
+	// waiting for room; with a call running that would make room.
+	crowded := func(used float64, running, frozen int) bool {
+		return running > 0 && (used >= freezeShare || (used >= thawShare && frozen > 0))
+	}
 	sc := scopeContainer
-	if poolUsed >= thawShare {
+	if !crowded(cUsed, running, frozen) {
+		if poolUsed < thawShare {
+			return false
+		}
 		unlock, err := c.members.Lock()
 		if err != nil {
 			log.G(w.ctx).WithError(err).Warn("lock the pool")
@@ -55,12 +65,10 @@ func (w *Watcher) FreezeAtStart(id string, cl *toolcall.Call, now time.Time) boo
 			running += m.Running
 			frozen += m.Frozen
 		}
-		if cUsed < freezeShare {
-			sc = scopePool
+		if !crowded(poolUsed, running, frozen) {
+			return false
 		}
-	}
-	if running == 0 || (cUsed < freezeShare && poolUsed < freezeShare && frozen == 0) {
-		return false
+		sc = scopePool
 	}
 	dir := w.dir(cl)
 	if err := cgroupfs.SetFrozen(dir, true); err != nil {
@@ -69,9 +77,17 @@ func (w *Watcher) FreezeAtStart(id string, cl *toolcall.Call, now time.Time) boo
 	}
 	reason := "memory pressure on the " + string(sc) + ", before it started"
 	if err := cl.Freeze(now, reason); err != nil {
-		_ = cgroupfs.SetFrozen(dir, false)
+		_ = cgroupfs.SetFrozen(dir, false) // it ended meanwhile
 		return false
 	}
+	w.mu.Lock()
+	if wc := c.calls[cl]; wc != nil {
+		wc.queued.Store(true)
+	} else {
+		c.early[cl] = true
+	}
+	w.mu.Unlock()
 	c.cb(cl, Froze, reason)
+	w.wakeLoop() // its reviews start now, not at the next notification
 	return true
 }

@@ -187,7 +187,8 @@ func (w *Watcher) thaw(c *container, wc *watched, now time.Time, reason string) 
 		log.G(w.ctx).WithError(err).Debug("thaw tool call")
 		return
 	}
-	wc.queued = false
+	wc.queued.Store(false)
+	wc.stallSince = time.Time{} // a stall counts from now on, not from the freeze
 	c.cb(wc.cl, Thawed, reason)
 }
 
@@ -217,7 +218,7 @@ func (w *Watcher) review(now time.Time) {
 
 // reviewContainer thaws a call where there is room or pressure stayed
 // quiet, ends throttle spells, and kills a call that has made no progress
-// for the stall timeout.
+// for the stall timeout (one frozen as it started is thawed instead).
 func (w *Watcher) reviewContainer(c *container, calls []*watched, now time.Time) {
 	lad := &c.lad
 	elapsed := now.Sub(lad.last)
@@ -262,8 +263,8 @@ func (w *Watcher) reviewContainer(c *container, calls []*watched, now time.Time)
 		}
 		switch {
 		case !stalled || now.Sub(wc.stallSince) < c.pol.StallTimeout:
-		case wc.queued:
-			// It has taken nothing yet: a kill would free nothing.
+		case wc.queued.Load():
+			// It has taken little yet: a kill would free little.
 			w.thaw(c, wc, now, "waited "+c.pol.StallTimeout.String()+" for room: starts anyway")
 		default:
 			w.kill(c, wc, !frozenAt.IsZero())
@@ -311,7 +312,7 @@ func (w *Watcher) thawOne(c *container, calls []*watched, ended *watched, quiet 
 				running++
 			}
 		case wc.cl.Doomed() != "":
-		case oldest == nil || (oldest.queued && !wc.queued) || (oldest.queued == wc.queued && at.Before(oldestAt)):
+		case oldest == nil || (oldest.queued.Load() && !wc.queued.Load()) || (oldest.queued.Load() == wc.queued.Load() && at.Before(oldestAt)):
 			// A call frozen while running holds memory that its end
 			// gives back: it goes before the calls that wait to start.
 			oldest, oldestAt = wc, at

@@ -2,9 +2,10 @@
 // above the kernel, which throttles a tool call over its memory.high and
 // OOM-kills a call past its memory.max, the governor freezes the youngest,
 // lowest-priority calls while an OOM kill in their container or pool is
-// imminent, thaws them once there is room (or they would run alone, or
-// pressure has subsided), and kills a call that has made no progress for
-// its stall timeout. It never touches the agent.
+// imminent, and a new call as it starts there, thaws them once there is
+// room (or they would run alone, or pressure has subsided), and kills a
+// call that has made no progress for its stall timeout (a call frozen as it
+// started starts instead). It never touches the agent.
 //
 // One Watcher serves every container of a shim: one epoll set (PSI triggers
 // on each container and its pool, each call's memory.events and
@@ -17,6 +18,7 @@ import (
 	"errors"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
@@ -82,8 +84,10 @@ type Watcher struct {
 	// notification of a pool's pressure freezes one call, not one in each
 	// of the shim's containers there; the governor goroutine's alone.
 	poolFrozen map[string]time.Time
-	// wake has the loop look at whether reviews are due.
+	// wake has the loop look at whether reviews are due; done is set once
+	// the loop has ended.
 	wake chan struct{}
+	done atomic.Bool
 }
 
 // container is one container as the governor follows it. Its fields but
@@ -95,7 +99,10 @@ type container struct {
 	members   Pool
 	cb        Callback
 	calls     map[*toolcall.Call]*watched // guarded by Watcher.mu
-	lad       ladder
+	// early are the calls FreezeAtStart froze before they were watched;
+	// guarded by Watcher.mu.
+	early map[*toolcall.Call]bool
+	lad   ladder
 }
 
 // watched is a call as the governor follows it; only the governor's
@@ -110,8 +117,9 @@ type watched struct {
 	freezeAsked time.Time
 	stallSince  time.Time
 	lastFull    time.Duration // memory.pressure "full" at the last review
-	// queued: frozen before its program ran (FreezeAtStart), not since.
-	queued bool
+	// queued: frozen as it started (FreezeAtStart, from any goroutine),
+	// not thawed since.
+	queued atomic.Bool
 }
 
 // New starts a Watcher; it runs until ctx ends.
@@ -160,6 +168,7 @@ func (w *Watcher) Add(id string, sc Scope, pol policy.Policy, members Pool, cb C
 	c := &container{
 		id: id, dir: filepath.Join(w.root, sc.Container), pool: filepath.Join(w.root, sc.Pool),
 		pol: pol, members: members, cb: cb, calls: make(map[*toolcall.Call]*watched),
+		early: make(map[*toolcall.Call]bool),
 	}
 	if w.poller != nil {
 		if err := w.poller.AddTrigger(scopeKey{id, scopeContainer}, c.dir, psiStall, psiWindow); err != nil {
@@ -175,22 +184,19 @@ func (w *Watcher) Add(id string, sc Scope, pol policy.Policy, members Pool, cb C
 	return nil
 }
 
-// Watch governs a started tool call of container id.
+// Watch governs a tool call of container id, placed in its cgroup.
 func (w *Watcher) Watch(id string, cl *toolcall.Call) {
 	w.mu.Lock()
 	c := w.containers[id]
-	// Frozen before it is watched: FreezeAtStart held it back.
-	queued := cl.State() == toolcall.Frozen
-	wc := &watched{c: c, cl: cl, group: cl.Cgroup(), dir: w.dir(cl), queued: queued}
+	wc := &watched{c: c, cl: cl, group: cl.Cgroup(), dir: w.dir(cl)}
 	if c != nil {
 		c.calls[cl] = wc
+		wc.queued.Store(c.early[cl]) // FreezeAtStart came first
+		delete(c.early, cl)
 	}
 	w.mu.Unlock()
 	if c == nil || w.poller == nil {
 		return
-	}
-	if queued {
-		w.wakeLoop() // its reviews start now, not at the next notification
 	}
 	// A call too short to be watched has nothing to report.
 	_ = w.poller.AddFile(memoryEventsKey{wc}, wc.dir, "memory.events")
@@ -222,6 +228,7 @@ func (w *Watcher) Unwatch(id string, cl *toolcall.Call) {
 	if c := w.containers[id]; c != nil {
 		wc = c.calls[cl]
 		delete(c.calls, cl)
+		delete(c.early, cl)
 	}
 	w.mu.Unlock()
 	if wc != nil {
@@ -282,6 +289,7 @@ func (w *Watcher) ids() []string {
 // loop handles the poller's notifications, and reviews every PSI window
 // while a call is frozen or throttled.
 func (w *Watcher) loop(keys <-chan []any) {
+	defer w.done.Store(true)
 	var (
 		ticker *time.Ticker
 		tick   <-chan time.Time

@@ -195,7 +195,7 @@ func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
 		log.G(ctx).WithFields(log.Fields{"pid": pid, "command": argv}).Debug("session: its commands are the tool calls")
 		return
 	}
-	if c.place(ctx, pid, forked, true) == nil {
+	if c.place(ctx, pid, forked) == nil {
 		return
 	}
 	if err := c.detector.Claim(pid, c.agentID); err != nil {
@@ -204,7 +204,8 @@ func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
 }
 
 // detected handles a new tool call's exec: it names a call placed while
-// held, or places one now (no hold: the program has started in C/agent).
+// held, or places one now (no hold: the program has started in C/agent),
+// and has the governor hold it back where there is no room for it.
 func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 	c.mu.Lock()
 	fc := c.forks[ev.Pid]
@@ -214,19 +215,23 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 			c.detector.Forget(ev.Pid)
 			return
 		}
-		if fc = c.place(ctx, ev.Pid, ev.Forked, false); fc == nil {
+		if fc = c.place(ctx, ev.Pid, ev.Forked); fc == nil {
 			return
 		}
 	}
 	fc.Named(ev.Args, ev.Unplaced)
 	c.calls.save()
+	if c.governor != nil {
+		// Its program has just started: where it would start into an OOM
+		// kill, it waits for room instead.
+		c.governor.FreezeAtStart(c.st.ID, fc.Call, time.Now())
+	}
 }
 
 // place moves a new tool call's leader into a ready cgroup first, and does
 // everything else after: until it is moved, what the leader charges stays
-// with C/agent. A call held at its first execve may be frozen there, to
-// start once there is room for it (see governor.FreezeAtStart).
-func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration, held bool) *forkCall {
+// with C/agent.
+func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration) *forkCall {
 	c.placeMu.Lock()
 	if c.closing {
 		c.placeMu.Unlock()
@@ -282,9 +287,6 @@ func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration,
 			Cgroup: c.tree.CallGroup(id), Start: time.Now().Add(-placed).UTC(),
 		}),
 	}}
-	if held && c.governor != nil {
-		c.governor.FreezeAtStart(c.st.ID, fc.Call, time.Now())
-	}
 	c.mu.Lock()
 	c.forks[pid] = fc
 	c.mu.Unlock()

@@ -25,7 +25,7 @@ const (
 )
 
 // Command runs argv under the hold's filter, its listener sent to socket
-// with no process state, as a runtime would send an unknown one.
+// with the state runc sends for a container's init.
 func Command(socket string, argv ...string) *exec.Cmd {
 	self, _ := os.Executable()
 	cmd := exec.Command(self, argv...)
@@ -48,14 +48,19 @@ func Run() {
 	if socket == "" {
 		return
 	}
-	state := []byte("{}")
-	if os.Getenv(envExec) != "" {
-		state, _ = json.Marshal(specs.ContainerProcessState{
-			Version: specs.Version, Fds: []string{specs.SeccompFdName}, Pid: os.Getpid(),
-			State: specs.State{Version: specs.Version, ID: "holdtest", Status: specs.StateRunning, Pid: os.Getppid()},
-		})
+	st := specs.ContainerProcessState{
+		Version: specs.Version, Fds: []string{specs.SeccompFdName}, Pid: os.Getpid(),
+		State: specs.State{Version: specs.Version, ID: "holdtest", Status: specs.StateCreating, Pid: os.Getpid()},
 	}
-	err := execHeld(socket, state, os.Args[1:], os.Environ())
+	if os.Getenv(envExec) != "" {
+		st.State.Status, st.State.Pid = specs.StateRunning, os.Getppid()
+	}
+	state, err := json.Marshal(st)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "holdtest:", err)
+		os.Exit(111)
+	}
+	err = execHeld(socket, state, os.Args[1:], os.Environ())
 	fmt.Fprintln(os.Stderr, "holdtest:", err)
 	os.Exit(111)
 }
