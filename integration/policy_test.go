@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -361,5 +362,58 @@ func TestResize(t *testing.T) {
 		if got := readTrim(t, filepath.Join(containerCgroup(id), "agent", "memory.max")); got != "419430400" {
 			t.Errorf("agent memory.max = %s, want the annotation's 400Mi", got)
 		}
+	})
+}
+
+// TestFreezeAtStart: where a forked call would start into an OOM kill (its
+// container near memory.max, another call holding the memory), it is
+// frozen as it starts and runs once the other has ended: both complete,
+// where starting it at once would have OOM-killed one of them; the agent
+// survives and saw no call stop.
+func TestFreezeAtStart(t *testing.T) {
+	forEachStack(t, func(t *testing.T, d *daemon) {
+		ev := subscribeToolEvents(t, d)
+		id := newID("admit")
+		log := "/tmp/" + id + "-log"
+		extra := append([]string{"--memory-limit", strconv.Itoa(256 << 20)}, annotations("tool.memory.high=max", "tool.memory.max=100%")...)
+		// The first call leaves a job holding 232 MiB for 8 s; the second
+		// needs 48 MiB more than the container has beside it.
+		d.start(t, d.agentcgroup(), id, extra, "/bin/agentsim", "-delay", "3s", "-log", log,
+			"/bin/agentsim -alloc 232 -hold 8s &",
+			"exec /bin/agentsim -alloc 48 -hold 200ms")
+		var recs []toolcall.Record
+		eventually(t, "two ended calls", func() bool {
+			recs = ps(t, id)
+			return len(recs) == 2 && ended(recs) == 2
+		})
+		sort.Slice(recs, func(i, j int) bool { return recs[i].Start.Before(recs[j].Start) })
+		first, second := recs[0], recs[1]
+		for _, r := range recs {
+			if r.State != toolcall.Exited || r.ExitCode == nil || *r.ExitCode != 0 {
+				t.Errorf("call %s %q: %s, exit %v; want both completed", r.ID, r.Command, r.State, r.ExitCode)
+			}
+		}
+		if first.Freezes != 0 {
+			t.Errorf("the running call was frozen: %+v", first)
+		}
+		if second.Freezes == 0 || second.FrozenSeconds < 1 {
+			t.Errorf("the second call: %d freezes, %.1fs frozen; want it frozen until the first ended", second.Freezes, second.FrozenSeconds)
+		}
+		if m := ev.saw("/agentcgroup/tool-call/frozen", id, second.ID); m == nil || !strings.HasSuffix(fmt.Sprint(m["reason"]), "before it started") {
+			t.Errorf("frozen event of the second call: %v; want its reason to say before it started", m)
+		}
+		if ev.saw("/agentcgroup/tool-call/thawed", id, second.ID) == nil {
+			t.Error("no thawed event for the second call")
+		}
+		agentLog := readTrim(t, filepath.Join(rootfs, log))
+		os.Remove(filepath.Join(rootfs, log))
+		if !strings.Contains(agentLog, "all calls done") || strings.Contains(agentLog, "stopped") {
+			t.Errorf("agent's log: %q, want all calls done and none stopped", agentLog)
+		}
+		if d.status(t, id) != "RUNNING" {
+			t.Error("the agent did not survive")
+		}
+		d.remove(id)
+		assertGone(t, id)
 	})
 }
