@@ -51,14 +51,13 @@ func (w *Watcher) FreezeAtStart(id string, cl *toolcall.Call, now time.Time) boo
 		if poolUsed < thawShare {
 			return false
 		}
-		unlock, err := c.members.Lock()
-		if err != nil {
-			log.G(w.ctx).WithError(err).Warn("lock the pool")
+		members, unlock, ok := w.lockPool(c)
+		if !ok {
 			return false
 		}
 		defer unlock()
 		mine := c.pol.Priority.Rank()
-		for _, m := range c.members.Members() {
+		for _, m := range members {
 			if m.Running > 0 && m.Priority.Rank() < mine {
 				return false // a call of lower priority is frozen first
 			}

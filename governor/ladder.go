@@ -78,13 +78,12 @@ func (w *Watcher) relieve(id string, sc scope, now time.Time) {
 	}
 	var others []Member
 	if sc == scopePool {
-		unlock, err := c.members.Lock()
-		if err != nil {
-			log.G(w.ctx).WithError(err).Warn("lock the pool")
+		members, unlock, ok := w.lockPool(c)
+		if !ok {
 			return
 		}
 		defer unlock()
-		others = c.members.Members()
+		others = members
 	}
 	running := 0
 	var victim *watched
@@ -324,14 +323,13 @@ func (w *Watcher) thawOne(c *container, calls []*watched, ended *watched, quiet 
 	cUsed, poolUsed := w.used(scopeContainer, c.dir), w.used(scopePool, c.pool)
 	others := 0
 	if poolUsed >= thawShare {
-		unlock, err := c.members.Lock()
-		if err != nil {
-			log.G(w.ctx).WithError(err).Warn("lock the pool")
+		members, unlock, ok := w.lockPool(c)
+		if !ok {
 			return false
 		}
 		defer unlock()
 		mine := c.pol.Priority.Rank()
-		for _, m := range c.members.Members() {
+		for _, m := range members {
 			if m.Frozen > 0 && m.Priority.Rank() > mine {
 				return false
 			}
@@ -351,4 +349,15 @@ func (w *Watcher) thawOne(c *container, calls []*watched, ended *watched, quiet 
 	}
 	w.thaw(c, oldest, now, reason)
 	return true
+}
+
+// lockPool takes the lock of c's pool and returns its other members as they
+// are now; ok is false, and it said why in the log, where the lock failed.
+func (w *Watcher) lockPool(c *container) (members []Member, unlock func(), ok bool) {
+	unlock, err := c.members.Lock()
+	if err != nil {
+		log.G(w.ctx).WithError(err).Warn("lock the pool")
+		return nil, nil, false
+	}
+	return c.members.Members(), unlock, true
 }
