@@ -390,7 +390,7 @@ func TestFreezeAtStart(t *testing.T) {
 		first, second := recs[0], recs[1]
 		for _, r := range recs {
 			if r.State != toolcall.Exited || r.ExitCode == nil || *r.ExitCode != 0 {
-				t.Errorf("call %s %q: %s, exit %v; want both completed", r.ID, r.Command, r.State, r.ExitCode)
+				t.Errorf("call %s %q: %s (%s); want both completed", r.ID, r.Command, r.State, r.Reason)
 			}
 		}
 		if first.Freezes != 0 {
