@@ -30,7 +30,6 @@ func (w *Watcher) FreezeAtStart(id string, cl *toolcall.Call, now time.Time) boo
 	if c == nil {
 		return false
 	}
-	cUsed, poolUsed := w.used(scopeContainer, c.dir), w.used(scopePool, c.pool)
 	running, frozen := 0, 0
 	for _, wc := range calls {
 		switch st := wc.cl.State(); {
@@ -47,24 +46,22 @@ func (w *Watcher) FreezeAtStart(id string, cl *toolcall.Call, now time.Time) boo
 		return running > 0 && (used >= freezeShare || (used >= thawShare && frozen > 0))
 	}
 	sc := scopeContainer
-	if !crowded(cUsed, running, frozen) {
+	// C's usage is read only where another of its calls runs: a call the
+	// agent runs alone, the common case, reads no file of C.
+	if running == 0 || !crowded(w.used(scopeContainer, c.dir), running, frozen) {
+		poolUsed := w.used(scopePool, c.pool)
 		if poolUsed < thawShare {
 			return false
 		}
-		members, unlock, ok := w.lockPool(c)
+		t, unlock, ok := w.lockPool(c)
 		if !ok {
 			return false
 		}
 		defer unlock()
-		mine := c.pol.Priority.Rank()
-		for _, m := range members {
-			if m.Running > 0 && m.Priority.Rank() < mine {
-				return false // a call of lower priority is frozen first
-			}
-			running += m.Running
-			frozen += m.Frozen
+		if t.lowerRunning {
+			return false // a call of lower priority is frozen first
 		}
-		if !crowded(poolUsed, running, frozen) {
+		if !crowded(poolUsed, running+t.running, frozen+t.frozen) {
 			return false
 		}
 		sc = scopePool

@@ -76,14 +76,14 @@ func (w *Watcher) relieve(id string, sc scope, now time.Time) {
 	if sc == scopePool && now.Sub(w.poolFrozen[c.pool]) < psiWindow {
 		return // this notification's call is frozen already
 	}
-	var others []Member
+	var others tally
 	if sc == scopePool {
-		members, unlock, ok := w.lockPool(c)
+		t, unlock, ok := w.lockPool(c)
 		if !ok {
 			return
 		}
 		defer unlock()
-		others = members
+		others = t
 	}
 	running := 0
 	var victim *watched
@@ -95,13 +95,10 @@ func (w *Watcher) relieve(id string, sc scope, now time.Time) {
 			}
 		}
 	}
-	mine := c.pol.Priority.Rank()
-	for _, m := range others {
-		if m.Running > 0 && m.Priority.Rank() < mine {
-			return
-		}
-		running += m.Running
+	if others.lowerRunning {
+		return
 	}
+	running += others.running
 	if victim == nil || running < 2 {
 		return
 	}
@@ -323,18 +320,15 @@ func (w *Watcher) thawOne(c *container, calls []*watched, ended *watched, quiet 
 	cUsed, poolUsed := w.used(scopeContainer, c.dir), w.used(scopePool, c.pool)
 	others := 0
 	if poolUsed >= thawShare {
-		members, unlock, ok := w.lockPool(c)
+		t, unlock, ok := w.lockPool(c)
 		if !ok {
 			return false
 		}
 		defer unlock()
-		mine := c.pol.Priority.Rank()
-		for _, m := range members {
-			if m.Frozen > 0 && m.Priority.Rank() > mine {
-				return false
-			}
-			others += m.Running
+		if t.higherFrozen {
+			return false
 		}
+		others = t.running
 	}
 	var reason string
 	switch {
@@ -351,13 +345,30 @@ func (w *Watcher) thawOne(c *container, calls []*watched, ended *watched, quiet 
 	return true
 }
 
-// lockPool takes the lock of c's pool and returns its other members as they
-// are now; ok is false, and it said why in the log, where the lock failed.
-func (w *Watcher) lockPool(c *container) (members []Member, unlock func(), ok bool) {
+// lockPool takes the lock of c's pool and returns what its other members
+// add to c's decisions as they are now; ok is false, and it said why in the
+// log, where the lock failed.
+func (w *Watcher) lockPool(c *container) (t tally, unlock func(), ok bool) {
 	unlock, err := c.members.Lock()
 	if err != nil {
 		log.G(w.ctx).WithError(err).Warn("lock the pool")
-		return nil, nil, false
+		return tally{}, nil, false
 	}
-	return c.members.Members(), unlock, true
+	mine := c.pol.Priority.Rank()
+	for _, m := range c.members.Members() {
+		t.running += m.Running
+		t.frozen += m.Frozen
+		t.lowerRunning = t.lowerRunning || (m.Running > 0 && m.Priority.Rank() < mine)
+		t.higherFrozen = t.higherFrozen || (m.Frozen > 0 && m.Priority.Rank() > mine)
+	}
+	return t, unlock, true
+}
+
+// tally is the other members of a container's pool, seen from it: their
+// running and frozen tool calls, whether one of lower priority has a call
+// running (its calls are frozen first) and whether one of higher priority
+// has a call frozen (its calls thaw first).
+type tally struct {
+	running, frozen            int
+	lowerRunning, higherFrozen bool
 }
