@@ -44,6 +44,9 @@ type Container struct {
 	// detector finds the tool calls the agent forks (nil: execs only).
 	detector *bpf.Detector
 	agentID  uint64
+	// watching, where the detector's watch runs in the background, is
+	// closed once it is done; detector and agentID are set before.
+	watching chan struct{}
 	// hold answers the container's held execve calls (nil: none); closed
 	// by Teardown once the container's processes are gone.
 	hold *exechold.Listener
@@ -142,7 +145,7 @@ func Create(ctx context.Context, dir string, st state.Container, pid uint32, p p
 	}
 	err = c.carve(pid)
 	if err == nil && env.Detector != nil && p.Detect == policy.DetectForkExec {
-		err = c.watch(ctx, env.Detector)
+		err = c.startWatch(ctx, env.Detector)
 	}
 	if err == nil && env.Governor != nil {
 		pool := governor.StatePool{Root: env.StateRoot, Self: dir, Group: st.Pool}

@@ -22,6 +22,7 @@ func (c *Container) PrepareExec(ctx context.Context, execID string, argv []strin
 	if execID == "" || execID != filepath.Base(execID) || execID == "." || execID == ".." {
 		return fmt.Errorf("exec id %q cannot name a cgroup: %w", execID, errdefs.ErrInvalidArgument)
 	}
+	c.waitWatch() // the call's cgroup is watched for escapes from the start
 	if err := c.newCall(execID); errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("exec id %q is taken by a tool call the agent forked (their ids are %s<n>): %w", execID, forkPrefix, errdefs.ErrAlreadyExists)
 	} else if err != nil {

@@ -84,10 +84,44 @@ func (c *Container) watch(ctx context.Context, d *bpf.Detector) error {
 	c.detector, c.agentID = d, id
 	c.refill(ctx)
 	go c.handleEvents(ctx, events)
-	if c.hold != nil {
-		c.hold.Handle(func(r *exechold.Request) { c.placeHeld(ctx, r) })
-	}
 	return nil
+}
+
+// startWatch has the detector watch the container. With the hold, the watch
+// runs in the background: every held execve waits for it, init's into the
+// agent's program first, so no agent code runs unwatched; the watch's cost,
+// an RCU grace period per map-of-maps update in the kernel, then overlaps
+// the container's start instead of adding to its create. A watch that fails
+// there leaves the container with its exec'd calls detected only, said in
+// the log.
+func (c *Container) startWatch(ctx context.Context, d *bpf.Detector) error {
+	if c.hold == nil {
+		return c.watch(ctx, d)
+	}
+	done := make(chan struct{})
+	c.watching = done
+	c.hold.Handle(func(r *exechold.Request) {
+		<-done
+		if c.detector != nil {
+			c.placeHeld(ctx, r)
+		}
+	})
+	ctx = context.WithoutCancel(ctx) // the create's request ends first
+	go func() {
+		defer close(done)
+		if err := c.watch(ctx, d); err != nil {
+			log.G(ctx).WithError(err).Warn("no tool-call detection for this container: only exec'd tool calls get their own cgroup")
+		}
+	}()
+	return nil
+}
+
+// waitWatch waits for a watch started in the background; detector and
+// agentID are then final.
+func (c *Container) waitWatch() {
+	if c.watching != nil {
+		<-c.watching
+	}
 }
 
 func (c *Container) handleEvents(ctx context.Context, events <-chan bpf.Event) {
@@ -400,6 +434,7 @@ func (c *Container) escaped(ctx context.Context, ev bpf.Event) {
 
 // unwatch stops detection for the container.
 func (c *Container) unwatch() {
+	c.waitWatch()
 	if c.detector == nil {
 		return
 	}

@@ -22,7 +22,8 @@ import (
 // first instruction already runs there; nested children stay in their call;
 // threads make no call; the agent, waiting as a job-control shell does,
 // sees no call stop; another container's calls stay in its own records;
-// exec'd calls are not counted twice; both containers share one detector;
+// exec'd calls are not counted twice; a call forked as the agent starts is
+// detected; both containers share one detector;
 // and when the containers are gone no detector program stays loaded or pinned.
 func TestForkDetection(t *testing.T) {
 	forEachStack(t, func(t *testing.T, d *daemon) {
@@ -34,7 +35,9 @@ func TestForkDetection(t *testing.T) {
 			"sh -c 'cat /proc/self/cgroup' > "+out(a, "nested"),
 			"exit 3",
 			"exec /bin/agentsim -alloc 48 -hold 200ms")
-		d.start(t, rt, b, nil, "/bin/agentsim", "-delay", "300ms", "echo other-container-call")
+		// Its first call comes as soon as the agent runs: the detector's
+		// watch, which finishes in the background, must be in place first.
+		d.start(t, rt, b, nil, "/bin/agentsim", "-delay", "0s", "echo other-container-call")
 		d.mustCtr(t, "task", "exec", "--exec-id", "from-outside", a, "/bin/sh", "-c", "exit 0")
 		// Two shims, one program set: the host's shared detector.
 		if n := detectorPrograms(t); n != 3 {
@@ -102,8 +105,9 @@ func TestForkDetection(t *testing.T) {
 			other = ps(t, b)
 			return len(other) == 1 && ended(other) == 1
 		})
-		if strings.Join(other[0].Command, " ") != "/bin/sh -c echo other-container-call" {
-			t.Errorf("other container's record: %+v", other[0])
+		if strings.Join(other[0].Command, " ") != "/bin/sh -c echo other-container-call" ||
+			!strings.HasPrefix(other[0].Cgroup, "/"+namespace+"/"+b+"/tools/") || other[0].StartedUnplaced {
+			t.Errorf("other container's record: %+v, want its first call placed under its C/tools before it ran", other[0])
 		}
 
 		d.remove(a)
