@@ -98,6 +98,7 @@ func (c *Container) startWatch(ctx context.Context, d *bpf.Detector) error {
 	if c.hold == nil {
 		return c.watch(ctx, d)
 	}
+	ctx = context.WithoutCancel(ctx) // the create's request ends first
 	done := make(chan struct{})
 	c.watching = done
 	c.hold.Handle(func(r *exechold.Request) {
@@ -106,7 +107,6 @@ func (c *Container) startWatch(ctx context.Context, d *bpf.Detector) error {
 			c.placeHeld(ctx, r)
 		}
 	})
-	ctx = context.WithoutCancel(ctx) // the create's request ends first
 	go func() {
 		defer close(done)
 		if err := c.watch(ctx, d); err != nil {
