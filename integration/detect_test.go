@@ -23,7 +23,7 @@ import (
 // threads make no call; the agent, waiting as a job-control shell does,
 // sees no call stop; another container's calls stay in its own records;
 // exec'd calls are not counted twice; a call forked as the agent starts is
-// detected; both containers share one detector;
+// placed; the containers share one detector;
 // and when the containers are gone no detector program stays loaded or pinned.
 func TestForkDetection(t *testing.T) {
 	forEachStack(t, func(t *testing.T, d *daemon) {
@@ -35,13 +35,16 @@ func TestForkDetection(t *testing.T) {
 			"sh -c 'cat /proc/self/cgroup' > "+out(a, "nested"),
 			"exit 3",
 			"exec /bin/agentsim -alloc 48 -hold 200ms")
-		// Its first call comes as soon as the agent runs: the detector's
-		// watch, which finishes in the background, must be in place first.
 		d.start(t, rt, b, nil, "/bin/agentsim", "-delay", "0s", "echo other-container-call")
+		// A shell as the agent forks its first call within milliseconds of
+		// its start: the detector's watch, which finishes in the background,
+		// must be in place before the agent's first instruction.
+		first := newID("first")
+		d.start(t, rt, first, nil, "/bin/sh", "-c", "cat /proc/self/cgroup > "+out(first, "cgroup")+"; exec sleep 1000")
 		d.mustCtr(t, "task", "exec", "--exec-id", "from-outside", a, "/bin/sh", "-c", "exit 0")
-		// Two shims, one program set: the host's shared detector.
+		// Three shims, one program set: the host's shared detector.
 		if n := detectorPrograms(t); n != 3 {
-			t.Errorf("%d detector programs loaded for two containers, want one set of 3", n)
+			t.Errorf("%d detector programs loaded for three containers, want one set of 3", n)
 		}
 		if sets := pinnedDetectors(t); len(sets) != 1 {
 			t.Errorf("pinned detector sets %v, want one", sets)
@@ -110,10 +113,23 @@ func TestForkDetection(t *testing.T) {
 			t.Errorf("other container's record: %+v, want its first call placed under its C/tools before it ran", other[0])
 		}
 
+		var got string
+		eventually(t, "the first call's cgroup", func() bool {
+			b, err := os.ReadFile(filepath.Join(rootfs, out(first, "cgroup")))
+			got = strings.TrimSpace(string(b))
+			return err == nil && got != ""
+		})
+		os.Remove(filepath.Join(rootfs, out(first, "cgroup")))
+		if !strings.HasPrefix(got, "0::/"+namespace+"/"+first+"/tools/") {
+			t.Errorf("the agent's first call ran in %q, want its own cgroup under C/tools", got)
+		}
+
 		d.remove(a)
 		d.remove(b)
+		d.remove(first)
 		assertGone(t, a)
 		assertGone(t, b)
+		assertGone(t, first)
 	})
 	eventually(t, "no detector program loaded", func() bool { return detectorPrograms(t) == 0 })
 	if sets := pinnedDetectors(t); len(sets) != 0 {
