@@ -115,8 +115,8 @@ func TestForkDetection(t *testing.T) {
 
 		var got string
 		eventually(t, "the first call's cgroup", func() bool {
-			b, err := os.ReadFile(filepath.Join(rootfs, out(first, "cgroup")))
-			got = strings.TrimSpace(string(b))
+			data, err := os.ReadFile(filepath.Join(rootfs, out(first, "cgroup")))
+			got = strings.TrimSpace(string(data))
 			return err == nil && got != ""
 		})
 		os.Remove(filepath.Join(rootfs, out(first, "cgroup")))
