@@ -37,6 +37,9 @@ const (
 	// Escape: Leader, a process in a tool call's cgroup, forked Pid into
 	// another cgroup (clone3 CLONE_INTO_CGROUP), out of the call's limits.
 	Escape Kind = 4
+	// Flushed: every event the kernel wrote for the container before the
+	// last Flush was sent before this one. Not from the kernel.
+	Flushed Kind = 0x100
 )
 
 // Event is one detector event.
@@ -233,6 +236,21 @@ func (d *Detector) Unwatch(agentCgroup uint64) {
 	}()
 }
 
+// Flush has the watcher of agentCgroup sent a Flushed event once every
+// event the kernel has written for it so far has been sent.
+func (d *Detector) Flush(agentCgroup uint64) error {
+	d.mu.Lock()
+	w := d.watches[agentCgroup]
+	d.mu.Unlock()
+	if w == nil {
+		return fmt.Errorf("flush cgroup %d: not watched", agentCgroup)
+	}
+	if err := w.reader.Flush(); err != nil {
+		return fmt.Errorf("flush cgroup %d: %w", agentCgroup, err)
+	}
+	return nil
+}
+
 // forget removes an agent cgroup from the programs' maps, with the entries
 // that point to it: its call cgroups, and its processes still pending or in
 // a call (a process killed while its execve was held can leave one, which a
@@ -389,6 +407,15 @@ func (w *watch) run(ch chan<- Event) {
 		if err := w.reader.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) {
 				return
+			}
+			if errors.Is(err, ringbuf.ErrFlushed) {
+				ev := Event{Kind: Flushed}
+				select {
+				case ch <- ev:
+				case <-w.stop:
+					return
+				}
+				continue
 			}
 			log.L.WithError(err).Warn("read the tool-call detector's ring buffer")
 			continue

@@ -182,6 +182,46 @@ func TestDetector(t *testing.T) {
 	}
 }
 
+// TestFlush: a Flushed event comes after every event the kernel wrote
+// before the Flush, also those still in the ring buffer then, and an idle
+// watcher sends one too.
+func TestFlush(t *testing.T) {
+	d := load(t)
+	dir, id := agentCgroup(t)
+	ch := make(chan Event) // not read while the agent runs: its events wait in the ring
+	if err := d.Watch(id, ch); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Unwatch(id) })
+	runIn(t, dir, `/bin/true; /bin/true; /bin/true; exit 0`)
+	for round := 0; round < 2; round++ {
+		if err := d.Flush(id); err != nil {
+			t.Fatal(err)
+		}
+		exits := 0
+	read:
+		for {
+			select {
+			case ev := <-ch:
+				if ev.Kind == Flushed {
+					break read
+				}
+				if ev.Kind == Exit {
+					exits++
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("round %d: no Flushed event", round)
+			}
+		}
+		if want := []int{3, 0}[round]; exits != want {
+			t.Errorf("round %d: %d exit events before Flushed, want %d", round, exits, want)
+		}
+	}
+	if err := d.Flush(12345); err == nil {
+		t.Error("Flush of an unwatched cgroup: no error")
+	}
+}
+
 // TestSlowWatcher: a container that does not take its events fills only its
 // own ring buffer: another container's events still arrive, and the lost
 // ones are counted for the slow container alone.

@@ -66,6 +66,10 @@ type Container struct {
 	seq     uint64
 	// callCgroups are the IDs of the call cgroups the detector watches.
 	callCgroups map[string]uint64
+	// flushed is closed by the event handler at the detector's next
+	// Flushed event; flushMu lets one flush wait at a time.
+	flushed chan struct{}
+	flushMu sync.Mutex
 
 	// oomMu guards the OOM kills counted so far: each tool call's at its
 	// own memory.max, and the container's own (ContainerOOM).

@@ -33,15 +33,18 @@ type forkCall struct {
 	leader *os.File
 }
 
-// exitGrace is how long a call whose leader is gone waits for the
-// detector's exit event, which carries the exit status.
-const exitGrace = time.Second
+// exitGrace bounds the wait for the detector's events once a leader is
+// gone: the kernel wrote its exit event before the leader was gone, so only
+// a detector that stopped reading leaves the wait to end here.
+const exitGrace = 10 * time.Second
 
 // errExitUnseen: the leader is gone and its exit status is unknown.
 var errExitUnseen = errors.New("the leader's exit was not seen")
 
-// wait waits for the leader's exit.
-func (fc *forkCall) wait(ctx context.Context) (uint32, time.Time, error) {
+// wait waits for the leader's exit. Its pidfd can say it is gone before the
+// event handler has reached its exit event, on a busy host by seconds;
+// flush waits until the handler has.
+func (fc *forkCall) wait(ctx context.Context, flush func(context.Context)) (uint32, time.Time, error) {
 	defer fc.leader.Close()
 	gone := make(chan struct{})
 	go func() {
@@ -61,11 +64,35 @@ func (fc *forkCall) wait(ctx context.Context) (uint32, time.Time, error) {
 		return 0, time.Time{}, ctx.Err()
 	case <-gone:
 	}
+	flush(ctx)
 	select {
 	case <-fc.exited:
 		return fc.status, time.Now(), nil
-	case <-time.After(exitGrace):
+	default:
 		return 0, time.Time{}, errExitUnseen
+	}
+}
+
+// flushEvents returns once the event handler has handled every event the
+// detector had for the container when it was called, or after exitGrace.
+func (c *Container) flushEvents(ctx context.Context) {
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
+	done := make(chan struct{})
+	c.mu.Lock()
+	c.flushed = done
+	c.mu.Unlock()
+	if err := c.detector.Flush(c.agentID); err != nil {
+		if ctx.Err() == nil { // not the container's teardown
+			log.G(ctx).WithError(err).Warn("flush the tool-call detector's events")
+		}
+		return
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	case <-time.After(exitGrace):
+		log.G(ctx).Warn("the tool-call detector's events were not flushed in time")
 	}
 }
 
@@ -139,6 +166,13 @@ func (c *Container) handleEvents(ctx context.Context, events <-chan bpf.Event) {
 				c.callExited(ev)
 			case bpf.Escape:
 				c.escaped(ctx, ev)
+			case bpf.Flushed:
+				c.mu.Lock()
+				if c.flushed != nil {
+					close(c.flushed)
+					c.flushed = nil
+				}
+				c.mu.Unlock()
 			}
 		}
 	}
@@ -327,7 +361,7 @@ func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration)
 	go func() { // off the placement path: a held exec goes on meanwhile
 		defer c.placing.Done()
 		c.track(ctx, fc.call, func(ctx context.Context) (uint32, time.Time, error) {
-			status, at, err := fc.wait(ctx)
+			status, at, err := fc.wait(ctx, c.flushEvents)
 			c.forget(fc, errors.Is(err, errExitUnseen))
 			return status, at, err
 		})

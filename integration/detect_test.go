@@ -71,7 +71,7 @@ func TestForkDetection(t *testing.T) {
 		cgroups := map[string]bool{}
 		for i, r := range forks {
 			if r.ExitCode == nil || *r.ExitCode != wantCodes[i] || r.State != toolcall.Exited {
-				t.Errorf("call %d %s: state %s exit %v, want exited %d", i+1, r.ID, r.State, r.ExitCode, wantCodes[i])
+				t.Errorf("call %d %s: state %s exit %v (%q), want exited %d", i+1, r.ID, r.State, r.ExitCode, r.Reason, wantCodes[i])
 			}
 			if len(r.Command) < 3 || r.Command[0] != "/bin/sh" || r.Command[1] != "-c" {
 				if !(i == 3 && len(r.Command) > 0 && strings.HasSuffix(r.Command[0], "agentsim")) {
