@@ -248,3 +248,34 @@ type Summary struct {
 	// Stretch is, per call, its wall time over the trace's (compressed).
 	Stretch []float64 `json:"stretch"`
 }
+
+// Gate is what a replayed call waits for before it starts, as the agent
+// did: the calls that had ended when it started in the trace (the agent
+// had their results), then Gap seconds, the agent's own time after the last
+// of them (the model's turn). Calls still running when it started (parallel
+// tool calls, background jobs) are not waited for.
+type Gate struct {
+	After []int   // indexes into Calls, all before this call's
+	Gap   float64 // seconds after the last of After ended (none: after the run's start)
+}
+
+// Gates returns each call's Gate. A replay that starts calls at their
+// trace times whatever happened before would have one agent's calls pile
+// up once they run slower than in the trace, which no agent does.
+func (t *Trace) Gates() []Gate {
+	gates := make([]Gate, len(t.Calls))
+	for i, c := range t.Calls {
+		last, ended := 0.0, false
+		for j, p := range t.Calls[:i] {
+			if p.End <= c.Start {
+				gates[i].After = append(gates[i].After, j)
+				last, ended = max(last, p.End), true
+			}
+		}
+		gates[i].Gap = c.Start
+		if ended {
+			gates[i].Gap = c.Start - last
+		}
+	}
+	return gates
+}

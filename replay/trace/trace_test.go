@@ -3,6 +3,7 @@ package trace
 import (
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -116,5 +117,25 @@ func TestParseEdges(t *testing.T) {
 	// The bounds themselves are times and sizes.
 	if _, err := Parse("ok.json", []byte(`{`+cols+`"samples": [[0, 0, 0], [604800, 1048576, 0]]}`)); err != nil {
 		t.Errorf("a week and a TiB: %v", err)
+	}
+}
+
+// TestGates: a call waits for the calls that had ended when it started,
+// then the agent's time after the last of them; a call that ran beside it
+// is not waited for.
+func TestGates(t *testing.T) {
+	tr := &Trace{Calls: []Call{
+		{Start: 1, End: 3},  // 0: first, 1 s after the start
+		{Start: 2, End: 10}, // 1: parallel to 0 (a background job)
+		{Start: 4, End: 5},  // 2: after 0, while 1 runs
+		{Start: 5, End: 6},  // 3: right after 2
+		{Start: 12, End: 13},
+	}}
+	got := tr.Gates()
+	want := []Gate{{nil, 1}, {nil, 2}, {[]int{0}, 1}, {[]int{0, 2}, 0}, {[]int{0, 1, 2, 3}, 2}}
+	for i := range want {
+		if !slices.Equal(got[i].After, want[i].After) || got[i].Gap != want[i].Gap {
+			t.Errorf("call %d: gate %+v, want %+v", i, got[i], want[i])
+		}
 	}
 }

@@ -19,13 +19,17 @@ import (
 	"github.com/agentcgroup/agentcgroup/replay/trace"
 )
 
-// replayTrace replays an agent run, with every memory level times scale,: this process holds the framework's own
-// memory level for the whole run, and each tool call is forked at its time
-// (`sh -c` for Bash calls, as agents run them) as `agentsim -steps`, which
-// holds the memory the trace shows above that level during the call's
-// window. Times are divided by speed; seed shifts the start by up to one
-// compressed second, so that agents replaying the same trace do not align.
-// It prints one summary line when the last call has ended.
+// replayTrace replays an agent run, with every memory level times scale: this
+// process holds the framework's own memory level for the whole run, and
+// each tool call is forked (`sh -c` for Bash calls, as agents run them) as
+// `agentsim -steps`, which holds the memory the trace shows above that
+// level during the call's window. A call starts as the agent started it:
+// after the calls that had ended before it in the trace, and the agent's
+// own time after the last of them (trace.Gates), so that a call that runs
+// slower than in the trace delays the agent's next ones, as it would delay
+// a real agent's. Times are divided by speed; seed shifts the start by up
+// to one compressed second, so that agents replaying the same trace do not
+// align. It prints one summary line when the last call has ended.
 func replayTrace(path string, speed, scale float64, seed int64) error {
 	if speed <= 0 || scale <= 0 {
 		return fmt.Errorf("-speed %v, -scale %v: both must be positive", speed, scale)
@@ -49,8 +53,18 @@ func replayTrace(path string, speed, scale float64, seed int64) error {
 	var failed, killed atomic.Int64
 	var mu sync.Mutex
 	stretch := make([]float64, 0, len(t.Calls)) // wall time over the trace's, compressed
+	gates := t.Gates()
+	ended := make([]chan struct{}, len(t.Calls))
+	ends := make([]time.Time, len(t.Calls)) // each written before its ended closes
 	for i, c := range t.Calls {
-		time.Sleep(time.Until(start.Add(at(c.Start))))
+		from := start
+		for _, j := range gates[i].After {
+			<-ended[j]
+			if ends[j].After(from) {
+				from = ends[j]
+			}
+		}
+		time.Sleep(time.Until(from.Add(at(gates[i].Gap))))
 		var levels []string
 		for _, s := range t.Profile(c, base) {
 			levels = append(levels, fmt.Sprintf("%.3f:%d", s.At/speed, int(s.MB*scale)))
@@ -66,10 +80,13 @@ func replayTrace(path string, speed, scale float64, seed int64) error {
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("call %d (%s): %w", i, c.Tool, err)
 		}
+		ended[i] = make(chan struct{})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			err := cmd.Wait()
+			ends[i] = time.Now()
+			close(ended[i])
 			if want > 0 {
 				mu.Lock()
 				stretch = append(stretch, float64(time.Since(began))/float64(want))
