@@ -26,13 +26,18 @@ type call struct {
 // WaitFunc waits for a process to exit and returns its exit status.
 type WaitFunc func(ctx context.Context) (status uint32, exitedAt time.Time, err error)
 
-// track follows a started tool call: it raises the oom_score_adj of its
-// first process, hands it to the governor, and ends the call when its
-// process has exited (wait returns) and its cgroup is empty.
-func (c *Container) track(ctx context.Context, cl *call, wait WaitFunc) {
-	if err := raiseOOMScore(cl.Record().Pid, toolOOMScoreAdj(c.policy.Priority)); err != nil {
-		log.G(ctx).WithError(err).WithField("call", cl.ID()).Warn("raise oom_score_adj of tool call")
+// raiseOOMScore gives a new call's first process the tool calls'
+// oom_score_adj.
+func (c *Container) raiseOOMScore(ctx context.Context, id string, pid uint32) {
+	if err := raiseOOMScore(pid, toolOOMScoreAdj(c.policy.Priority)); err != nil {
+		log.G(ctx).WithError(err).WithField("call", id).Warn("raise oom_score_adj of tool call")
 	}
+}
+
+// track follows a started tool call, whose first process has the tool
+// calls' oom_score_adj: it hands it to the governor, and ends the call when
+// its process has exited (wait returns) and its cgroup is empty.
+func (c *Container) track(ctx context.Context, cl *call, wait WaitFunc) {
 	c.mu.Lock()
 	c.live[cl.ID()] = cl
 	c.mu.Unlock()

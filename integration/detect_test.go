@@ -19,7 +19,7 @@ import (
 // TestForkDetection: an agent framework (the simulator, multi-threaded) runs
 // its tools as `sh -c` children, as Claude Code does. Each becomes a tool call
 // in its own C/tools/<id>, placed while its execve is held, so that its
-// first instruction already runs there; nested children stay in their call;
+// first instruction already runs there, with the tool calls' oom_score_adj; nested children stay in their call;
 // threads make no call; the agent, waiting as a job-control shell does,
 // sees no call stop; another container's calls stay in its own records;
 // exec'd calls are not counted twice; a call forked as the agent starts is
@@ -31,7 +31,7 @@ func TestForkDetection(t *testing.T) {
 		a, b := newID("agent"), newID("other")
 		out := func(id, name string) string { return "/tmp/" + id + "-" + name }
 		d.start(t, rt, a, nil, "/bin/agentsim", "-delay", "300ms", "-log", out(a, "log"),
-			"cat /proc/self/cgroup > "+out(a, "own"),
+			"cat /proc/self/cgroup /proc/self/oom_score_adj > "+out(a, "own"),
 			"sh -c 'cat /proc/self/cgroup' > "+out(a, "nested"),
 			"exit 3",
 			"exec /bin/agentsim -alloc 48 -hold 200ms")
@@ -87,11 +87,16 @@ func TestForkDetection(t *testing.T) {
 			}
 		}
 		for i, name := range []string{"own", "nested"} {
-			got := strings.TrimSpace(readTrim(t, filepath.Join(rootfs, out(a, name))))
-			if want := "0::" + forks[i].Cgroup; got != want {
-				t.Errorf("%s: the call saw itself in %q, want %q", name, got, want)
+			got := strings.Split(strings.TrimSpace(readTrim(t, filepath.Join(rootfs, out(a, name)))), "\n")
+			if want := "0::" + forks[i].Cgroup; got[0] != want {
+				t.Errorf("%s: the call saw itself in %q, want %q", name, got[0], want)
 			}
 			os.Remove(filepath.Join(rootfs, out(a, name)))
+			// Raised before its program ran: an OOM above the call picks
+			// it before the agent from its first instruction on.
+			if name == "own" && (len(got) != 2 || got[1] != "500") {
+				t.Errorf("the call's first process saw oom_score_adj %q, want 500", got[1:])
+			}
 		}
 		// Placed before its program ran, the call is charged all it touched.
 		if peak := forks[3].MemoryPeakBytes; peak < 48<<20 {
