@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -38,7 +39,8 @@ const (
 	// another cgroup (clone3 CLONE_INTO_CGROUP), out of the call's limits.
 	Escape Kind = 4
 	// Flushed: every event the kernel wrote for the container before the
-	// last Flush was sent before this one. Not from the kernel.
+	// Flush calls up to the Flushes-th was sent before this one. Not from
+	// the kernel.
 	Flushed Kind = 0x100
 )
 
@@ -59,7 +61,12 @@ type Event struct {
 	// Unplaced says that a Tool's program started in the agent cgroup: it
 	// was not placed while its execve was held.
 	Unplaced bool
+	// Flushes numbers the Flush calls a Flushed covers.
+	Flushes uint64
 }
+
+// ErrNotWatched: the agent cgroup is not watched (any more).
+var ErrNotWatched = errors.New("not watched")
 
 // SinceFork is how long ago, on CLOCK_MONOTONIC, a Tool's leader was forked.
 func (e Event) SinceFork() time.Duration { return Since(e.Forked) }
@@ -113,6 +120,8 @@ type watch struct {
 	reader  *ringbuf.Reader
 	stop    chan struct{}
 	stopped chan struct{}
+	// flushes counts the Flush calls.
+	flushes atomic.Uint64
 	// dropped is the last count of lost events logged.
 	dropped uint64
 }
@@ -236,19 +245,21 @@ func (d *Detector) Unwatch(agentCgroup uint64) {
 	}()
 }
 
-// Flush has the watcher of agentCgroup sent a Flushed event once every
-// event the kernel has written for it so far has been sent.
-func (d *Detector) Flush(agentCgroup uint64) error {
+// Flush has the watcher of agentCgroup send, once every event the kernel
+// has written for it so far has been sent, a Flushed event whose Flushes is
+// at least the number it returns.
+func (d *Detector) Flush(agentCgroup uint64) (uint64, error) {
 	d.mu.Lock()
 	w := d.watches[agentCgroup]
 	d.mu.Unlock()
 	if w == nil {
-		return fmt.Errorf("flush cgroup %d: not watched", agentCgroup)
+		return 0, fmt.Errorf("flush cgroup %d: %w", agentCgroup, ErrNotWatched)
 	}
+	n := w.flushes.Add(1)
 	if err := w.reader.Flush(); err != nil {
-		return fmt.Errorf("flush cgroup %d: %w", agentCgroup, err)
+		return 0, fmt.Errorf("flush cgroup %d: %w", agentCgroup, err)
 	}
-	return nil
+	return n, nil
 }
 
 // forget removes an agent cgroup from the programs' maps, with the entries
@@ -403,17 +414,27 @@ func (w *watch) run(ch chan<- Event) {
 	defer close(w.stopped)
 	var rec ringbuf.Record
 	var raw detectorEvent
+	// covered: the Flush calls made before the reader could have waited
+	// for the flush it reports next; their events are in the ring by then.
+	covered := w.flushes.Load()
 	for {
 		if err := w.reader.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) {
 				return
 			}
 			if errors.Is(err, ringbuf.ErrFlushed) {
-				ev := Event{Kind: Flushed}
 				select {
-				case ch <- ev:
+				case ch <- Event{Kind: Flushed, Flushes: covered}:
 				case <-w.stop:
 					return
+				}
+				// Flush calls that came since need a flush of their own
+				// (the reader's eventfd counts several as one).
+				if next := w.flushes.Load(); next > covered {
+					covered = next
+					if err := w.reader.Flush(); err != nil {
+						log.L.WithError(err).Warn("flush the tool-call detector's ring buffer")
+					}
 				}
 				continue
 			}

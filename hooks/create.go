@@ -66,10 +66,10 @@ type Container struct {
 	seq     uint64
 	// callCgroups are the IDs of the call cgroups the detector watches.
 	callCgroups map[string]uint64
-	// flushed is closed by the event handler at the detector's next
-	// Flushed event; flushMu lets one flush wait at a time.
-	flushed chan struct{}
-	flushMu sync.Mutex
+	// flushes are the calls waiting for the detector's events to be
+	// flushed, by the number of their Flush; the event handler releases
+	// them.
+	flushes map[uint64][]chan struct{}
 
 	// oomMu guards the OOM kills counted so far: each tool call's at its
 	// own memory.max, and the container's own (ContainerOOM).
@@ -134,6 +134,7 @@ func Create(ctx context.Context, dir string, st state.Container, pid uint32, p p
 		forks:   make(map[uint32]*forkCall),
 
 		callCgroups: make(map[string]uint64),
+		flushes:     make(map[uint64][]chan struct{}),
 
 		toolOOMKills: make(map[uint64]uint64),
 	}

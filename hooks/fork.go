@@ -44,7 +44,7 @@ var errExitUnseen = errors.New("the leader's exit was not seen")
 // wait waits for the leader's exit. Its pidfd can say it is gone before the
 // event handler has reached its exit event, on a busy host by seconds;
 // flush waits until the handler has.
-func (fc *forkCall) wait(ctx context.Context, flush func(context.Context)) (uint32, time.Time, error) {
+func (fc *forkCall) wait(ctx context.Context, flush func(context.Context, *forkCall)) (uint32, time.Time, error) {
 	defer fc.leader.Close()
 	gone := make(chan struct{})
 	go func() {
@@ -64,7 +64,7 @@ func (fc *forkCall) wait(ctx context.Context, flush func(context.Context)) (uint
 		return 0, time.Time{}, ctx.Err()
 	case <-gone:
 	}
-	flush(ctx)
+	flush(ctx, fc)
 	select {
 	case <-fc.exited:
 		return fc.status, time.Now(), nil
@@ -75,24 +75,44 @@ func (fc *forkCall) wait(ctx context.Context, flush func(context.Context)) (uint
 
 // flushEvents returns once the event handler has handled every event the
 // detector had for the container when it was called, or after exitGrace.
-func (c *Container) flushEvents(ctx context.Context) {
-	c.flushMu.Lock()
-	defer c.flushMu.Unlock()
-	done := make(chan struct{})
-	c.mu.Lock()
-	c.flushed = done
-	c.mu.Unlock()
-	if err := c.detector.Flush(c.agentID); err != nil {
-		if ctx.Err() == nil { // not the container's teardown
+// In the container's teardown (the watch is gone) it waits for the exit
+// event already on its way, for up to a second.
+func (c *Container) flushEvents(ctx context.Context, fc *forkCall) {
+	n, err := c.detector.Flush(c.agentID)
+	if err != nil {
+		if !errors.Is(err, bpf.ErrNotWatched) {
 			log.G(ctx).WithError(err).Warn("flush the tool-call detector's events")
+		}
+		select {
+		case <-fc.exited:
+		case <-ctx.Done():
+		case <-time.After(time.Second):
 		}
 		return
 	}
+	done := make(chan struct{})
+	c.mu.Lock()
+	c.flushes[n] = append(c.flushes[n], done)
+	c.mu.Unlock()
 	select {
 	case <-done:
 	case <-ctx.Done():
 	case <-time.After(exitGrace):
 		log.G(ctx).Warn("the tool-call detector's events were not flushed in time")
+	}
+}
+
+// flushed releases the calls waiting for the flushes up to n.
+func (c *Container) flushed(n uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, waiters := range c.flushes {
+		if k <= n {
+			for _, w := range waiters {
+				close(w)
+			}
+			delete(c.flushes, k)
+		}
 	}
 }
 
@@ -167,12 +187,7 @@ func (c *Container) handleEvents(ctx context.Context, events <-chan bpf.Event) {
 			case bpf.Escape:
 				c.escaped(ctx, ev)
 			case bpf.Flushed:
-				c.mu.Lock()
-				if c.flushed != nil {
-					close(c.flushed)
-					c.flushed = nil
-				}
-				c.mu.Unlock()
+				c.flushed(ev.Flushes)
 			}
 		}
 	}
@@ -263,12 +278,7 @@ func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
 		log.G(ctx).WithFields(log.Fields{"pid": pid, "command": argv}).Debug("session: its commands are the tool calls")
 		return
 	}
-	if c.place(ctx, pid, forked) == nil {
-		return
-	}
-	if err := c.detector.Claim(pid, c.agentID); err != nil {
-		log.G(ctx).WithError(err).Warn("claim a held tool call")
-	}
+	c.place(ctx, pid, forked, true)
 }
 
 // detected handles a new tool call's exec: it names a call placed while
@@ -283,7 +293,7 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 			c.detector.Forget(ev.Pid)
 			return
 		}
-		if fc = c.place(ctx, ev.Pid, ev.Forked); fc == nil {
+		if fc = c.place(ctx, ev.Pid, ev.Forked, false); fc == nil {
 			return
 		}
 	}
@@ -298,8 +308,9 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 
 // place moves a new tool call's leader into a ready cgroup first, and does
 // everything else after: until it is moved, what the leader charges stays
-// with C/agent.
-func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration) *forkCall {
+// with C/agent. held: its execve is held, and the detector learns only
+// from here that it is a call.
+func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration, held bool) *forkCall {
 	c.placeMu.Lock()
 	if c.closing {
 		c.placeMu.Unlock()
@@ -361,6 +372,13 @@ func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration)
 	c.mu.Lock()
 	c.forks[pid] = fc
 	c.mu.Unlock()
+	if held {
+		// Before it is followed: a leader killed while held then has
+		// its exit reported, and the entry goes with it.
+		if err := c.detector.Claim(pid, c.agentID); err != nil {
+			log.G(ctx).WithError(err).Warn("claim a held tool call")
+		}
+	}
 	go func() { // off the placement path: a held exec goes on meanwhile
 		defer c.placing.Done()
 		c.track(ctx, fc.call, func(ctx context.Context) (uint32, time.Time, error) {

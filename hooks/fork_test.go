@@ -27,3 +27,30 @@ func TestThreadGroup(t *testing.T) {
 		t.Errorf("isLeader: the process %d, the thread %d", os.Getpid(), tid)
 	}
 }
+
+// TestFlushed: a Flushed event releases the calls waiting for the flushes
+// it covers, and only those: a later flush's waiter goes on waiting.
+func TestFlushed(t *testing.T) {
+	c := &Container{flushes: map[uint64][]chan struct{}{}}
+	ch := map[uint64]chan struct{}{}
+	for _, n := range []uint64{1, 2, 3} {
+		ch[n] = make(chan struct{})
+		c.flushes[n] = append(c.flushes[n], ch[n])
+	}
+	c.flushed(2)
+	for n, want := range map[uint64]bool{1: true, 2: true, 3: false} {
+		select {
+		case <-ch[n]:
+			if !want {
+				t.Errorf("flush %d released by a Flushed covering 2", n)
+			}
+		default:
+			if want {
+				t.Errorf("flush %d not released by a Flushed covering 2", n)
+			}
+		}
+	}
+	if len(c.flushes) != 1 {
+		t.Errorf("%d flushes still waited for, want 1", len(c.flushes))
+	}
+}

@@ -31,7 +31,7 @@ func TestForkDetection(t *testing.T) {
 		a, b := newID("agent"), newID("other")
 		out := func(id, name string) string { return "/tmp/" + id + "-" + name }
 		d.start(t, rt, a, nil, "/bin/agentsim", "-delay", "300ms", "-log", out(a, "log"),
-			"cat /proc/self/cgroup /proc/self/oom_score_adj > "+out(a, "own"),
+			"read adj < /proc/self/oom_score_adj; cat /proc/self/cgroup > "+out(a, "own")+"; echo $adj >> "+out(a, "own"),
 			"sh -c 'cat /proc/self/cgroup' > "+out(a, "nested"),
 			"exit 3",
 			"exec /bin/agentsim -alloc 48 -hold 200ms")
@@ -92,8 +92,8 @@ func TestForkDetection(t *testing.T) {
 				t.Errorf("%s: the call saw itself in %q, want %q", name, got[0], want)
 			}
 			os.Remove(filepath.Join(rootfs, out(a, name)))
-			// Raised before its program ran: an OOM above the call picks
-			// it before the agent from its first instruction on.
+			// Raised before its program ran (the shell reads it first): an
+			// OOM above the call picks it before the agent from its start.
 			if name == "own" && (len(got) != 2 || got[1] != "500") {
 				t.Errorf("the call's first process saw oom_score_adj %q, want 500", got[1:])
 			}
