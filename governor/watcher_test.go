@@ -74,11 +74,14 @@ type action struct {
 
 type fixture struct {
 	fakeHost
-	w       *Watcher
-	pool    *fakePool
-	mu      sync.Mutex
-	actions []action
-	t0      time.Time
+	// swapFree is the host's free swap in /proc/meminfo's kB; the tests
+	// have swap unless they say otherwise (freezeHelps).
+	swapFree uint64
+	w        *Watcher
+	pool     *fakePool
+	mu       sync.Mutex
+	actions  []action
+	t0       time.Time
 }
 
 const (
@@ -87,13 +90,13 @@ const (
 )
 
 func newFixture(t *testing.T, pol policy.Policy) *fixture {
-	f := &fixture{fakeHost: fakeHost{t, t.TempDir()}, pool: &fakePool{}, t0: time.Unix(10000, 0)}
+	f := &fixture{fakeHost: fakeHost{t, t.TempDir()}, swapFree: 1 << 20, pool: &fakePool{}, t0: time.Unix(10000, 0)}
 	f.usage(poolGroup, 0, 8<<30)
 	f.pressure(poolGroup, 0, 0)
 	f.usage(cGroup, 0, 1<<30)
 	f.pressure(cGroup, 0, 0)
 	f.w = newWatcher(context.Background(), f.root, func() (map[string]uint64, error) {
-		return map[string]uint64{"MemTotal": 100, "MemAvailable": 50}, nil
+		return map[string]uint64{"MemTotal": 100, "MemAvailable": 50, "SwapFree": f.swapFree}, nil
 	})
 	cb := func(cl *toolcall.Call, a Action, reason string) {
 		f.mu.Lock()
@@ -154,6 +157,56 @@ func TestFreezeYoungestNotLast(t *testing.T) {
 	}
 	if !f.frozen("young") || !f.frozen("mid") || f.frozen("old") {
 		t.Error("cgroup.freeze files do not match the states")
+	}
+}
+
+// TestNoSwapNoFreeze: without swap, at a memory.max, a freeze would make
+// no room, so neither a running call nor a starting one is frozen; at a
+// memory.high it spares every call a stall, and a container whose
+// memory.swap.max is 0 has no swap whatever the host has.
+func TestNoSwapNoFreeze(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		swapFree uint64
+		pool     bool // the pool is near its limit, not C
+		soft     bool // that limit is a memory.high
+		tie      bool // memory.high and memory.max the same
+		swapMax  string
+		want     bool
+	}{
+		{name: "swap", swapFree: 1 << 20, want: true},
+		{name: "no swap", want: false},
+		{name: "no swap, memory.high", soft: true, want: true},
+		{name: "no swap, memory.high as memory.max", soft: true, tie: true, want: false},
+		{name: "swap, memory.swap.max 0", swapFree: 1 << 20, swapMax: "0", want: false},
+		{name: "pool, no swap", pool: true, want: false},
+		{name: "pool, no swap, memory.high", pool: true, soft: true, want: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, policy.Default())
+			f.swapFree = tc.swapFree
+			f.call("old", 30)
+			f.call("young", 10)
+			group, sc := cGroup, scopeContainer
+			if tc.pool {
+				group, sc = poolGroup, scopePool
+			}
+			f.usage(group, 950<<20, 1<<30)
+			if tc.soft {
+				f.write(group, "memory.high", fmt.Sprint(1<<30))
+				f.write(group, "memory.max", fmt.Sprint(map[bool]int{false: 2 << 30, true: 1 << 30}[tc.tie]))
+			}
+			if tc.swapMax != "" {
+				f.write(cGroup, "memory.swap.max", tc.swapMax)
+			}
+			f.w.relieve("c1", sc, f.t0)
+			if got := f.frozen("young"); got != tc.want {
+				t.Errorf("running call frozen: %v, want %v", got, tc.want)
+			}
+			if got := f.w.FreezeAtStart("c1", f.call("new", 0), f.at(0.5)); got != tc.want {
+				t.Errorf("starting call frozen: %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
 

@@ -366,29 +366,29 @@ func TestResize(t *testing.T) {
 }
 
 // TestFreezeAtStart: where a forked call would start into an OOM kill (its
-// container near memory.max, another call holding the memory), it is
-// frozen as it starts and runs once the other has ended: both complete,
-// where starting it at once would have OOM-killed one of them; the agent
-// survives and saw no call stop.
+// container near memory.max, another call holding the memory) and the
+// host has swap, it is frozen as it starts and runs once the other has
+// ended: both complete, where starting it at once would have OOM-killed one
+// of them; the agent survives and saw no call stop. Without swap (first,
+// the control, on one stack) it is not frozen: the kernel OOM-kills one of
+// the two, as it would under the runc shim, and the agent waits for nothing.
 func TestFreezeAtStart(t *testing.T) {
+	if hostSwap(t) == "" {
+		t.Run("no swap", func(t *testing.T) {
+			_, first, second := freezeAtStart(t, getDaemon(t, stacks()[0]))
+			if second.Freezes != 0 || first.Freezes != 0 {
+				t.Errorf("without swap a call was frozen: %+v, %+v", first, second)
+			}
+			if first.State != toolcall.OOMKilled && second.State != toolcall.OOMKilled {
+				t.Errorf("without swap no call was OOM-killed: %s, %s; want the kernel to kill one", first.State, second.State)
+			}
+		})
+		zramSwap(t, 512<<20)
+	}
 	forEachStack(t, func(t *testing.T, d *daemon) {
 		ev := subscribeToolEvents(t, d)
-		id := newID("admit")
-		log := "/tmp/" + id + "-log"
-		extra := append([]string{"--memory-limit", strconv.Itoa(256 << 20)}, annotations("tool.memory.high=max", "tool.memory.max=100%")...)
-		// The first call leaves a job holding 232 MiB for 8 s; the second
-		// needs 48 MiB more than the container has beside it.
-		d.start(t, d.agentcgroup(), id, extra, "/bin/agentsim", "-delay", "3s", "-log", log,
-			"/bin/agentsim -alloc 232 -hold 8s &",
-			"exec /bin/agentsim -alloc 48 -hold 200ms")
-		var recs []toolcall.Record
-		eventually(t, "two ended calls", func() bool {
-			recs = ps(t, id)
-			return len(recs) == 2 && ended(recs) == 2
-		})
-		sort.Slice(recs, func(i, j int) bool { return recs[i].Start.Before(recs[j].Start) })
-		first, second := recs[0], recs[1]
-		for _, r := range recs {
+		id, first, second := freezeAtStart(t, d)
+		for _, r := range []toolcall.Record{first, second} {
 			if r.State != toolcall.Exited || r.ExitCode == nil || *r.ExitCode != 0 {
 				t.Errorf("call %s %q: %s (%s); want both completed", r.ID, r.Command, r.State, r.Reason)
 			}
@@ -405,15 +405,36 @@ func TestFreezeAtStart(t *testing.T) {
 		if ev.saw("/agentcgroup/tool-call/thawed", id, second.ID) == nil {
 			t.Error("no thawed event for the second call")
 		}
-		agentLog := readTrim(t, filepath.Join(rootfs, log))
-		os.Remove(filepath.Join(rootfs, log))
-		if !strings.Contains(agentLog, "all calls done") || strings.Contains(agentLog, "stopped") {
-			t.Errorf("agent's log: %q, want all calls done and none stopped", agentLog)
-		}
-		if d.status(t, id) != "RUNNING" {
-			t.Error("the agent did not survive")
-		}
-		d.remove(id)
-		assertGone(t, id)
 	})
+}
+
+// freezeAtStart runs the scenario of TestFreezeAtStart: an agent whose
+// first call leaves a job holding 232 MiB of its container's 256 MiB for
+// 8 s, and whose second needs 48 MiB more. It returns the container's ID and
+// the two calls' records once both ended, after checking that the agent
+// survived.
+func freezeAtStart(t *testing.T, d *daemon) (id string, first, second toolcall.Record) {
+	id = newID("admit")
+	log := "/tmp/" + id + "-log"
+	extra := append([]string{"--memory-limit", strconv.Itoa(256 << 20)}, annotations("tool.memory.high=max", "tool.memory.max=100%")...)
+	d.start(t, d.agentcgroup(), id, extra, "/bin/agentsim", "-delay", "3s", "-log", log,
+		"/bin/agentsim -alloc 232 -hold 8s &",
+		"exec /bin/agentsim -alloc 48 -hold 200ms")
+	var recs []toolcall.Record
+	eventually(t, "two ended calls", func() bool {
+		recs = ps(t, id)
+		return len(recs) == 2 && ended(recs) == 2
+	})
+	sort.Slice(recs, func(i, j int) bool { return recs[i].Start.Before(recs[j].Start) })
+	agentLog := readTrim(t, filepath.Join(rootfs, log))
+	os.Remove(filepath.Join(rootfs, log))
+	if !strings.Contains(agentLog, "all calls done") || strings.Contains(agentLog, "stopped") {
+		t.Errorf("agent's log: %q, want all calls done and none stopped", agentLog)
+	}
+	if d.status(t, id) != "RUNNING" {
+		t.Error("the agent did not survive")
+	}
+	d.remove(id)
+	assertGone(t, id)
+	return id, recs[0], recs[1]
 }
