@@ -26,9 +26,9 @@ type call struct {
 // WaitFunc waits for a process to exit and returns its exit status.
 type WaitFunc func(ctx context.Context) (status uint32, exitedAt time.Time, err error)
 
-// raiseOOMScore gives a new call's first process the tool calls'
+// raiseCallOOMScore gives a new call's first process the tool calls'
 // oom_score_adj.
-func (c *Container) raiseOOMScore(ctx context.Context, id string, pid uint32) {
+func (c *Container) raiseCallOOMScore(ctx context.Context, id string, pid uint32) {
 	if err := raiseOOMScore(pid, toolOOMScoreAdj(c.policy.Priority)); err != nil {
 		log.G(ctx).WithError(err).WithField("call", id).Warn("raise oom_score_adj of tool call")
 	}

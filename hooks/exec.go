@@ -46,7 +46,7 @@ func (c *Container) StartedExec(ctx context.Context, execID string, pid uint32, 
 	pe := c.pending[execID]
 	delete(c.pending, execID)
 	c.mu.Unlock()
-	c.raiseOOMScore(ctx, execID, pid)
+	c.raiseCallOOMScore(ctx, execID, pid)
 	c.track(ctx, &call{
 		Call: toolcall.New(toolcall.Record{
 			ID: execID, Kind: toolcall.KindExec, Command: pe.argv, Pid: pid,

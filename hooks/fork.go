@@ -354,7 +354,7 @@ func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration,
 	placed := bpf.Since(forked)
 	// Before its program runs: a burst of a call still at the agent's
 	// oom_score_adj would be an OOM killer's equal choice with the agent.
-	c.raiseOOMScore(ctx, id, pid)
+	c.raiseCallOOMScore(ctx, id, pid)
 	// The call's stderr as the agent gave it, to say why the call died
 	// before the agent reads the end of it; closed when the leader exits.
 	stderr, err := stderrOf(leader)
