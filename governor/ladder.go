@@ -60,10 +60,10 @@ type ladder struct {
 }
 
 // relieve answers a PSI notification: where an OOM kill in the scope is
-// imminent and a freeze helps, it freezes the container's youngest running call, unless a
-// container of lower priority in the pool still has one running (it goes
-// first) or the call is the last one running in the scope (it is left to
-// finish).
+// imminent and a freeze helps, it freezes the container's youngest running
+// call, unless a container of lower priority in the pool still has one
+// running (it goes first) or the call is the last one running in the scope
+// (it is left to finish).
 func (w *Watcher) relieve(id string, sc scope, now time.Time) {
 	c, calls := w.lookup(id)
 	if c == nil {
