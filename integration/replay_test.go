@@ -32,7 +32,17 @@ func TestReplay(t *testing.T) {
 		for d.status(t, id) != "STOPPED" && time.Now().Before(deadline) {
 			time.Sleep(200 * time.Millisecond)
 		}
-		recs := ps(t, id) // kept until the task is deleted
+		// The last call's exit reaches the records (within their save delay)
+		// independently of the agent's own exit right after it.
+		exited := func(recs []toolcall.Record) int {
+			return count(recs, func(r toolcall.Record) bool { return r.Kind == "fork" && r.State == toolcall.Exited })
+		}
+		var recs []toolcall.Record // kept until the task is deleted
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if recs = ps(t, id); exited(recs) >= len(tr.Calls) || time.Now().After(deadline) {
+				break
+			}
+		}
 		if code := d.deleteExitCode(t, id); code != 0 {
 			t.Errorf("agent exit %d, want a completed run", code)
 		}
@@ -40,8 +50,7 @@ func TestReplay(t *testing.T) {
 		if !regexp.MustCompile(`replay done: task=RDFLib__rdflib-1117 calls=17 failed=0 killed=0`).MatchString(out) {
 			t.Errorf("simulator output: %s", out)
 		}
-		forks := count(recs, func(r toolcall.Record) bool { return r.Kind == "fork" && r.State == toolcall.Exited })
-		if forks != len(tr.Calls) {
+		if forks := exited(recs); forks != len(tr.Calls) {
 			t.Errorf("%d exited fork calls, want the trace's %d: %+v", forks, len(tr.Calls), recs)
 		}
 		bash := count(recs, func(r toolcall.Record) bool { return len(r.Command) > 0 && r.Command[0] == "/bin/sh" })
