@@ -86,6 +86,9 @@ type Config struct {
 	// take them in turn, so that a few bursty runs are replayed by many
 	// agents, each from its own start offset.
 	Top int
+	// Policy: annotations of the agentcgroup arm's containers (none: the
+	// default policy).
+	Policy map[string]string
 }
 
 // Orders of the traces.
@@ -365,6 +368,9 @@ func startAgent(ctx context.Context, client *containerd.Client, cfg Config, arm 
 	}
 	if arm.limit != nil {
 		opts = append(opts, arm.limit(cfg.Budget/int64(cfg.Agents)))
+	}
+	if arm.runtime == agentcgroupRuntime && len(cfg.Policy) > 0 {
+		opts = append(opts, oci.WithAnnotations(cfg.Policy))
 	}
 	// A container left by an interrupted run goes first.
 	if old, err := client.LoadContainer(ctx, id); err == nil {

@@ -44,6 +44,7 @@ sweep.md and sweep.svg (the largest N per arm with no agent-framework kill).`,
 		&cli.StringFlag{Name: "out", Value: "replay-results", Usage: "folder for the table, plots and raw results"},
 		&cli.StringFlag{Name: "order", Value: replay.OrderName, Usage: "which traces the agents replay: name (file order) or peak (largest memory burst first)"},
 		&cli.IntFlag{Name: "top", Usage: "replay only the first K traces in that order, each by several agents when N > K (0: all)"},
+		&cli.StringFlag{Name: "policy", Usage: "arm (d) with these policy settings instead of the default, as in the shim config's Policy table (key=value,...; e.g. agent.memory.low=0Mi)"},
 		&cli.DurationFlag{Name: "bound", Usage: "time bound of one arm; agents still running then are reported unfinished (default: ten times the longest trace, compressed, plus a minute)"},
 	},
 	Action: runReplay,
@@ -72,6 +73,15 @@ func runReplay(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	settings, err := parsePolicy(c.String("policy"))
+	if err != nil {
+		return err
+	}
+	for i := range arms {
+		if arms[i].Name == "d" && len(settings) > 0 {
+			arms[i].Label = "agentcgroup, policy " + c.String("policy")
+		}
+	}
 	counts := []int{c.Int("agents")}
 	if s := c.String("sweep"); s != "" {
 		if counts, err = parseCounts(s); err != nil {
@@ -87,6 +97,7 @@ func runReplay(c *cli.Context) error {
 		Budget: budget.Bytes, Speed: c.Float64("speed"), Scale: c.Float64("scale"), Seed: c.Int64("seed"),
 		Pool: c.String("pool"), Progress: os.Stderr,
 		Order: c.String("order"), Top: c.Int("top"), Timeout: c.Duration("bound"),
+		Policy: settings,
 	}
 	if cfg.Top < 0 {
 		return fmt.Errorf("--top %d: want 0 (all traces) or more", cfg.Top)
@@ -206,6 +217,26 @@ func pickArms(s string) ([]replay.Arm, error) {
 		if !found {
 			return nil, fmt.Errorf("--arms: unknown arm %q; the arms are a, b, c, d", name)
 		}
+	}
+	return out, nil
+}
+
+// parsePolicy reads --policy's key=value pairs as annotations, validated as
+// the shim would, so that a typo fails here and not in every create.
+func parsePolicy(s string) (map[string]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			return nil, fmt.Errorf("--policy: %q is not key=value", kv)
+		}
+		out[policy.Prefix+k] = v
+	}
+	if _, err := policy.Apply(policy.Default(), "--policy", out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
