@@ -36,14 +36,15 @@ type limits struct {
 }
 
 // resolveLimits resolves the policy for a C whose memory.max is
-// containerMax. On create, "max" is the kernel's default for a new cgroup
-// (and 0 for memory.low) and is not written; on resize it must be, to undo
-// a limit resolved before.
+// containerMax. On create, "max" is the kernel's default for a new cgroup's
+// memory.high and memory.max and is not written; on resize it must be, to
+// undo a limit resolved before. memory.low's default is 0, so its "max" is
+// always written.
 func (c *Container) resolveLimits(containerMax int64, resize bool) *limits {
-	resolve := func(l policy.Limit) *int64 {
+	resolve := func(l policy.Limit, defaultMax bool) *int64 {
 		v := l.Resolve(containerMax)
 		if v == policy.Unlimited {
-			if !resize {
+			if defaultMax && !resize {
 				return nil
 			}
 			v = math.MaxInt64 // the kernel clamps it to "max"; it refuses -1
@@ -54,17 +55,17 @@ func (c *Container) resolveLimits(containerMax int64, resize bool) *limits {
 	if c.tree.Has("memory") {
 		// C/agent's memory.low, memory.high and memory.max.
 		l.agent = &cgroupsv2.Resources{Memory: &cgroupsv2.Memory{
-			Low:  resolve(c.policy.AgentMemoryLow),
-			High: resolve(c.policy.AgentMemoryHigh),
-			Max:  resolve(c.policy.AgentMemoryMax),
+			Low:  resolve(c.policy.AgentMemoryLow, false),
+			High: resolve(c.policy.AgentMemoryHigh, true),
+			Max:  resolve(c.policy.AgentMemoryMax, true),
 		}}
 		// A tool call's, written before its first process runs in its
 		// cgroup: memory.high and memory.max, and memory.oom.group so that
 		// an OOM kill takes the whole call and nothing else.
 		group := true
 		l.tool.Memory = &cgroupsv2.Memory{
-			High:     resolve(c.policy.ToolMemoryHigh),
-			Max:      resolve(c.policy.ToolMemoryMax),
+			High:     resolve(c.policy.ToolMemoryHigh, true),
+			Max:      resolve(c.policy.ToolMemoryMax, true),
 			OOMGroup: &group,
 		}
 	}

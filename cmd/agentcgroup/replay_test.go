@@ -8,11 +8,11 @@ import (
 )
 
 func TestParsePolicy(t *testing.T) {
-	got, err := parsePolicy("agent.memory.low=0Mi, tool.memory.high=max")
+	got, err := parsePolicy("agent.memory.low=64Mi, tool.memory.high=max")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got[policy.AnnotationAgentLow] != "0Mi" || got[policy.AnnotationToolHigh] != "max" || len(got) != 2 {
+	if got[policy.AnnotationAgentLow] != "64Mi" || got[policy.AnnotationToolHigh] != "max" || len(got) != 2 {
 		t.Errorf("parsePolicy: %v", got)
 	}
 	for in, want := range map[string]string{
