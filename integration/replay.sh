@@ -8,5 +8,5 @@ set -euo pipefail
 . "$(dirname "$0")/stack.sh"
 
 cd "$root"
-echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)" >&2
+echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), cgroup2 $(awk '$3 == "cgroup2" && $2 == "/sys/fs/cgroup" {print $4}' /proc/mounts)" >&2
 agentcgroup replay --address "$sock" --rootfs "$work/rootfs" --traces "$root/../shared/traces" --out "$root/docs/replay" "$@"
