@@ -222,7 +222,9 @@ func pickArms(s string) ([]replay.Arm, error) {
 }
 
 // parsePolicy reads --policy's key=value pairs as annotations, validated as
-// the shim would, so that a typo fails here and not in every create.
+// the shim resolves a container's annotations under a config without a
+// Policy table or allow-list, so that a typo fails here and not in every
+// create.
 func parsePolicy(s string) (map[string]string, error) {
 	if s == "" {
 		return nil, nil
@@ -235,8 +237,8 @@ func parsePolicy(s string) (map[string]string, error) {
 		}
 		out[policy.Prefix+k] = v
 	}
-	if _, err := policy.Apply(policy.Default(), "--policy", out); err != nil {
-		return nil, err
+	if _, err := policy.Resolve(nil, nil, out); err != nil {
+		return nil, fmt.Errorf("--policy: %w", err)
 	}
 	return out, nil
 }

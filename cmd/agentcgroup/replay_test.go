@@ -19,6 +19,7 @@ func TestParsePolicy(t *testing.T) {
 		"agent.memory.low":      "not key=value",
 		"agent.memory.lo=0":     "agent.memory.lo",
 		"agent.memory.low=lots": "lots",
+		"priority=high":         "AllowedAnnotations",
 	} {
 		if _, err := parsePolicy(in); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("parsePolicy(%q): %v, want an error naming %q", in, err, want)
