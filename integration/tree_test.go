@@ -26,7 +26,8 @@ func TestTree(t *testing.T) {
 		d.start(t, rt, id, []string{"--memory-limit", "1073741824",
 			"--annotation", "io.agentcgroup.tool.memory.max=100Mi",
 			"--annotation", "io.agentcgroup.tool.memory.high=50%",
-			"--annotation", "io.agentcgroup.agent.memory.high=600Mi"}, agentInit...)
+			"--annotation", "io.agentcgroup.agent.memory.high=600Mi",
+			"--annotation", "io.agentcgroup.agent.memory.low=max"}, agentInit...)
 		c := containerCgroup(id)
 
 		if procs := readTrim(t, filepath.Join(c, "cgroup.procs")); procs != "" {
@@ -49,6 +50,9 @@ func TestTree(t *testing.T) {
 		}
 		if got := readTrim(t, filepath.Join(c, "agent", "memory.high")); got != strconv.Itoa(600<<20) {
 			t.Errorf("C/agent memory.high = %s", got)
+		}
+		if got := readTrim(t, filepath.Join(c, "agent", "memory.low")); got != "max" {
+			t.Errorf("C/agent memory.low = %s, want max", got)
 		}
 		if got := readTrim(t, filepath.Join(c, "agent", "memory.max")); got != "max" {
 			t.Errorf("C/agent memory.max = %s", got)
