@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,7 +14,7 @@ import (
 
 // realToolsRounds is the number of runs of each tool call per runtime; odd,
 // for a plain median.
-const realToolsRounds = 3
+var realToolsRounds = flag.Int("bench.tool-rounds", 3, "runs of each tool call per runtime in BenchmarkRealTools (odd)")
 
 // realTools are the tool calls of BenchmarkRealTools, as an agent runs them
 // (a fresh `bash -c` each), and the untimed set-up each needs first.
@@ -59,7 +60,7 @@ func BenchmarkRealTools(b *testing.B) {
 	// Round 0 is not timed: it fills the page cache, which the three
 	// containers share (one rootfs). Each timed round starts with another
 	// runtime, so that none always runs right after the same one.
-	for round := range realToolsRounds + 1 {
+	for round := range *realToolsRounds + 1 {
 		for _, tool := range realTools {
 			for i := range runtimes {
 				rt := runtimes[(i+round)%len(runtimes)]
@@ -72,11 +73,11 @@ func BenchmarkRealTools(b *testing.B) {
 				}
 			}
 		}
-		fmt.Fprintf(os.Stderr, "real tools: round %d of %d done (round 0 warms the cache)\n", round, realToolsRounds)
+		fmt.Fprintf(os.Stderr, "real tools: round %d of %d done (round 0 warms the cache)\n", round, *realToolsRounds)
 	}
 	var report strings.Builder
 	fmt.Fprintf(&report, "\n%s, real tool calls exec'd into a Debian container, median of %d:\n%-28s %10s %12s %7s %12s %7s\n",
-		s.name, realToolsRounds, "tool call", "runc shim", "agentcgroup", "ratio", "detect=exec", "ratio")
+		s.name, *realToolsRounds, "tool call", "runc shim", "agentcgroup", "ratio", "detect=exec", "ratio")
 	for _, tool := range realTools {
 		runc, ours, exec := median(samples["runc"][tool.name]), median(samples["agentcgroup"][tool.name]), median(samples["detect=exec"][tool.name])
 		fmt.Fprintf(&report, "%-28s %10s %12s %6.3fx %12s %6.3fx\n", tool.name, runc.Round(time.Millisecond), ours.Round(time.Millisecond),
