@@ -4,6 +4,7 @@ package bpf
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"os"
 	"os/exec"
@@ -82,39 +83,93 @@ func pinnedPrograms(b *testing.B, pinRoot string) []*ebpf.Program {
 	return progs
 }
 
-// programTime is the run time the kernel counted for the shared set's
-// programs (with BPF_STATS_RUN_TIME on), and how many times they ran.
-func programTime(b *testing.B, pinRoot string) (time.Duration, uint64) {
-	var total time.Duration
-	var runs uint64
+// programStats are the kernel's counts for the shared set's programs (with
+// BPF_STATS_RUN_TIME on): their run time, how often they ran, and how
+// often they did not run because a program was already running on the CPU.
+type programStats struct {
+	runtime      time.Duration
+	runs, misses uint64
+}
+
+func readProgramStats(b *testing.B, pinRoot string) programStats {
+	var ps programStats
 	for _, p := range pinnedPrograms(b, pinRoot) {
 		st, err := p.Stats()
 		p.Close()
 		if err != nil {
 			b.Fatal(err)
 		}
-		total += st.Runtime
-		runs += st.RunCount
+		ps.runtime += st.Runtime
+		ps.runs += st.RunCount
+		ps.misses += st.RecursionMisses
 	}
-	return total, runs
+	return ps
 }
 
-// run is one timed loop: its wall time and the CPU time (user and system)
+// loop is one timed loop: its wall time and the CPU time (user and system)
 // of the shell and its children.
-type run struct{ wall, cpu time.Duration }
+type loop struct{ wall, cpu time.Duration }
 
 // forkExecs times n fork+execs of /bin/true by a shell, a process in no
 // watched cgroup (and not this one, whose threads would weigh on its forks).
-// The CPU time is what the detector's programs add to (they run in the
-// forking and exec'ing tasks); the VM's stolen time is not in it.
-func forkExecs(b *testing.B, n int) run {
+// The detector's programs run in the forking and exec'ing tasks, so their
+// cost is in the CPU time as well as in the wall time.
+func forkExecs(b *testing.B, n int) loop {
 	start := time.Now()
 	script := fmt.Sprintf("i=0; while [ $i -lt %d ]; do /bin/true; i=$((i+1)); done", n)
 	cmd := exec.Command("/bin/sh", "-c", script)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("%v: %s", err, out)
 	}
-	return run{wall: time.Since(start), cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
+	return loop{wall: time.Since(start), cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
+}
+
+// watchedLoop is one loop run with n containers watched.
+type watchedLoop struct {
+	loop
+	open  time.Duration // per container
+	stats programStats  // of the programs, during the loop
+	mem   uint64        // kernel memory of the detector
+}
+
+// forkExecsWatched opens the shared detector n times, each watching a
+// container of its own, times the loop, and closes them all: the last
+// close unpins the set, as on a host whose last agent container ends.
+func forkExecsWatched(b *testing.B, pinRoot, lockDir string, n, forks int) watchedLoop {
+	var w watchedLoop
+	ds := make([]*Detector, 0, n)
+	defer func() {
+		for _, d := range ds {
+			if err := d.Close(); err != nil {
+				b.Error(err)
+			}
+		}
+	}()
+	start := time.Now()
+	for i := range n {
+		d, err := Open(pinRoot, lockDir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ds = append(ds, d)
+		if err := d.Watch(uint64(1<<40+i), make(chan Event, 1)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	w.open = time.Since(start) / time.Duration(n)
+	// The statistics cost two clock reads a program run: on during this
+	// loop only, they weigh on its ratios, not on the programs' time.
+	stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stats.Close()
+	before := readProgramStats(b, pinRoot)
+	w.loop = forkExecs(b, forks)
+	after := readProgramStats(b, pinRoot)
+	w.stats = programStats{runtime: after.runtime - before.runtime, runs: after.runs - before.runs, misses: after.misses - before.misses}
+	w.mem = kernelMemory(b, pinRoot, ds)
+	return w
 }
 
 // BenchmarkDetectors opens the host's shared detector once per container,
@@ -122,10 +177,12 @@ func forkExecs(b *testing.B, n int) run {
 // 50 and 100 containers, and reports the open time per container, the
 // kernel memory of the detector in all, and the cost, for a process outside
 // every watched container, of fork+exec with all of them watched: the
-// median of the ratios of adjacent runs without and with, against this
-// VM's drift, in wall time and in CPU time.
+// programs' own run time as the kernel counts it, over the loop's time
+// without them, and the loop's own ratio in wall and CPU time. Each is the
+// median over pairs of loops without and with, in alternating order,
+// against this VM's drift.
 func BenchmarkDetectors(b *testing.B) {
-	const forks, alternations = 2000, 9
+	const forks, pairs = 2000, 9
 	for _, n := range []int{1, 10, 50, 100} {
 		b.Run(fmt.Sprintf("containers=%d", n), func(b *testing.B) {
 			if os.Geteuid() != 0 {
@@ -137,59 +194,45 @@ func BenchmarkDetectors(b *testing.B) {
 			}
 			defer unix.Unmount(mnt, unix.MNT_DETACH)
 			pinRoot, lockDir := filepath.Join(mnt, "agentcgroup"), b.TempDir()
-			var wallRatios, cpuRatios []float64
-			var opens, progTimes, bases []time.Duration
-			var mem, progRuns uint64
-			for range alternations {
-				without := forkExecs(b, forks)
-				var ds []*Detector
-				start := time.Now()
-				for i := range n {
-					d, err := Open(pinRoot, lockDir)
-					if err != nil {
-						b.Fatal(err)
-					}
-					ds = append(ds, d)
-					if err := d.Watch(uint64(1<<40+i), make(chan Event, 1)); err != nil {
-						b.Fatal(err)
-					}
+			var shares, wallRatios, cpuRatios []float64
+			var opens, progTimes []time.Duration
+			var last watchedLoop
+			for i := range pairs {
+				var without loop
+				if i%2 == 0 {
+					without = forkExecs(b, forks)
+					last = forkExecsWatched(b, pinRoot, lockDir, n, forks)
+				} else {
+					last = forkExecsWatched(b, pinRoot, lockDir, n, forks)
+					without = forkExecs(b, forks)
 				}
-				opens = append(opens, time.Since(start)/time.Duration(n))
-				stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
-				if err != nil {
-					b.Fatal(err)
+				if last.stats.misses != 0 {
+					b.Fatalf("the programs missed %d runs: their time is not all counted", last.stats.misses)
 				}
-				before, beforeRuns := programTime(b, pinRoot)
-				with := forkExecs(b, forks)
-				after, afterRuns := programTime(b, pinRoot)
-				stats.Close()
-				progTimes = append(progTimes, (after-before)/forks)
-				progRuns = afterRuns - beforeRuns
-				bases = append(bases, without.wall/forks)
-				wallRatios = append(wallRatios, float64(with.wall)/float64(without.wall))
-				cpuRatios = append(cpuRatios, float64(with.cpu)/float64(without.cpu))
-				mem = kernelMemory(b, pinRoot, ds)
-				for _, d := range ds {
-					d.Close()
-				}
+				opens = append(opens, last.open)
+				progTimes = append(progTimes, last.stats.runtime/forks)
+				shares = append(shares, 1+float64(last.stats.runtime)/float64(without.wall))
+				wallRatios = append(wallRatios, float64(last.wall)/float64(without.wall))
+				cpuRatios = append(cpuRatios, float64(last.cpu)/float64(without.cpu))
 			}
-			open, wall, cpu := median(opens), median(wallRatios), median(cpuRatios)
-			prog, base := median(progTimes), median(bases)
+			open, prog, share := median(opens), median(progTimes), median(shares)
+			wall, cpu := median(wallRatios), median(cpuRatios)
 			b.ReportMetric(float64(open.Microseconds())/1000, "open-ms/container")
-			b.ReportMetric(float64(mem)/1024, "kernel-KiB")
+			b.ReportMetric(float64(last.mem)/1024, "kernel-KiB")
+			b.ReportMetric(float64(prog.Nanoseconds()), "program-ns/forkexec")
+			b.ReportMetric(share, "outside-program-share")
 			b.ReportMetric(wall, "outside-forkexec-ratio")
 			b.ReportMetric(cpu, "outside-forkexec-cpu-ratio")
-			b.ReportMetric(float64(prog.Nanoseconds()), "program-ns/forkexec")
-			slices.Sort(cpuRatios)
-			fmt.Printf("containers=%d: open %.1f ms each, %d KiB of kernel memory in all, fork+exec outside watched containers %.3fx wall, %.3fx CPU (medians of %d pairs of %d; CPU ratios %.3f-%.3f); "+
-				"the programs ran %d times a loop, %v per fork+exec of %v: %.4fx\n",
-				n, float64(open.Microseconds())/1000, mem/1024, wall, cpu, alternations, forks, cpuRatios[0], cpuRatios[len(cpuRatios)-1],
-				progRuns, prog, base.Round(time.Microsecond), 1+float64(prog)/float64(base))
+			fmt.Printf("containers=%d: open %.1f ms each, %d KiB of kernel memory in all; fork+exec outside watched containers, medians of %d pairs of %d: "+
+				"the programs ran %.1f times and %v per fork+exec, %.4fx the loop without them; the loop %.3fx wall (pairs %.3f-%.3f), %.3fx CPU (pairs %.3f-%.3f)\n",
+				n, float64(open.Microseconds())/1000, last.mem/1024, pairs, forks,
+				float64(last.stats.runs)/forks, prog, share,
+				wall, slices.Min(wallRatios), slices.Max(wallRatios), cpu, slices.Min(cpuRatios), slices.Max(cpuRatios))
 		})
 	}
 }
 
-func median[T time.Duration | float64](ds []T) T {
+func median[T cmp.Ordered](ds []T) T {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[len(s)/2]

@@ -14,7 +14,7 @@ import (
 
 // realToolsRounds is the number of runs of each tool call per runtime; odd,
 // for a plain median.
-var realToolsRounds = flag.Int("bench.tool-rounds", 3, "runs of each tool call per runtime in BenchmarkRealTools (odd)")
+var realToolsRounds = flag.Int("bench.toolrounds", 3, "runs of each tool call per runtime in BenchmarkRealTools (odd)")
 
 // realTools are the tool calls of BenchmarkRealTools, as an agent runs them
 // (a fresh `bash -c` each), and the untimed set-up each needs first.
@@ -34,6 +34,9 @@ var realTools = []struct{ name, setup, run string }{
 // round by round on one daemon, and reports medians and ratios against the
 // runc shim. Run with -test.benchtime 1x.
 func BenchmarkRealTools(b *testing.B) {
+	if *realToolsRounds < 1 || *realToolsRounds%2 == 0 {
+		b.Fatalf("-bench.toolrounds %d: want an odd number of rounds, at least 1", *realToolsRounds)
+	}
 	s := stacks()[0]
 	debian := filepath.Join(projectRoot, ".cache/debian-rootfs")
 	if _, err := os.Stat(filepath.Join(debian, "usr/bin/gcc")); err != nil {
