@@ -3,14 +3,12 @@ package hooks
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"time"
 
 	"github.com/containerd/log"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
-	"github.com/agentcgroup/agentcgroup/policy"
 	"github.com/agentcgroup/agentcgroup/toolcall"
 	"github.com/agentcgroup/agentcgroup/tree"
 	"github.com/agentcgroup/agentcgroup/tree/layout"
@@ -25,14 +23,6 @@ type call struct {
 
 // WaitFunc waits for a process to exit and returns its exit status.
 type WaitFunc func(ctx context.Context) (status uint32, exitedAt time.Time, err error)
-
-// raiseCallOOMScore gives a new call's first process the tool calls'
-// oom_score_adj.
-func (c *Container) raiseCallOOMScore(ctx context.Context, id string, pid uint32) {
-	if err := raiseOOMScore(pid, toolOOMScoreAdj(c.policy.Priority)); err != nil {
-		log.G(ctx).WithError(err).WithField("call", id).Warn("raise oom_score_adj of tool call")
-	}
-}
 
 // track follows a started tool call, whose first process has the tool
 // calls' oom_score_adj: it hands it to the governor, and ends the call when
@@ -85,30 +75,6 @@ func pollEmpty(ctx context.Context, dir string) bool {
 			return false
 		case <-t.C:
 		}
-	}
-}
-
-// tellExit ends the call's stream when its first process ends, as under the
-// runc shim: a background job it started keeps the call (its cgroup, limits
-// and record) alive, never the agent's stream. A process killed by the
-// call's OOM or by the governor leaves its reason first; both are counted
-// before the kernel sends the SIGKILL.
-func (c *Container) tellExit(ctx context.Context, cl *call, status uint32) {
-	var reason string
-	if status == toolcall.SigkillStatus {
-		m, err := tree.Measure(cl.Cgroup())
-		if err == nil || errors.Is(err, os.ErrNotExist) {
-			reason = c.killReason(cl.Doomed(), m)
-		}
-	}
-	cl.tell.close(ctx, reason)
-}
-
-// tellKilled says why a call was killed as soon as the kernel reports its
-// OOM kill, ahead of its processes' exit.
-func (c *Container) tellKilled(ctx context.Context, cl *call) {
-	if m, err := tree.Measure(cl.Cgroup()); err == nil {
-		cl.tell.say(ctx, c.killReason(cl.Doomed(), m))
 	}
 }
 
@@ -204,31 +170,4 @@ func (c *Container) running() []*call {
 		out = append(out, cl)
 	}
 	return out
-}
-
-// killReason says why an ended call died, for its record, its event and the
-// agent; "" for a call agentcgroup and the kernel's OOM killer left alone.
-// doomed is why the governor killed it.
-func (c *Container) killReason(doomed string, m toolcall.Measures) string {
-	containerMax := c.limits.Load().containerMax
-	switch {
-	case m.OOMKills > 0:
-		limit := "a memory limit above the container (host or pool)"
-		if m.OOM > 0 { // its own memory.max, not a limit above
-			limit = "its own limit memory.max=" + size(c.policy.ToolMemoryMax.Resolve(containerMax))
-		} else if containerMax != policy.Unlimited {
-			limit = "the container's limit memory.max=" + size(containerMax)
-		}
-		return fmt.Sprintf("tool call killed: out of memory at %s (peak %s); the agent was not touched", limit, size(int64(m.Peak)))
-	case doomed != "":
-		return fmt.Sprintf("tool call killed: %s (peak %s); the agent was not touched", doomed, size(int64(m.Peak)))
-	}
-	return ""
-}
-
-func size(b int64) string {
-	if b == policy.Unlimited {
-		return "max"
-	}
-	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
 }

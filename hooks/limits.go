@@ -6,27 +6,14 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"syscall"
 
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
-	"github.com/containerd/containerd/v2/pkg/sys"
 	"github.com/containerd/log"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/policy"
 	"github.com/agentcgroup/agentcgroup/tree/layout"
 )
-
-// toolOOMScoreAdj is given to a tool call's first process (its children
-// inherit it): where an OOM above the call's own limit must pick a victim in
-// C, the pool or on the host, the kernel picks a tool call before the agent
-// (500 adds half the OOM scope's memory to the call's score), of a
-// low-priority container before a normal one before a high one (200 apart:
-// a fifth of the scope), and among equals the largest, whose kill frees the
-// most memory and so kills the fewest calls.
-func toolOOMScoreAdj(p policy.Priority) int {
-	return 700 - 200*p.Rank()
-}
 
 // limits are the container's policy resolved against C's memory.max, the
 // base of percentages; they are resolved again when C is resized.
@@ -43,7 +30,7 @@ type limits struct {
 func (c *Container) resolveLimits(containerMax int64, resize bool) *limits {
 	resolve := func(l policy.Limit, defaultMax bool) *int64 {
 		v := l.Resolve(containerMax)
-		if v == policy.Unlimited {
+		if v == cgroupfs.Unlimited {
 			if defaultMax && !resize {
 				return nil
 			}
@@ -102,17 +89,4 @@ func (c *Container) Resize(ctx context.Context) error {
 	}
 	log.G(ctx).WithField("memory.max", size(containerMax)).Info("container resized: agent and tool-call limits resolved again")
 	return errors.Join(errs...)
-}
-
-// raiseOOMScore gives a tool call's process adj unless it has a higher one
-// already.
-func raiseOOMScore(pid uint32, adj int) error {
-	cur, err := sys.GetOOMScoreAdj(int(pid))
-	if err == nil && cur < adj {
-		err = sys.SetOOMScore(int(pid), adj)
-	}
-	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
-		return nil // exited already
-	}
-	return err
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/policy"
 	"github.com/agentcgroup/agentcgroup/tree"
 	"github.com/agentcgroup/agentcgroup/tree/layout"
@@ -34,7 +35,7 @@ func TestResolveLimitsLowMax(t *testing.T) {
 	p.AgentMemoryLow = policy.Max
 	c := &Container{policy: p, tree: tree.Tree{Dir: dir}}
 	for _, resize := range []bool{false, true} {
-		l := c.resolveLimits(policy.Unlimited, resize)
+		l := c.resolveLimits(cgroupfs.Unlimited, resize)
 		if low := l.agent.Memory.Low; low == nil || *low != math.MaxInt64 {
 			t.Errorf("resize %v: agent memory.low %v, want max written", resize, low)
 		}

@@ -2,9 +2,15 @@ package hooks
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"os"
 	"sync"
 
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/toolcall"
+	"github.com/agentcgroup/agentcgroup/tree"
 	"github.com/containerd/log"
 )
 
@@ -74,4 +80,55 @@ func (t *teller) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// tellExit ends the call's stream when its first process ends, as under the
+// runc shim: a background job it started keeps the call (its cgroup, limits
+// and record) alive, never the agent's stream. A process killed by the
+// call's OOM or by the governor leaves its reason first; both are counted
+// before the kernel sends the SIGKILL.
+func (c *Container) tellExit(ctx context.Context, cl *call, status uint32) {
+	var reason string
+	if status == toolcall.SigkillStatus {
+		m, err := tree.Measure(cl.Cgroup())
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			reason = c.killReason(cl.Doomed(), m)
+		}
+	}
+	cl.tell.close(ctx, reason)
+}
+
+// tellKilled says why a call was killed as soon as the kernel reports its
+// OOM kill, ahead of its processes' exit.
+func (c *Container) tellKilled(ctx context.Context, cl *call) {
+	if m, err := tree.Measure(cl.Cgroup()); err == nil {
+		cl.tell.say(ctx, c.killReason(cl.Doomed(), m))
+	}
+}
+
+// killReason says why an ended call died, for its record, its event and the
+// agent; "" for a call agentcgroup and the kernel's OOM killer left alone.
+// doomed is why the governor killed it.
+func (c *Container) killReason(doomed string, m toolcall.Measures) string {
+	containerMax := c.limits.Load().containerMax
+	switch {
+	case m.OOMKills > 0:
+		limit := "a memory limit above the container (host or pool)"
+		if m.OOM > 0 { // its own memory.max, not a limit above
+			limit = "its own limit memory.max=" + size(c.policy.ToolMemoryMax.Resolve(containerMax))
+		} else if containerMax != cgroupfs.Unlimited {
+			limit = "the container's limit memory.max=" + size(containerMax)
+		}
+		return fmt.Sprintf("tool call killed: out of memory at %s (peak %s); the agent was not touched", limit, size(int64(m.Peak)))
+	case doomed != "":
+		return fmt.Sprintf("tool call killed: %s (peak %s); the agent was not touched", doomed, size(int64(m.Peak)))
+	}
+	return ""
+}
+
+func size(b int64) string {
+	if b == cgroupfs.Unlimited {
+		return "max"
+	}
+	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
 }

@@ -37,14 +37,28 @@ const killTimeout = 10 * time.Second
 
 // Tree is one container's tree.
 type Tree struct {
-	// Group is C relative to the cgroup2 mount, such as /default/t1.
+	// Mount is the cgroup2 mount.
+	Mount string
+	// Group is C relative to Mount, such as /default/t1.
 	Group string
 	// Dir is C's directory.
 	Dir string
 }
 
-// Of returns the tree of the container whose cgroup is group.
-func Of(group string) Tree { return Tree{Group: group, Dir: cgroupfs.Path(group)} }
+// Of returns the tree of the container whose cgroup is group, on the host's
+// cgroup2 mount.
+func Of(group string) Tree { return At(cgroupfs.Root, group) }
+
+// At returns the tree of the container whose cgroup is group on the cgroup2
+// hierarchy mounted at mount.
+func At(mount, group string) Tree {
+	return Tree{Mount: mount, Group: group, Dir: filepath.Join(mount, group)}
+}
+
+// load loads sub, a cgroup of the tree relative to C ("" for C).
+func (t Tree) load(sub string) (*cgroup2.Manager, error) {
+	return cgroup2.Load(path.Join(t.Group, sub), cgroup2.WithMountpoint(t.Mount))
+}
 
 // AgentDir is C/agent's directory.
 func (t Tree) AgentDir() string { return filepath.Join(t.Dir, layout.Agent) }
@@ -58,7 +72,7 @@ func (t Tree) CallDir(id string) string { return filepath.Join(t.Dir, layout.Too
 // Carve creates C/agent and C/tools, moves init (pid) into C/agent and
 // enables the controllers down to the tool calls.
 func (t Tree) Carve(pid uint32) error {
-	c, err := cgroup2.Load(t.Group)
+	c, err := t.load("")
 	if err != nil {
 		return err
 	}
@@ -91,7 +105,10 @@ func (t Tree) Carve(pid uint32) error {
 // Update writes resources to sub, a cgroup of the tree relative to C (layout.Agent,
 // or a layout.CallCgroup).
 func (t Tree) Update(sub string, res *cgroup2.Resources) error {
-	m, err := cgroup2.Load(path.Join(t.Group, sub))
+	if res == nil {
+		return nil
+	}
+	m, err := t.load(sub)
 	if err == nil {
 		err = m.Update(res)
 	}
@@ -131,7 +148,7 @@ func (t Tree) NewCall(id string, res *cgroup2.Resources) error {
 
 // Move moves process pid into tool call id's cgroup.
 func (t Tree) Move(id string, pid uint32) error {
-	m, err := cgroup2.Load(t.CallGroup(id))
+	m, err := t.load(layout.CallCgroup(id))
 	if err == nil {
 		err = m.AddProc(uint64(pid))
 	}
@@ -173,7 +190,7 @@ func (t Tree) Kill(ctx context.Context) error {
 	if err != nil || !populated {
 		return err
 	}
-	c, err := cgroup2.Load(t.Group)
+	c, err := t.load("")
 	if err != nil {
 		return err
 	}
@@ -196,9 +213,13 @@ func (t Tree) Remove() error {
 }
 
 // Measure reads a tool call's memory figures from its cgroup (group,
-// relative to the cgroup2 mount).
-func Measure(group string) (toolcall.Measures, error) {
-	m, err := cgroup2.Load(group)
+// relative to the host's cgroup2 mount).
+func Measure(group string) (toolcall.Measures, error) { return Of(group).Measure("") }
+
+// Measure reads the memory figures of sub, a cgroup of the tree relative to
+// C ("" for C itself).
+func (t Tree) Measure(sub string) (toolcall.Measures, error) {
+	m, err := t.load(sub)
 	if err != nil {
 		return toolcall.Measures{}, err
 	}
@@ -210,6 +231,6 @@ func Measure(group string) (toolcall.Measures, error) {
 	if ev := st.GetMemoryEvents(); ev != nil {
 		out.High, out.Max, out.OOM, out.OOMKills = ev.High, ev.Max, ev.Oom, ev.OomKill
 	}
-	out.Peak, err = cgroupfs.ReadUint(cgroupfs.Path(group), "memory.peak")
+	out.Peak, err = cgroupfs.ReadUint(filepath.Join(t.Dir, sub), "memory.peak")
 	return out, err
 }

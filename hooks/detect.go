@@ -1,0 +1,96 @@
+package hooks
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
+	"github.com/agentcgroup/agentcgroup/bpf"
+)
+
+// handleEvents handles the detector's events for the container, in order,
+// until the container ends.
+func (c *Container) handleEvents(ctx context.Context, events <-chan bpf.Event) {
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case ev := <-events:
+			switch ev.Kind {
+			case bpf.Tool:
+				c.detected(ctx, ev)
+			case bpf.Child:
+				c.placeChild(ctx, ev)
+			case bpf.Exit:
+				c.callExited(ev.Pid, ev.ExitCode())
+			case bpf.Escape:
+				c.escaped(ctx, ev)
+			case bpf.Flushed:
+				c.flushed(ev.Flushes)
+			}
+		}
+	}
+}
+
+// detected handles a new tool call's exec: it names a call placed while
+// held, or places one now (no hold: the program has started in C/agent),
+// and has the governor hold it back where there is no room for it.
+func (c *Container) detected(ctx context.Context, ev bpf.Event) {
+	c.mu.Lock()
+	fc := c.forks[ev.Pid]
+	c.mu.Unlock()
+	if fc == nil {
+		if c.policy.IsSession(ev.Filename, ev.Args) { // no hold: seen after its exec
+			c.detector.Forget(ev.Pid)
+			return
+		}
+		if fc = c.place(ctx, ev.Pid, ev.Forked, false); fc == nil {
+			return
+		}
+	}
+	fc.Named(ev.Args, ev.Unplaced)
+	c.calls.save()
+	if c.governor != nil {
+		// Its program has just started: where it would start into an OOM
+		// kill, it waits for room instead.
+		c.governor.FreezeAtStart(c.st.ID, fc.Call, time.Now())
+	}
+}
+
+// placeChild moves a process that a call forked before it was moved.
+func (c *Container) placeChild(ctx context.Context, ev bpf.Event) {
+	c.mu.Lock()
+	fc := c.forks[ev.Leader]
+	c.mu.Unlock()
+	if fc == nil {
+		return
+	}
+	if err := c.tree.Move(fc.ID(), ev.Pid); err != nil && !errors.Is(err, syscall.ESRCH) {
+		log.G(ctx).WithError(err).WithField("call", fc.ID()).Warn("move a tool call's child")
+	}
+}
+
+// escaped kills a process that a tool call's process cloned into another
+// cgroup (clone3 CLONE_INTO_CGROUP with an fd on C/agent, another call or a
+// spare): it would live outside its call's limits, and in C/agent under the
+// agent's protection.
+func (c *Container) escaped(ctx context.Context, ev bpf.Event) {
+	l := log.G(ctx).WithFields(log.Fields{"pid": ev.Pid, "parent": ev.Leader})
+	p, err := pidfd(ev.Pid)
+	if errors.Is(err, syscall.ESRCH) {
+		return
+	}
+	if err == nil {
+		err = unix.PidfdSendSignal(int(p.Fd()), unix.SIGKILL, nil, 0)
+		p.Close()
+	}
+	if err != nil && !errors.Is(err, syscall.ESRCH) {
+		l.WithError(err).Warn("kill a process that left its tool call's cgroup")
+		return
+	}
+	l.Warn("killed a process that a tool call cloned into another cgroup (clone3 CLONE_INTO_CGROUP): it would have escaped the call's limits")
+}

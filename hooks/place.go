@@ -1,0 +1,133 @@
+package hooks
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+
+	"github.com/agentcgroup/agentcgroup/bpf"
+	"github.com/agentcgroup/agentcgroup/exechold"
+	"github.com/agentcgroup/agentcgroup/toolcall"
+)
+
+// placeHeld places a tool call while its first execve waits in the kernel:
+// the program starts in the call's cgroup, having charged nothing to
+// C/agent. Anything else the caller execs continues at once.
+func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
+	if r.Exec {
+		// An exec's processes are in its own call's cgroup: none is a
+		// fresh child of C/agent, and nothing needs asking.
+		return
+	}
+	pid, forked, ok := c.pendingProcess(r.Pid)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	_, placed := c.forks[pid]
+	c.mu.Unlock()
+	if placed {
+		return // the same call's next execve: a PATH search, or one a signal restarted
+	}
+	if path, argv, err := r.Command(); err == nil && c.policy.IsSession(path, argv) {
+		// A session shell stays with the agent: the commands it forks are
+		// fresh children of C/agent, each a tool call.
+		c.detector.Forget(pid)
+		log.G(ctx).WithFields(log.Fields{"pid": pid, "command": argv}).Debug("session: its commands are the tool calls")
+		return
+	}
+	c.place(ctx, pid, forked, true)
+}
+
+// pendingProcess returns the process of thread tid, held in execve, if the
+// detector has it as a fresh child of C/agent, and when it was forked.
+func (c *Container) pendingProcess(tid uint32) (uint32, time.Duration, bool) {
+	if forked, ok := c.detector.Pending(tid, c.agentID); ok {
+		return tid, forked, true
+	}
+	if isLeader(tid) {
+		return 0, 0, false
+	}
+	// A thread other than its process's leader; the detector knows
+	// processes.
+	pid, err := threadGroup(tid)
+	if err != nil {
+		return 0, 0, false
+	}
+	forked, ok := c.detector.Pending(pid, c.agentID)
+	return pid, forked, ok
+}
+
+// place moves a new tool call's leader into a ready cgroup first, and does
+// everything else after: until it is moved, what the leader charges stays
+// with C/agent. held: its execve is held, and the detector learns only
+// from here that it is a call.
+func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration, held bool) *forkCall {
+	id, ok := c.takeSpare(ctx)
+	if !ok {
+		return nil
+	}
+	fc, err := c.adopt(ctx, id, pid, forked)
+	if err != nil {
+		c.returnSpare(id)
+		if !errors.Is(err, syscall.ESRCH) {
+			log.G(ctx).WithError(err).WithField("pid", pid).Warn("open the pidfd of a tool call")
+		}
+		return nil
+	}
+	c.mu.Lock()
+	c.forks[pid] = fc
+	c.mu.Unlock()
+	if held {
+		// Before it is followed: a leader killed while held then has
+		// its exit reported, and the entry goes with it.
+		if err := c.detector.Claim(pid, c.agentID); err != nil {
+			log.G(ctx).WithError(err).Warn("claim a held tool call")
+		}
+	}
+	go func() { // off the placement path: a held exec goes on meanwhile
+		defer c.placing.Done()
+		c.track(ctx, fc.call, func(ctx context.Context) (uint32, time.Time, error) {
+			status, at, err := fc.wait(ctx, c.flushEvents)
+			c.forget(fc, errors.Is(err, errExitUnseen))
+			return status, at, err
+		})
+		c.refill(ctx)
+	}()
+	return fc
+}
+
+// adopt makes process pid the leader of tool call id: it opens its pidfd
+// (from then on it is this process that is followed, whatever reuses its
+// pid), moves it into the call's cgroup and gives it the tool calls'
+// oom_score_adj, before its program runs where it is held.
+func (c *Container) adopt(ctx context.Context, id string, pid uint32, forked time.Duration) (*forkCall, error) {
+	leader, err := pidfd(pid)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.tree.Move(id, pid); err != nil && !errors.Is(err, syscall.ESRCH) {
+		log.G(ctx).WithError(err).WithField("call", id).Warn("move tool call into its cgroup")
+	}
+	placed := bpf.Since(forked)
+	// Before its program runs: a burst of a call still at the agent's
+	// oom_score_adj would be an OOM killer's equal choice with the agent.
+	c.raiseCallOOMScore(ctx, id, pid)
+	// The call's stderr as the agent gave it, to say why the call died
+	// before the agent reads the end of it; closed when the leader exits.
+	stderr, err := stderrOf(leader)
+	if err != nil && !errors.Is(err, syscall.ESRCH) {
+		log.G(ctx).WithError(err).WithField("call", id).Debug("no stderr to tell the agent on")
+	}
+	return &forkCall{pid: pid, leader: leader, exited: make(chan struct{}), call: &call{
+		dir:  c.tree.CallDir(id),
+		tell: &teller{w: stderr},
+		Call: toolcall.New(toolcall.Record{
+			ID: id, Kind: toolcall.KindFork, Pid: pid, PlacedAfterUs: placed.Microseconds(),
+			Cgroup: c.tree.CallGroup(id), Start: time.Now().Add(-placed).UTC(),
+		}),
+	}}, nil
+}
