@@ -43,7 +43,7 @@ func init() {
 				return nil, err
 			}
 			filter.container = svc.container
-			sd.RegisterCallback(svc.waitReleases)
+			sd.RegisterCallback(svc.detector.wait)
 			return svc, nil
 		},
 	})
