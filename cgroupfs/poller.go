@@ -134,8 +134,9 @@ func (p *Poller) drop(e *pollEntry) {
 	e.f.Close()
 }
 
-// Wait blocks until something is reported and returns the keys. A trigger or
-// file whose cgroup is gone is reported once more and then dropped.
+// Wait blocks until something is reported and returns the keys. A trigger
+// whose cgroup is gone is reported once more and then dropped; a file is not
+// reported (kernfs does not notify a removal), so its key must be removed.
 func (p *Poller) Wait() ([]any, error) {
 	events := make([]unix.EpollEvent, 16)
 	for {
