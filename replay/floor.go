@@ -32,19 +32,3 @@ func Unfittable(traces []*trace.Trace, n int, scale float64, budget int64) (unfi
 	}
 	return unfit, total
 }
-
-// SelectTraces lists the traces of cfg.Traces in cfg.Order and keeps the
-// first cfg.Top, as Run replays them.
-func SelectTraces(cfg Config) ([]string, []*trace.Trace, error) {
-	files, traces, err := ListTraces(cfg.Traces)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := OrderTraces(files, traces, cfg.Order); err != nil {
-		return nil, nil, err
-	}
-	if cfg.Top > 0 && cfg.Top < len(traces) {
-		files, traces = files[:cfg.Top], traces[:cfg.Top]
-	}
-	return files, traces, nil
-}

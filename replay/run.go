@@ -9,8 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -131,54 +129,6 @@ type ArmResult struct {
 	Bound time.Duration
 }
 
-// ListTraces loads every trace in dir, in name order, so that a broken file
-// fails the run before any container starts.
-func ListTraces(dir string) ([]string, []*trace.Trace, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(files) == 0 {
-		return nil, nil, fmt.Errorf("no trace files (*.json) in %s", dir)
-	}
-	traces := make([]*trace.Trace, len(files))
-	for i, f := range files {
-		if traces[i], err = trace.Load(f); err != nil {
-			return nil, nil, err
-		}
-	}
-	return files, traces, nil
-}
-
-// OrderTraces orders the traces as order says (see Config.Order).
-func OrderTraces(files []string, traces []*trace.Trace, order string) error {
-	switch order {
-	case "", OrderName:
-		return nil
-	case OrderPeak:
-		idx := make([]int, len(traces))
-		for i := range idx {
-			idx[i] = i
-		}
-		sort.SliceStable(idx, func(a, b int) bool { return peakMB(traces[idx[a]]) > peakMB(traces[idx[b]]) })
-		f, t := slices.Clone(files), slices.Clone(traces)
-		for i, j := range idx {
-			files[i], traces[i] = f[j], t[j]
-		}
-		return nil
-	}
-	return fmt.Errorf("trace order %q: want %s or %s", order, OrderName, OrderPeak)
-}
-
-// peakMB is a trace's largest memory sample.
-func peakMB(t *trace.Trace) float64 {
-	peak := 0.0
-	for _, s := range t.Samples {
-		peak = max(peak, s.MemoryMB)
-	}
-	return peak
-}
-
 // Run runs the agents of one arm at once under a pool cgroup whose
 // memory.max is the budget and returns what happened.
 func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
@@ -188,11 +138,7 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 	}
 	timeout := cfg.Timeout
 	if timeout == 0 {
-		longest := 0.0
-		for i := range cfg.Agents {
-			longest = max(longest, traces[i%len(traces)].Duration())
-		}
-		timeout = time.Duration(10*longest/cfg.Speed*float64(time.Second)) + time.Minute
+		timeout = defaultBound(cfg, traces)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -203,8 +149,8 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 	}
 	defer client.Close()
 
-	pool := filepath.Join(cfg.Pool, arm.Name)
-	poolDir, err := makePool(pool, cfg.Budget)
+	r := &armRun{cfg: cfg, arm: arm, pool: filepath.Join(cfg.Pool, arm.Name), errs: make(chan error, 2*cfg.Agents)}
+	poolDir, err := makePool(r.pool, cfg.Budget)
 	if err != nil {
 		return nil, err
 	}
@@ -212,11 +158,10 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 		os.Remove(poolDir)
 		os.Remove(filepath.Dir(poolDir)) // fails while another arm's pool remains
 	}()
-	logs, err := os.MkdirTemp("", "agentcgroup-replay-")
-	if err != nil {
+	if r.logs, err = os.MkdirTemp("", "agentcgroup-replay-"); err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(logs)
+	defer os.RemoveAll(r.logs)
 
 	res := &ArmResult{Arm: arm, Agents: make([]AgentResult, cfg.Agents), Bound: timeout}
 	start := time.Now()
@@ -224,33 +169,11 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 	defer samples.stop() // on an early return; stopping twice is harmless
 
 	var wg sync.WaitGroup
-	errs := make(chan error, 2*cfg.Agents) // an exit and a removal error each, at most
-	// cost reads where an agent's cost came from, before its container
-	// goes; what cannot be read is said, not fatal.
-	cost := func(ar *AgentResult) {
-		dir := cgroupfs.Path(filepath.Join(pool, ar.ID))
-		// Local: "oom" counts C's own limit, not its tool calls'.
-		events, err := cgroupfs.ReadKV(dir, "memory.events.local")
-		if err != nil {
-			warnf(cfg.Progress, "%s: %v; a kill at its own limit is counted as the pool's", ar.ID, err)
-		}
-		psi, _ := cgroupfs.ReadPressure(dir)
-		var recs []toolcall.Record
-		records := arm.runtime == agentcgroupRuntime
-		if records {
-			time.Sleep(recordsDelay)
-			if recs, err = state.LoadRecords(state.Dir(state.DefaultRoot, cfg.Namespace, ar.ID)); err != nil {
-				warnf(cfg.Progress, "records of %s: %v", ar.ID, err)
-			}
-		}
-		measureCost(ar, records, events, psi.Some, recs, time.Now())
-	}
-	var finished atomic.Int64
 	for i := range cfg.Agents {
 		ar := &res.Agents[i]
 		ar.ID = fmt.Sprintf("replay-%s-%d", arm.Name, i)
 		ar.Task = traces[i%len(traces)].Task
-		exited, cleanup, err := startAgent(ctx, client, cfg, arm, pool, ar.ID, filepath.Base(files[i%len(files)]), int64(i), logs)
+		exited, cleanup, err := startAgent(ctx, client, cfg, arm, r.pool, ar.ID, filepath.Base(files[i%len(files)]), int64(i), r.logs)
 		if err != nil {
 			cancel()
 			wg.Wait()
@@ -259,62 +182,111 @@ func Run(ctx context.Context, cfg Config, arm Arm) (*ArmResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st := <-exited
-			code, _, err := st.Result()
-			if err != nil && ctx.Err() != nil {
-				// The bound ended first: an outcome, not a failure.
-				ar.Unfinished = true
-				ar.Doing = lastLine(filepath.Join(logs, ar.ID+".log"))
-				cost(ar)
-				if err := cleanup(); err != nil {
-					errs <- fmt.Errorf("remove %s: %w", ar.ID, err)
-				}
-				finished.Add(1)
-				return
-			}
-			ar.ExitStatus = code
-			ar.Completed = code == 0
-			ar.AgentKilled = code == 128+uint32(syscall.SIGKILL)
-			ar.Summary = readSummary(filepath.Join(logs, ar.ID+".log"))
-			if !ar.Completed && !ar.AgentKilled {
-				// Not a benchmark outcome: the simulator could not run.
-				errs <- fmt.Errorf("agent %s exited %d: %s", ar.ID, code, lastLine(filepath.Join(logs, ar.ID+".log")))
-			}
-			cost(ar)
-			if err := cleanup(); err != nil {
-				errs <- fmt.Errorf("remove %s: %w", ar.ID, err)
-			}
-			finished.Add(1)
+			r.await(ctx, ar, exited, cleanup)
 		}()
 	}
-	progress := time.NewTicker(time.Second)
 	allDone := make(chan struct{})
 	go func() { wg.Wait(); close(allDone) }()
-loop:
-	for {
-		select {
-		case <-allDone:
-			break loop
-		case <-progress.C:
-			if cfg.Progress != nil {
-				n := int(finished.Load())
-				fmt.Fprintf(cfg.Progress, "\r[arm %s] %s %d/%d agents done, pool %s of %s, %s",
-					arm.Name, bar(n, cfg.Agents), n, cfg.Agents, mib(samples.last().Bytes), mib(uint64(cfg.Budget)), time.Since(start).Round(time.Second))
-			}
-		}
-	}
-	progress.Stop()
+	r.showProgress(allDone, samples, start)
 	res.Makespan = time.Since(start)
 	res.Samples = samples.stop()
 	if cfg.Progress != nil {
 		fmt.Fprintf(cfg.Progress, "\r[arm %s] %s %d/%d agents done in %s%20s\n", arm.Name, bar(1, 1), cfg.Agents, cfg.Agents, res.Makespan.Round(time.Second), "")
 	}
-	close(errs)
+	close(r.errs)
 	var errList []error
-	for err := range errs {
+	for err := range r.errs {
 		errList = append(errList, err)
 	}
 	return res, errors.Join(errList...)
+}
+
+// defaultBound is an arm's time bound where Config.Timeout is zero: ten
+// times the longest trace an agent replays, compressed, plus a minute.
+func defaultBound(cfg Config, traces []*trace.Trace) time.Duration {
+	longest := 0.0
+	for i := range cfg.Agents {
+		longest = max(longest, traces[i%len(traces)].Duration())
+	}
+	return time.Duration(10*longest/cfg.Speed*float64(time.Second)) + time.Minute
+}
+
+// armRun is one arm's run in progress.
+type armRun struct {
+	cfg  Config
+	arm  Arm
+	pool string // relative to the cgroup2 mount
+	logs string // the folder of the agents' output
+	// errs receives an exit and a removal error per agent, at most.
+	errs     chan error
+	finished atomic.Int64
+}
+
+// await waits for agent ar to exit, or for the arm's bound to end, records
+// how it ended and what it cost, and deletes its container.
+func (r *armRun) await(ctx context.Context, ar *AgentResult, exited <-chan containerd.ExitStatus, cleanup func() error) {
+	output := filepath.Join(r.logs, ar.ID+".log")
+	st := <-exited
+	code, _, err := st.Result()
+	if err != nil && ctx.Err() != nil {
+		// The bound ended first: an outcome, not a failure.
+		ar.Unfinished = true
+		ar.Doing = lastLine(output)
+	} else {
+		ar.ExitStatus = code
+		ar.Completed = code == 0
+		ar.AgentKilled = code == 128+uint32(syscall.SIGKILL)
+		ar.Summary = readSummary(output)
+		if !ar.Completed && !ar.AgentKilled {
+			// Not a benchmark outcome: the simulator could not run.
+			r.errs <- fmt.Errorf("agent %s exited %d: %s", ar.ID, code, lastLine(output))
+		}
+	}
+	r.cost(ar)
+	if err := cleanup(); err != nil {
+		r.errs <- fmt.Errorf("remove %s: %w", ar.ID, err)
+	}
+	r.finished.Add(1)
+}
+
+// cost reads where agent ar's cost came from, before its container goes;
+// what cannot be read is said, not fatal.
+func (r *armRun) cost(ar *AgentResult) {
+	dir := cgroupfs.Path(filepath.Join(r.pool, ar.ID))
+	// Local: "oom" counts C's own limit, not its tool calls'.
+	events, err := cgroupfs.ReadKV(dir, "memory.events.local")
+	if err != nil {
+		warnf(r.cfg.Progress, "%s: %v; a kill at its own limit is counted as the pool's", ar.ID, err)
+	}
+	psi, _ := cgroupfs.ReadPressure(dir)
+	var recs []toolcall.Record
+	records := r.arm.runtime == agentcgroupRuntime
+	if records {
+		time.Sleep(recordsDelay)
+		if recs, err = state.LoadRecords(state.Dir(state.DefaultRoot, r.cfg.Namespace, ar.ID)); err != nil {
+			warnf(r.cfg.Progress, "records of %s: %v", ar.ID, err)
+		}
+	}
+	measureCost(ar, records, events, psi.Some, recs, time.Now())
+}
+
+// showProgress says every second how many agents are done and the pool's
+// memory, until done is closed.
+func (r *armRun) showProgress(done <-chan struct{}, samples *sampler, start time.Time) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			if r.cfg.Progress != nil {
+				n := int(r.finished.Load())
+				fmt.Fprintf(r.cfg.Progress, "\r[arm %s] %s %d/%d agents done, pool %s of %s, %s",
+					r.arm.Name, bar(n, r.cfg.Agents), n, r.cfg.Agents, mib(samples.last().Bytes), mib(uint64(r.cfg.Budget)), time.Since(start).Round(time.Second))
+			}
+		}
+	}
 }
 
 // recordsDelay covers the shim's delay in writing its records (it
