@@ -222,10 +222,10 @@ type field struct {
 }
 
 func limitField(get func(p *Policy) *Limit) field {
-	return field{limitSyntax, func(p *Policy, v string) (err error) {
+	return field{allowed: limitSyntax, limit: true, set: func(p *Policy, v string) (err error) {
 		*get(p), err = ParseLimit(v)
 		return err
-	}, true}
+	}}
 }
 
 func oneOf[T ~string](dst func(p *Policy) *T, values ...T) field {
@@ -233,7 +233,7 @@ func oneOf[T ~string](dst func(p *Policy) *T, values ...T) field {
 	for i, v := range values {
 		names[i] = string(v)
 	}
-	return field{strings.Join(names, ", "), func(p *Policy, v string) error {
+	return field{allowed: strings.Join(names, ", "), set: func(p *Policy, v string) error {
 		for _, ok := range values {
 			if v == string(ok) {
 				*dst(p) = ok
@@ -246,65 +246,81 @@ func oneOf[T ~string](dst func(p *Policy) *T, values ...T) field {
 			}
 		}
 		return errors.New("unknown value")
-	}, false}
+	}}
 }
 
+// fields maps each annotation key to what it accepts and its parser.
 var fields = map[string]field{
-	AnnotationToolHigh:  limitField(func(p *Policy) *Limit { return &p.ToolMemoryHigh }),
-	AnnotationToolMax:   limitField(func(p *Policy) *Limit { return &p.ToolMemoryMax }),
-	AnnotationAgentHigh: limitField(func(p *Policy) *Limit { return &p.AgentMemoryHigh }),
-	AnnotationAgentMax:  limitField(func(p *Policy) *Limit { return &p.AgentMemoryMax }),
-	AnnotationAgentLow:  limitField(func(p *Policy) *Limit { return &p.AgentMemoryLow }),
-	AnnotationToolPidsMax: {fmt.Sprintf(`a number of tasks of at least %d and at most %d (the kernel's PID_MAX_LIMIT), or "max"`, minToolPids, MaxToolPids), func(p *Policy, v string) error {
-		if v == "max" {
-			p.ToolPidsMax = 0
-			return nil
-		}
-		// Digits only: no sign, no 0x, no 1e3.
-		if !isDigits(v, len(v)) {
-			return errors.New("not a whole number")
-		}
-		n, err := strconv.ParseInt(v, 10, 64)
-		switch {
-		case err != nil || n > MaxToolPids:
-			return fmt.Errorf("above %d, the most the kernel's pids.max can hold", MaxToolPids)
-		case n < minToolPids:
-			return fmt.Errorf("below %d, too few for a shell and what it runs", minToolPids)
-		}
-		p.ToolPidsMax = n
+	AnnotationToolHigh:     limitField(func(p *Policy) *Limit { return &p.ToolMemoryHigh }),
+	AnnotationToolMax:      limitField(func(p *Policy) *Limit { return &p.ToolMemoryMax }),
+	AnnotationAgentHigh:    limitField(func(p *Policy) *Limit { return &p.AgentMemoryHigh }),
+	AnnotationAgentMax:     limitField(func(p *Policy) *Limit { return &p.AgentMemoryMax }),
+	AnnotationAgentLow:     limitField(func(p *Policy) *Limit { return &p.AgentMemoryLow }),
+	AnnotationToolPidsMax:  {allowed: toolPidsSyntax, set: parseToolPidsMax},
+	AnnotationPriority:     oneOf(func(p *Policy) *Priority { return &p.Priority }, PriorityHigh, PriorityNormal, PriorityLow),
+	AnnotationDetect:       oneOf(func(p *Policy) *Detect { return &p.Detect }, DetectForkExec, DetectExec, DetectOff),
+	AnnotationSessions:     {allowed: sessionsSyntax, set: parseSessions},
+	AnnotationStallTimeout: {allowed: stallTimeoutSyntax, set: parseStallTimeout},
+}
+
+var toolPidsSyntax = fmt.Sprintf(`a number of tasks of at least %d and at most %d (the kernel's PID_MAX_LIMIT), or "max"`, minToolPids, MaxToolPids)
+
+// parseToolPidsMax sets p.ToolPidsMax from v; "max" is no bound.
+func parseToolPidsMax(p *Policy, v string) error {
+	if v == "max" {
+		p.ToolPidsMax = 0
 		return nil
-	}, false},
-	AnnotationPriority: oneOf(func(p *Policy) *Priority { return &p.Priority }, PriorityHigh, PriorityNormal, PriorityLow),
-	AnnotationDetect:   oneOf(func(p *Policy) *Detect { return &p.Detect }, DetectForkExec, DetectExec, DetectOff),
-	AnnotationSessions: {`comma-separated program names (letters, digits, ".", "_", "+", "-"), or "none" (bash,tmux)`, func(p *Policy, v string) error {
-		if v == "none" {
-			p.Sessions = ""
-			return nil
-		}
-		names := strings.Split(v, ",")
-		for _, n := range names {
-			if n == "" || len(n) > 64 || strings.IndexFunc(n, func(r rune) bool {
-				return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._+-", r))
-			}) >= 0 {
-				return fmt.Errorf("%q is no program name", n)
-			}
-		}
-		p.Sessions = strings.Join(names, ",")
+	}
+	// Digits only: no sign, no 0x, no 1e3.
+	if !isDigits(v, len(v)) {
+		return errors.New("not a whole number")
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	switch {
+	case err != nil || n > MaxToolPids:
+		return fmt.Errorf("above %d, the most the kernel's pids.max can hold", MaxToolPids)
+	case n < minToolPids:
+		return fmt.Errorf("below %d, too few for a shell and what it runs", minToolPids)
+	}
+	p.ToolPidsMax = n
+	return nil
+}
+
+const sessionsSyntax = `comma-separated program names (letters, digits, ".", "_", "+", "-"), or "none" (bash,tmux)`
+
+// parseSessions sets p.Sessions from v; "none" is no session program.
+func parseSessions(p *Policy, v string) error {
+	if v == "none" {
+		p.Sessions = ""
 		return nil
-	}, false},
-	AnnotationStallTimeout: {fmt.Sprintf("a Go duration of at least %v and at most %v (90s, 5m)", minStallTimeout, maxStallTimeout), func(p *Policy, v string) error {
-		d, err := time.ParseDuration(v)
-		switch {
-		case err != nil:
-			return errors.New("not a Go duration with its unit, or too long for one")
-		case d < minStallTimeout:
-			return fmt.Errorf("below %v", minStallTimeout)
-		case d > maxStallTimeout:
-			return fmt.Errorf("above %v: a frozen call would starve that long", maxStallTimeout)
+	}
+	names := strings.Split(v, ",")
+	for _, n := range names {
+		if n == "" || len(n) > 64 || strings.IndexFunc(n, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._+-", r))
+		}) >= 0 {
+			return fmt.Errorf("%q is no program name", n)
 		}
-		p.StallTimeout = d
-		return nil
-	}, false},
+	}
+	p.Sessions = strings.Join(names, ",")
+	return nil
+}
+
+var stallTimeoutSyntax = fmt.Sprintf("a Go duration of at least %v and at most %v (90s, 5m)", minStallTimeout, maxStallTimeout)
+
+// parseStallTimeout sets p.StallTimeout from v.
+func parseStallTimeout(p *Policy, v string) error {
+	d, err := time.ParseDuration(v)
+	switch {
+	case err != nil:
+		return errors.New("not a Go duration with its unit, or too long for one")
+	case d < minStallTimeout:
+		return fmt.Errorf("below %v", minStallTimeout)
+	case d > maxStallTimeout:
+		return fmt.Errorf("above %v: a frozen call would starve that long", maxStallTimeout)
+	}
+	p.StallTimeout = d
+	return nil
 }
 
 // AllowedValues says what key (with the prefix) accepts, for errors about a

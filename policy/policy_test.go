@@ -307,3 +307,28 @@ func TestPriorityNeedsOperator(t *testing.T) {
 		}
 	}
 }
+
+// TestParseSessions: program names, comma separated, or none; a name is
+// letters, digits and "._+-", at most 64 of them.
+func TestParseSessions(t *testing.T) {
+	for _, tc := range []struct {
+		v, want, err string
+	}{
+		{v: "bash,tmux", want: "bash,tmux"},
+		{v: "python3.12,g++,my_sh", want: "python3.12,g++,my_sh"},
+		{v: "none", want: ""},
+		{v: "bash,,sh", err: `"" is no program name`},
+		{v: "ba sh", err: `"ba sh" is no program name`},
+		{v: "/bin/bash", err: `"/bin/bash" is no program name`},
+		{v: strings.Repeat("a", 65), err: "is no program name"},
+	} {
+		p := Policy{Sessions: DefaultSessions}
+		err := parseSessions(&p, tc.v)
+		switch {
+		case tc.err == "" && (err != nil || p.Sessions != tc.want):
+			t.Errorf("%q: sessions %q, %v; want %q", tc.v, p.Sessions, err, tc.want)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err) || p.Sessions != DefaultSessions):
+			t.Errorf("%q: sessions %q, error %v; want unchanged, error %q", tc.v, p.Sessions, err, tc.err)
+		}
+	}
+}
