@@ -10,7 +10,6 @@ import (
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/toolcall"
-	"github.com/agentcgroup/agentcgroup/tree"
 	"github.com/agentcgroup/agentcgroup/tree/layout"
 )
 
@@ -93,7 +92,7 @@ func (c *Container) endCall(ctx context.Context, cl *call) {
 	if c.governor != nil {
 		c.governor.Unwatch(c.st.ID, cl.Call)
 	}
-	m, err := tree.Measure(cl.Cgroup())
+	m, err := c.tree.Measure(layout.CallCgroup(cl.ID()))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		log.G(ctx).WithError(err).WithField("call", cl.ID()).Warn("measure tool call")
 	}

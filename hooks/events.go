@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -92,7 +93,7 @@ func (c *Container) event(rec toolcall.Record, reason string) *structpb.Struct {
 	}
 	peak := rec.MemoryPeakBytes
 	if peak == 0 {
-		peak, _ = cgroupfs.ReadUint(cgroupfs.Path(rec.Cgroup), "memory.peak")
+		peak, _ = cgroupfs.ReadUint(filepath.Join(c.tree.Mount, rec.Cgroup), "memory.peak")
 	}
 	fields := map[string]any{
 		"container_id":      c.st.ID,

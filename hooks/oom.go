@@ -6,7 +6,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
-	"github.com/agentcgroup/agentcgroup/tree"
+	"github.com/agentcgroup/agentcgroup/tree/layout"
 )
 
 // ContainerOOM decides whether an OOM kill that the runc shim saw in C
@@ -17,14 +17,14 @@ import (
 // (/agentcgroup/tool-call/killed) and its record. It reports true once for
 // each new OOM kill of the container's.
 func (c *Container) ContainerOOM(ctx context.Context) bool {
-	all, err := tree.Measure(c.tree.Group)
+	all, err := c.tree.Measure("")
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("read container memory.events")
 		return true // as the runc shim would
 	}
 	calls, _ := c.tree.Calls()
 	for _, id := range calls {
-		if m, err := tree.Measure(c.tree.CallGroup(id)); err == nil && m.OOM > 0 {
+		if m, err := c.tree.Measure(layout.CallCgroup(id)); err == nil && m.OOM > 0 {
 			c.toolOOM(c.tree.CallDir(id), m.OOMKills)
 		}
 	}

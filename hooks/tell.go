@@ -10,7 +10,7 @@ import (
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/toolcall"
-	"github.com/agentcgroup/agentcgroup/tree"
+	"github.com/agentcgroup/agentcgroup/tree/layout"
 	"github.com/containerd/log"
 )
 
@@ -90,7 +90,7 @@ func (t *teller) run(ctx context.Context) {
 func (c *Container) tellExit(ctx context.Context, cl *call, status uint32) {
 	var reason string
 	if status == toolcall.SigkillStatus {
-		m, err := tree.Measure(cl.Cgroup())
+		m, err := c.tree.Measure(layout.CallCgroup(cl.ID()))
 		if err == nil || errors.Is(err, os.ErrNotExist) {
 			reason = c.killReason(cl.Doomed(), m)
 		}
@@ -101,7 +101,7 @@ func (c *Container) tellExit(ctx context.Context, cl *call, status uint32) {
 // tellKilled says why a call was killed as soon as the kernel reports its
 // OOM kill, ahead of its processes' exit.
 func (c *Container) tellKilled(ctx context.Context, cl *call) {
-	if m, err := tree.Measure(cl.Cgroup()); err == nil {
+	if m, err := c.tree.Measure(layout.CallCgroup(cl.ID())); err == nil {
 		cl.tell.say(ctx, c.killReason(cl.Doomed(), m))
 	}
 }

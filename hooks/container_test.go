@@ -1,0 +1,452 @@
+package hooks
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/agentcgroup/agentcgroup/bpf"
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/exechold"
+	"github.com/agentcgroup/agentcgroup/governor"
+	"github.com/agentcgroup/agentcgroup/policy"
+	"github.com/agentcgroup/agentcgroup/state"
+	"github.com/agentcgroup/agentcgroup/toolcall"
+)
+
+// monotonicNow is now on the detector's clock.
+func monotonicNow() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Duration(ts.Nano())
+}
+
+// TestCreateAndTeardown: Create moves init into C/agent, saves the state,
+// watches C/agent, keeps spare call cgroups registered with the detector and
+// hands the container to the governor; Teardown kills init and leaves
+// nothing of the tree, the watch or the governor.
+func TestCreateAndTeardown(t *testing.T) {
+	tc := newTestContainer(t, testOptions{})
+	if got, want := cgroupOf(t, tc.init.Process.Pid), tc.st.Cgroup+"/agent"; got != want {
+		t.Errorf("init in %s, want %s", got, want)
+	}
+	st, err := state.Load(tc.dir)
+	if err != nil || st.Cgroup != tc.st.Cgroup || st.Pool != path.Dir(tc.st.Cgroup) {
+		t.Errorf("state %+v, %v; want cgroup %s in its parent's pool", st, err, tc.st.Cgroup)
+	}
+	agentID, err := cgroupfs.ID(tc.tree.AgentDir())
+	tc.det.mu.Lock()
+	watched := tc.det.agent
+	tc.det.mu.Unlock()
+	if err != nil || watched != agentID {
+		t.Errorf("detector watches cgroup %d, want C/agent's %d (%v)", watched, agentID, err)
+	}
+	eventually(t, "two spare cgroups", func() bool {
+		n, _, _ := tc.det.snapshot()
+		return n == spares && exists(tc.tree.CallDir("fork-1")) && exists(tc.tree.CallDir("fork-2"))
+	})
+	if tc.gov.scope.Container != tc.st.Cgroup || tc.gov.cb == nil {
+		t.Errorf("governor scope %+v", tc.gov.scope)
+	}
+
+	if err := tc.Teardown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := tc.init.Wait(); err == nil {
+		t.Error("init still ran after teardown")
+	}
+	if exists(tc.tree.AgentDir()) || exists(filepath.Dir(tc.tree.CallDir("x"))) {
+		t.Error("agent or tools cgroup left after teardown")
+	}
+	n, _, _ := tc.det.snapshot()
+	tc.det.mu.Lock()
+	stillWatched := tc.det.events != nil
+	tc.det.mu.Unlock()
+	tc.gov.mu.Lock()
+	stopped := tc.gov.stopped
+	tc.gov.mu.Unlock()
+	if n != 0 || stillWatched || !stopped {
+		t.Errorf("after teardown: %d call cgroups registered, watched %v, governor stopped %v", n, stillWatched, stopped)
+	}
+}
+
+// TestCreateWithoutDetection: a detector whose watch fails leaves exec'd
+// calls only; a governor that refuses leaves the kernel's limits.
+func TestCreateWithoutDetection(t *testing.T) {
+	tc := newTestContainer(t, testOptions{noDet: true})
+	if tc.detector != nil || len(tc.spare) != 0 {
+		t.Errorf("no detector given, yet one watches (%d spares)", len(tc.spare))
+	}
+	if err := tc.PrepareExec(context.Background(), "e1", []string{"true"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	tc.AbortExec(context.Background(), "e1")
+	if exists(tc.tree.CallDir("e1")) {
+		t.Error("aborted exec's cgroup left")
+	}
+}
+
+// TestExecCall: an exec'd call starts in its own cgroup, is watched by the
+// governor, and ends with its exit status once its cgroup empties; the
+// cgroup is removed.
+func TestExecCall(t *testing.T) {
+	tc := newTestContainer(t, testOptions{})
+	ctx := context.Background()
+	for _, bad := range []string{"", ".", "..", "a/b"} {
+		if err := tc.PrepareExec(ctx, bad, nil, nil); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("exec id %q: %v, want invalid argument", bad, err)
+		}
+	}
+	eventually(t, "a spare", func() bool { return exists(tc.tree.CallDir("fork-1")) })
+	if err := tc.PrepareExec(ctx, "fork-1", nil, nil); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Errorf("exec id of a spare: %v, want already exists", err)
+	}
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	if err := tc.PrepareExec(ctx, "e1", []string{"sh", "-c", "exit 3"}, w); err != nil {
+		t.Fatal(err)
+	}
+	cmd := tc.start(tc.tree.CallDir("e1"), nil, "sh", "-c", "exit 3")
+	tc.StartedExec(ctx, "e1", uint32(cmd.Process.Pid), waitCmd(cmd))
+	if !tc.gov.isWatched("e1") {
+		t.Error("exec'd call not handed to the governor")
+	}
+	eventually(t, "the exec's record ended", func() bool {
+		rec, ok := tc.record("e1")
+		return ok && rec.State.Ended()
+	})
+	rec, _ := tc.record("e1")
+	if rec.ExitCode == nil || *rec.ExitCode != 3 || rec.Kind != toolcall.KindExec || rec.Reason != "" {
+		t.Errorf("record %+v", rec)
+	}
+	if exists(tc.tree.CallDir("e1")) || tc.gov.isWatched("e1") {
+		t.Error("ended call's cgroup or governor watch left")
+	}
+	if b, _ := io.ReadAll(r); len(b) != 0 { // its stderr was closed, with nothing said
+		t.Errorf("the agent was told %q of a call that exited", b)
+	}
+}
+
+// waitCmd is the WaitFunc of a started command.
+func waitCmd(cmd *exec.Cmd) WaitFunc {
+	return func(ctx context.Context) (uint32, time.Time, error) {
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return uint32(ee.ExitCode()), time.Now(), nil
+		}
+		return 0, time.Now(), err
+	}
+}
+
+// TestForkCallUnheld: without the hold, a detected call's leader is moved
+// from C/agent into a call cgroup, named, offered to the governor's
+// admission, and ended with the status of its exit event.
+func TestForkCallUnheld(t *testing.T) {
+	tc := newTestContainer(t, testOptions{})
+	p := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	pid := uint32(p.Process.Pid)
+	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: pid, Filename: "/bin/sleep", Args: []string{"sleep", "600"}, Forked: monotonicNow(), Unplaced: true})
+	eventually(t, "the call placed and named", func() bool {
+		rec, ok := tc.recordOfPid(int(pid))
+		return ok && len(rec.Command) == 2
+	})
+	rec, _ := tc.recordOfPid(int(pid))
+	if got := cgroupOf(t, int(pid)); got != rec.Cgroup || !strings.HasPrefix(rec.ID, forkPrefix) || !rec.StartedUnplaced {
+		t.Errorf("leader in %s; record %+v", got, rec)
+	}
+	tc.gov.mu.Lock()
+	atStart := tc.gov.atStart
+	tc.gov.mu.Unlock()
+	if len(atStart) != 1 {
+		t.Errorf("admission asked for %v", atStart)
+	}
+	// A child it forked before it was moved follows it.
+	child := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	tc.det.send(bpf.Event{Kind: bpf.Child, Pid: uint32(child.Process.Pid), Leader: pid})
+	eventually(t, "the child moved", func() bool { return cgroupOf(t, child.Process.Pid) == rec.Cgroup })
+	// A Child event of an unknown leader moves nothing.
+	other := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	tc.det.send(bpf.Event{Kind: bpf.Child, Pid: uint32(other.Process.Pid), Leader: 1})
+
+	// The kernel reports the exit before the leader is gone.
+	tc.det.send(bpf.Event{Kind: bpf.Exit, Pid: pid, ExitStatus: int32(syscall.SIGKILL)})
+	_ = child.Process.Kill()
+	_ = child.Wait()
+	_ = p.Process.Kill()
+	_ = p.Wait()
+	eventually(t, "the call ended", func() bool {
+		r, _ := tc.record(rec.ID)
+		return r.State.Ended()
+	})
+	rec, _ = tc.record(rec.ID)
+	if rec.ExitCode == nil || *rec.ExitCode != 137 {
+		t.Errorf("exit code %v, want 137", rec.ExitCode)
+	}
+	if got := cgroupOf(t, other.Process.Pid); got != tc.st.Cgroup+"/agent" {
+		t.Errorf("a child of no call moved to %s", got)
+	}
+	eventually(t, "the call's cgroup removed", func() bool { return !exists(tc.tree.CallDir(rec.ID)) })
+}
+
+// TestForkCallExitFlushed: a leader gone before its exit event was handled
+// waits for the detector's flush, which brings the exit and its status.
+func TestForkCallExitFlushed(t *testing.T) {
+	tc := newTestContainer(t, testOptions{})
+	p := tc.start(tc.tree.AgentDir(), nil, "sh", "-c", "sleep 0.3; exit 7")
+	pid := uint32(p.Process.Pid)
+	tc.det.mu.Lock()
+	tc.det.onFlush = func(n uint64) {
+		tc.det.send(bpf.Event{Kind: bpf.Exit, Pid: pid, ExitStatus: 7 << 8})
+		tc.det.send(bpf.Event{Kind: bpf.Flushed, Flushes: n})
+	}
+	tc.det.mu.Unlock()
+	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: pid, Args: []string{"sh", "-c", "sleep 0.3; exit 7"}, Forked: monotonicNow()})
+	eventually(t, "the call ended", func() bool {
+		r, ok := tc.recordOfPid(int(pid))
+		return ok && r.State.Ended()
+	})
+	_ = p.Wait()
+	r, _ := tc.recordOfPid(int(pid))
+	if r.ExitCode == nil || *r.ExitCode != 7 {
+		t.Errorf("exit code %v, want 7", r.ExitCode)
+	}
+	if _, _, forgot := tc.det.snapshot(); len(forgot) != 0 {
+		t.Errorf("a leader whose exit was seen was forgotten: %v", forgot)
+	}
+}
+
+// TestForkCallExitUnseen: a leader gone whose exit the flush does not bring
+// (killed while held) ends its call as killed, tells its stderr's end, and
+// is dropped from the detector.
+func TestForkCallExitUnseen(t *testing.T) {
+	tc := newTestContainer(t, testOptions{})
+	p := tc.start(tc.tree.AgentDir(), nil, "sleep", "0.3")
+	pid := uint32(p.Process.Pid)
+	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: pid, Args: []string{"sleep"}, Forked: monotonicNow()})
+	eventually(t, "the call ended", func() bool {
+		r, ok := tc.recordOfPid(int(pid))
+		return ok && r.State.Ended()
+	})
+	_ = p.Wait()
+	eventually(t, "the leader forgotten", func() bool {
+		_, _, forgot := tc.det.snapshot()
+		return len(forgot) == 1 && forgot[0] == pid
+	})
+}
+
+// TestHeldPlacement: a held execve of a fresh child of C/agent is placed
+// before it runs and claimed; the same call's next execve, an exec's
+// process and a process the detector does not have are left alone; the
+// Tool event that follows names the placed call rather than placing again.
+func TestHeldPlacement(t *testing.T) {
+	tc := newTestContainer(t, testOptions{hold: true})
+	p := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	pid := uint32(p.Process.Pid)
+	tc.det.mu.Lock()
+	tc.det.pending[pid] = monotonicNow()
+	tc.det.mu.Unlock()
+
+	tc.hold.held(&exechold.Request{Pid: pid, Exec: true})
+	if _, ok := tc.recordOfPid(int(pid)); ok {
+		t.Fatal("an exec's held execve was placed")
+	}
+	tc.hold.held(&exechold.Request{Pid: pid})
+	tc.mu.Lock()
+	fc := tc.forks[pid]
+	tc.mu.Unlock()
+	if fc == nil || cgroupOf(t, int(pid)) != fc.Cgroup() {
+		t.Fatal("held call not placed before its execve went on")
+	}
+	rec := fc.Record()
+	if _, claimed, _ := tc.det.snapshot(); len(claimed) != 1 || claimed[0] != pid {
+		t.Errorf("claimed %v, want [%d]", claimed, pid)
+	}
+	tc.det.mu.Lock()
+	tc.det.pending[pid] = monotonicNow() // as if pending again: still the same call
+	tc.det.mu.Unlock()
+	tc.hold.held(&exechold.Request{Pid: pid})
+	stranger := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	tc.hold.held(&exechold.Request{Pid: uint32(stranger.Process.Pid)})
+	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: pid, Args: []string{"sleep", "600"}, Forked: monotonicNow()})
+	eventually(t, "the placed call named", func() bool {
+		r, _ := tc.record(rec.ID)
+		return len(r.Command) == 2
+	})
+	tc.calls.mu.Lock()
+	n := len(tc.calls.order)
+	tc.calls.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d calls recorded, want 1", n)
+	}
+	if got := cgroupOf(t, stranger.Process.Pid); got != tc.st.Cgroup+"/agent" {
+		t.Errorf("a process the detector does not have moved to %s", got)
+	}
+}
+
+// TestSessionStaysWithAgent: a session shell the detector reports stays in
+// C/agent and is dropped from the detector, held or not.
+func TestSessionStaysWithAgent(t *testing.T) {
+	tc := newTestContainer(t, testOptions{})
+	p := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	pid := uint32(p.Process.Pid)
+	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: pid, Filename: "/bin/bash", Args: []string{"bash"}})
+	eventually(t, "the session forgotten", func() bool {
+		_, _, forgot := tc.det.snapshot()
+		return len(forgot) == 1
+	})
+	if got := cgroupOf(t, int(pid)); got != tc.st.Cgroup+"/agent" {
+		t.Errorf("session moved to %s", got)
+	}
+}
+
+// TestEscapeKilled: a process reported as cloned out of its call's cgroup
+// is killed.
+func TestEscapeKilled(t *testing.T) {
+	tc := newTestContainer(t, testOptions{})
+	p := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(p.Process.Pid), Leader: 1})
+	done := make(chan error, 1)
+	go func() { done <- p.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Errorf("escapee ended with %v, want SIGKILL", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("escapee not killed")
+	}
+}
+
+// TestGoverned: what the governor does to a call is published as an event
+// and, for an OOM kill, told on the call's stderr.
+func TestGoverned(t *testing.T) {
+	tc := newTestContainer(t, testOptions{})
+	ctx := context.Background()
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	if err := tc.PrepareExec(ctx, "e1", []string{"sleep"}, w); err != nil {
+		t.Fatal(err)
+	}
+	cmd := tc.start(tc.tree.CallDir("e1"), nil, "sleep", "600")
+	tc.StartedExec(ctx, "e1", uint32(cmd.Process.Pid), waitCmd(cmd))
+	tc.mu.Lock()
+	cl := tc.live["e1"].Call
+	tc.mu.Unlock()
+	for a, topic := range map[governor.Action]string{governor.Froze: topicFrozen, governor.Thawed: topicThawed} {
+		tc.gov.cb(cl, a, "memory pressure on the pool")
+		select {
+		case got := <-tc.pub.topics:
+			if got != topic {
+				t.Errorf("action %v published %s, want %s", a, got, topic)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("action %v published nothing", a)
+		}
+	}
+	tc.gov.cb(cl, governor.Killing, "stalled")
+	_ = cmd.Process.Kill()
+	eventually(t, "the call ended", func() bool {
+		rec, _ := tc.record("e1")
+		return rec.State.Ended()
+	})
+	if b, _ := io.ReadAll(r); len(b) != 0 {
+		t.Errorf("told %q of a call killed with no reason", b)
+	}
+}
+
+// TestPlaceAfterTeardown: no call is placed once the teardown has begun.
+func TestPlaceAfterTeardown(t *testing.T) {
+	tc := newTestContainer(t, testOptions{})
+	p := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	tc.placeMu.Lock()
+	tc.closing = true
+	tc.placeMu.Unlock()
+	if fc := tc.place(context.Background(), uint32(p.Process.Pid), monotonicNow(), false); fc != nil {
+		t.Errorf("placed %s after teardown began", fc.ID())
+	}
+	tc.placeMu.Lock()
+	tc.closing = false
+	tc.placeMu.Unlock()
+	// A process already gone returns its cgroup to the spares.
+	_ = p.Process.Kill()
+	_ = p.Wait()
+	if fc := tc.place(context.Background(), uint32(p.Process.Pid), monotonicNow(), false); fc != nil {
+		t.Errorf("placed a process that is gone as %s", fc.ID())
+	}
+	tc.placeMu.Lock()
+	n := len(tc.spare)
+	tc.placeMu.Unlock()
+	if n != spares {
+		t.Errorf("%d spares after a placement of a gone process, want %d", n, spares)
+	}
+}
+
+// TestContainerOOMUnreadable: where C's memory.events cannot be read, an
+// OOM the runc shim saw is the container's, as under the runc shim.
+func TestContainerOOMUnreadable(t *testing.T) {
+	tc := newTestContainer(t, testOptions{})
+	if !tc.ContainerOOM(context.Background()) {
+		t.Error("an unreadable memory.events hid the container's OOM")
+	}
+	if err := tc.Resize(context.Background()); err == nil || !strings.Contains(err.Error(), "memory.max") {
+		t.Errorf("Resize without memory.max: %v", err)
+	}
+}
+
+// TestCleanup: after a shim is gone, Cleanup kills and removes what its
+// state folder names; a container with no state folder has nothing.
+func TestCleanup(t *testing.T) {
+	if err := Cleanup(context.Background(), filepath.Join(t.TempDir(), "none")); err != nil {
+		t.Errorf("no state folder: %v", err)
+	}
+}
+
+// TestKillReason: the line a killed call's agent reads names the limit it
+// met and its peak, and says the agent was not touched.
+func TestKillReason(t *testing.T) {
+	c := &Container{policy: testPolicy(t)}
+	c.limits.Store(&limits{containerMax: 1 << 30})
+	for _, tc := range []struct {
+		doomed string
+		m      toolcall.Measures
+		want   string
+	}{
+		{"", toolcall.Measures{}, ""},
+		{"", toolcall.Measures{OOM: 1, OOMKills: 1, Peak: 512 << 20}, "out of memory at its own limit memory.max=512.0 MiB (peak 512.0 MiB)"},
+		{"", toolcall.Measures{OOMKills: 1, Peak: 100 << 20}, "out of memory at the container's limit memory.max=1024.0 MiB (peak 100.0 MiB)"},
+		{"stalled frozen for 30s", toolcall.Measures{Peak: 1 << 20}, "tool call killed: stalled frozen for 30s (peak 1.0 MiB)"},
+	} {
+		got := c.killReason(tc.doomed, tc.m)
+		if !strings.Contains(got, tc.want) || (tc.want == "") != (got == "") {
+			t.Errorf("killReason(%q, %+v) = %q, want it to say %q", tc.doomed, tc.m, got, tc.want)
+		}
+		if got != "" && !strings.HasSuffix(got, "the agent was not touched") {
+			t.Errorf("%q does not say the agent was not touched", got)
+		}
+	}
+	c.limits.Store(&limits{containerMax: cgroupfs.Unlimited})
+	if got := c.killReason("", toolcall.Measures{OOMKills: 1}); !strings.Contains(got, "above the container") {
+		t.Errorf("OOM above an unlimited container: %q", got)
+	}
+}
+
+// testPolicy is the default policy with a tool-call memory.max of 512 MiB.
+func testPolicy(t *testing.T) policy.Policy {
+	t.Helper()
+	p := policy.Default()
+	p.ToolMemoryMax = policy.Limit{Bytes: 512 << 20}
+	return p
+}

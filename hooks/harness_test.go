@@ -1,0 +1,193 @@
+package hooks
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentcgroup/agentcgroup/policy"
+	"github.com/agentcgroup/agentcgroup/state"
+	"github.com/agentcgroup/agentcgroup/toolcall"
+)
+
+// The container tests run on the host's real cgroup2 hierarchy (on a v1/v2
+// hybrid host, its unified mount, which has no memory controller) with
+// fakes for the detector, the governor, the hold and containerd's events:
+// processes, cgroups, pidfds and inotify are real.
+
+// cgroup2Mount returns where the host mounts cgroup2.
+func cgroup2Mount(t *testing.T) string {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		// id parent dev root mountpoint opts ... - fstype source opts
+		pre, post, ok := strings.Cut(s.Text(), " - ")
+		if ok && strings.HasPrefix(post, "cgroup2 ") {
+			return strings.Fields(pre)[4]
+		}
+	}
+	t.Fatal("no cgroup2 mount on this host")
+	return ""
+}
+
+// testContainer is a container under test and what it was given.
+type testContainer struct {
+	*Container
+	t     *testing.T
+	mount string
+	det   *fakeDetector
+	gov   *fakeGovernor
+	hold  *fakeHold
+	pub   *fakePublisher
+	init  *exec.Cmd
+}
+
+type testOptions struct {
+	policy policy.Policy
+	hold   bool
+	noDet  bool
+}
+
+// newTestContainer makes a cgroup C for a container under a pool cgroup of
+// its own, starts its init (sleep) in C and creates the container.
+func newTestContainer(t *testing.T, o testOptions) *testContainer {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("making cgroups needs root")
+	}
+	mount := cgroup2Mount(t)
+	pool := fmt.Sprintf("/agentcgroup-unit-%d-%s", os.Getpid(), strings.NewReplacer("/", "-").Replace(t.Name()))
+	group := pool + "/c"
+	for _, d := range []string{pool, group} {
+		if err := os.Mkdir(filepath.Join(mount, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, d := range []string{group, pool} {
+			if err := os.Remove(filepath.Join(mount, d)); err != nil && !os.IsNotExist(err) {
+				t.Errorf("cgroup left behind: %v", err)
+			}
+		}
+	})
+	tc := &testContainer{t: t, mount: mount, gov: &fakeGovernor{}, pub: &fakePublisher{topics: make(chan string, 16)}}
+	if o.policy.Priority == "" {
+		o.policy = policy.Default()
+	}
+	env := Env{Governor: tc.gov, Publisher: tc.pub, StateRoot: t.TempDir(), CgroupMount: mount}
+	if !o.noDet {
+		tc.det = newFakeDetector()
+		env.Detector = tc.det
+	}
+	if o.hold {
+		tc.hold = &fakeHold{}
+		env.Hold = tc.hold
+	}
+	tc.init = tc.start(filepath.Join(mount, group), nil, "sleep", "600")
+	dir := filepath.Join(env.StateRoot, "default", "c1")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Create(context.Background(), dir, state.Container{ID: "c1"}, uint32(tc.init.Process.Pid), o.policy, env)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	tc.Container = c
+	t.Cleanup(func() {
+		if err := c.Teardown(context.Background()); err != nil {
+			t.Errorf("Teardown: %v", err)
+		}
+	})
+	c.waitWatch()
+	return tc
+}
+
+// start runs argv with its first instruction in the cgroup dir; its stderr
+// is stderr (nil: none). The process is killed at the test's end.
+func (tc *testContainer) start(dir string, stderr *os.File, argv ...string) *exec.Cmd {
+	tc.t.Helper()
+	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	if stderr != nil {
+		cmd.Stderr = stderr
+	}
+	if err := cmd.Start(); err != nil {
+		tc.t.Fatalf("start %v in %s: %v", argv, dir, err)
+	}
+	tc.t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
+}
+
+// cgroupOf returns pid's cgroup relative to the cgroup2 mount.
+func cgroupOf(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if g, ok := strings.CutPrefix(line, "0::"); ok {
+			return g
+		}
+	}
+	t.Fatalf("pid %d has no cgroup2 line", pid)
+	return ""
+}
+
+// record returns the record of call id.
+func (tc *testContainer) record(id string) (toolcall.Record, bool) {
+	tc.calls.mu.Lock()
+	defer tc.calls.mu.Unlock()
+	for _, cl := range tc.calls.order {
+		if cl.ID() == id {
+			return cl.Record(), true
+		}
+	}
+	return toolcall.Record{}, false
+}
+
+// recordOfPid returns the record of the call whose leader is pid.
+func (tc *testContainer) recordOfPid(pid int) (toolcall.Record, bool) {
+	tc.calls.mu.Lock()
+	defer tc.calls.mu.Unlock()
+	for _, cl := range tc.calls.order {
+		if r := cl.Record(); r.Pid == uint32(pid) {
+			return r, true
+		}
+	}
+	return toolcall.Record{}, false
+}
+
+// eventually fails the test unless cond holds within 10 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10 s: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
