@@ -190,8 +190,17 @@ func (s *service) prepareDetection(ctx context.Context, c *creation) {
 // adds the container to the shim's. Where it fails, init is killed and the
 // container deleted as runc knows it.
 func (s *service) carve(ctx context.Context, c *creation, pid uint32) error {
-	d := c.det.wait()
-	env := hooks.Env{Detector: d, Publisher: s.publisher, Hold: c.det.hold, Governor: s.loadGovernor(ctx), StateRoot: s.stateRoot}
+	env := hooks.Env{Publisher: s.publisher, StateRoot: s.stateRoot}
+	// Only parts that exist go in: a nil pointer in an interface is not nil.
+	if d := c.det.wait(); d != nil {
+		env.Detector = d
+	}
+	if c.det.hold != nil {
+		env.Hold = c.det.hold
+	}
+	if g := s.loadGovernor(ctx); g != nil {
+		env.Governor = g
+	}
 	hc, err := hooks.Create(ctx, c.dir, c.st, pid, c.pol, env)
 	if err != nil {
 		// Create's cleanup killed init; remove the container as runc knows it.
