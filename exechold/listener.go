@@ -53,9 +53,9 @@ var readTimeout = 5 * time.Second
 // execs in a tight loop (of a missing binary, say) could otherwise keep a
 // shim CPU busy. Past a quarter of a CPU on average, after a second's
 // burst, the next execve waits in the kernel until the budget is back, at
-// no cost to anyone but the looping container. Natively one costs tens of
-// microseconds: thousands a second before any wait, far more than a build
-// or a configure script runs.
+// no cost to anyone but the looping container. Natively one costs so little
+// that the budget allows far more execve a second than a build or a
+// configure script runs (docs/benchmarks.md).
 var (
 	heldShare = 0.25
 	heldBurst = time.Second

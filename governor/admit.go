@@ -22,10 +22,10 @@ import (
 // running (they hold memory), and starts anyway at its stall timeout rather
 // than being killed. Only where a freeze helps (freezeHelps): without swap,
 // at a memory.max, a crowded pool seldom has the room the call waits for
-// while every agent's calls keep coming (bursty replay, README: 2.19x the
-// makespan at 12 agents, no kill spared). It reports whether it froze the
-// call (at now); it may
-// be called from any goroutine, before or after the call is watched.
+// while every agent's calls keep coming: in the bursty replays the wait
+// spared no kill and made the run much longer (docs/benchmarks.md). It
+// reports whether it froze the call (at now); it may be called from any
+// goroutine, before or after the call is watched.
 func (w *Watcher) FreezeAtStart(id string, cl *toolcall.Call, now time.Time) bool {
 	if w.done.Load() || cl.State() != toolcall.Running {
 		return false // nothing would thaw it; or it ended, or is frozen already

@@ -156,8 +156,8 @@ func usedShare(dir string) (used float64, limit string) {
 // stalled, and with swap a frozen call's pages go out to make room. Without
 // swap, at a memory.max, the frozen call keeps what it has charged, the
 // kernel OOM-kills when the others grow all the same, and the frozen
-// call's agent only waits (bursty replay, README: no kill spared, 1.36x
-// to 2.19x the makespan).
+// call's agent only waits: in the bursty replays such freezes spared no
+// kill and only made the agents slower (docs/benchmarks.md).
 func (w *Watcher) freezeHelps(soft bool, dir string) bool {
 	return soft || w.canSwap(dir)
 }
