@@ -58,7 +58,7 @@ demo: all
 	integration/tools.sh
 	integration/run.sh integration/demo.sh
 
-# The replay benchmark (issue 5): real agent traces, four arms, one budget.
+# The replay benchmark: real agent traces, four arms, one budget.
 # REPLAYFLAGS go to `agentcgroup replay`, e.g. REPLAYFLAGS='--sweep 4,8,12,16'.
 replay: all
 	integration/tools.sh
