@@ -60,6 +60,8 @@ demo: all
 
 # The replay benchmark: real agent traces, four arms, one budget.
 # REPLAYFLAGS go to `agentcgroup replay`, e.g. REPLAYFLAGS='--sweep 4,8,12,16'.
+# Results go to docs/replay/, or to --out docs/replay/<folder>: docs/benchmarks.md
+# gives the flags of each committed folder.
 replay: all
 	integration/tools.sh
 	AGENTCGROUP_LAB_RESULTS=$(CURDIR)/docs/replay integration/run.sh integration/replay.sh $(REPLAYFLAGS)
