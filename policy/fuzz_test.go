@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
 )
 
 // limitSeeds are the values of the unit tests, good and bad.
@@ -21,7 +23,7 @@ var limitSeeds = []string{
 
 // containerMaxes are memory.max values Resolve must handle: none, nothing,
 // small, usual, the largest the kernel writes, and garbage.
-var containerMaxes = []int64{Unlimited, 0, 1, MinLimitBytes - 1, MinLimitBytes, 10 << 20, 1 << 30, 1<<53 + 1,
+var containerMaxes = []int64{cgroupfs.Unlimited, 0, 1, MinLimitBytes - 1, MinLimitBytes, 10 << 20, 1 << 30, 1<<53 + 1,
 	math.MaxInt64 &^ 4095, math.MaxInt64, -2, math.MinInt64}
 
 // checkLimit fails t unless l is one of the three forms ParseLimit returns.
@@ -48,7 +50,7 @@ func checkResolve(t *testing.T, l Limit, containerMax int64) {
 	got := l.Resolve(containerMax)
 	switch {
 	case l.IsMax():
-		if got != Unlimited {
+		if got != cgroupfs.Unlimited {
 			t.Fatalf("max of %d resolved to %d", containerMax, got)
 		}
 	case l.Bytes > 0:
@@ -56,7 +58,7 @@ func checkResolve(t *testing.T, l Limit, containerMax int64) {
 			t.Fatalf("%d bytes of %d resolved to %d", l.Bytes, containerMax, got)
 		}
 	case containerMax < 0:
-		if got != Unlimited {
+		if got != cgroupfs.Unlimited {
 			t.Fatalf("%v of no limit (%d) resolved to %d", l, containerMax, got)
 		}
 	default:

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
 )
 
 func TestParseLimit(t *testing.T) {
@@ -68,13 +70,13 @@ func TestResolve(t *testing.T) {
 	if got := (Limit{Percent: 50}).Resolve(1 << 30); got != 1<<29 {
 		t.Errorf("50%% of 1Gi = %d", got)
 	}
-	if got := (Limit{Percent: 50}).Resolve(Unlimited); got != Unlimited {
+	if got := (Limit{Percent: 50}).Resolve(cgroupfs.Unlimited); got != cgroupfs.Unlimited {
 		t.Errorf("50%% of no limit = %d, want Unlimited", got)
 	}
-	if got := Max.Resolve(1 << 30); got != Unlimited {
+	if got := Max.Resolve(1 << 30); got != cgroupfs.Unlimited {
 		t.Errorf("max = %d", got)
 	}
-	if got := (Limit{Bytes: 5}).Resolve(Unlimited); got != 5 {
+	if got := (Limit{Bytes: 5}).Resolve(cgroupfs.Unlimited); got != 5 {
 		t.Errorf("5 bytes = %d", got)
 	}
 }
@@ -95,7 +97,7 @@ func TestResolveBounds(t *testing.T) {
 		{Limit{Percent: 100}, math.MaxInt64 &^ 4095, math.MaxInt64 &^ 4095},
 		{Limit{Percent: 100}, 1<<53 + 1, 1<<53 + 1},
 		{Limit{Percent: 100}, 9007199254740912, 9007199254740912},
-		{Limit{Percent: 50}, -2, Unlimited},
+		{Limit{Percent: 50}, -2, cgroupfs.Unlimited},
 	} {
 		if got := tc.l.Resolve(tc.containerMax); got != tc.want {
 			t.Errorf("%v of %d = %d, want %d", tc.l, tc.containerMax, got, tc.want)

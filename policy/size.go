@@ -7,10 +7,14 @@ import (
 	"math/big"
 	"strconv"
 	"strings"
+
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
 )
 
 // Unlimited is the resolved value of a limit that is "max".
-const Unlimited int64 = -1
+//
+// Deprecated: use cgroupfs.Unlimited.
+const Unlimited = cgroupfs.Unlimited
 
 // MinLimitBytes is the smallest memory limit accepted, and the floor a
 // percentage resolves to. Below 1 MiB a cgroup cannot hold an exec of even
@@ -39,12 +43,12 @@ var Max = Limit{}
 func (l Limit) IsMax() bool { return l.Bytes == 0 && l.Percent == 0 }
 
 // Resolve turns the limit into bytes. containerMax is the container cgroup's
-// memory.max, Unlimited when it has none; a percentage of no limit is no limit.
-// A percentage resolves to at least MinLimitBytes, as a limit in bytes must
-// be: a small share of a small container would otherwise kill every call at
-// its first page, and C's own limit stays the outer bound either way. It
-// never exceeds containerMax, so 100% of the largest memory.max does not
-// overflow int64.
+// memory.max, cgroupfs.Unlimited when it has none; a percentage of no limit
+// is no limit. A percentage resolves to at least MinLimitBytes, as a limit in
+// bytes must be: a small share of a small container would otherwise kill
+// every call at its first page, and C's own limit stays the outer bound
+// either way. It never exceeds containerMax, so 100% of the largest
+// memory.max does not overflow int64.
 func (l Limit) Resolve(containerMax int64) int64 {
 	switch {
 	case l.Bytes > 0:
@@ -59,7 +63,7 @@ func (l Limit) Resolve(containerMax int64) int64 {
 		}
 		return max(b, MinLimitBytes)
 	default:
-		return Unlimited
+		return cgroupfs.Unlimited
 	}
 }
 
