@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -128,11 +130,7 @@ func (w *EmptyWaiter) drop(wd int32, ew *emptyWait) {
 func (w *EmptyWaiter) watched() []int32 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := make([]int32, 0, len(w.waits))
-	for wd := range w.waits {
-		out = append(out, wd)
-	}
-	return out
+	return slices.Collect(maps.Keys(w.waits))
 }
 
 func (w *EmptyWaiter) run() {

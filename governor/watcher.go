@@ -16,7 +16,9 @@ package governor
 import (
 	"context"
 	"errors"
+	"maps"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -269,21 +271,13 @@ func (w *Watcher) lookup(id string) (*container, []*watched) {
 	if c == nil {
 		return nil, nil
 	}
-	calls := make([]*watched, 0, len(c.calls))
-	for _, wc := range c.calls {
-		calls = append(calls, wc)
-	}
-	return c, calls
+	return c, slices.Collect(maps.Values(c.calls))
 }
 
 func (w *Watcher) ids() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := make([]string, 0, len(w.containers))
-	for id := range w.containers {
-		out = append(out, id)
-	}
-	return out
+	return slices.Collect(maps.Keys(w.containers))
 }
 
 // loop handles the poller's notifications, and reviews every PSI window
