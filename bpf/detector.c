@@ -30,7 +30,7 @@
 // process to tools itself, so that its exit is reported even if no exec
 // succeeds. A TOOL event says whether the new program started unplaced.
 
-#include <linux/bpf.h>
+#include "common.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>

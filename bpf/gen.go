@@ -5,4 +5,9 @@ package bpf
 //
 //	go generate ./bpf/...
 //
-//go:generate go tool bpf2go -tags linux -target bpfel -type event -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" detector detector.c
+// The program builds from headers/ alone (-nostdinc): libbpf's, vendored by
+// headers/update.sh, and common.h for the few kernel definitions it uses.
+// Nothing comes from the host's kernel headers, so the one bpfel object is
+// the same built on amd64 or arm64 and serves both.
+//
+//go:generate go tool bpf2go -tags linux -target bpfel -type event -cflags "-O2 -g -Wall -Werror -nostdinc -I./headers" detector detector.c
