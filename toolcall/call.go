@@ -50,31 +50,22 @@ func (c *Call) Cgroup() string { return c.rec.Cgroup } // immutable
 func (c *Call) Start() time.Time { return c.rec.Start } // immutable
 
 // Record returns a copy of the call's record.
-func (c *Call) Record() Record {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.rec
-}
+func (c *Call) Record() Record { return locked(c, func() Record { return c.rec }) }
 
 // State returns the call's state.
-func (c *Call) State() State {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.rec.State
-}
+func (c *Call) State() State { return locked(c, func() State { return c.rec.State }) }
 
 // FrozenSince returns when the call's freeze began; zero if not frozen.
-func (c *Call) FrozenSince() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.frozenSince
-}
+func (c *Call) FrozenSince() time.Time { return locked(c, func() time.Time { return c.frozenSince }) }
 
 // Throttling reports whether a throttle spell is in progress.
-func (c *Call) Throttling() bool {
+func (c *Call) Throttling() bool { return locked(c, func() bool { return !c.throttledSince.IsZero() }) }
+
+// locked returns what get reads of c under c's lock.
+func locked[T any](c *Call, get func() T) T {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return !c.throttledSince.IsZero()
+	return get()
 }
 
 // Named sets what the detector saw the call execute.

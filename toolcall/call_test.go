@@ -119,3 +119,22 @@ func TestEnd(t *testing.T) {
 		})
 	}
 }
+
+// TestSpellGetters: Throttling and FrozenSince follow the spells in
+// progress, with the freeze's own time (its monotonic reading kept).
+func TestSpellGetters(t *testing.T) {
+	c := newCall()
+	now := time.Now()
+	if c.Throttling() || !c.FrozenSince().IsZero() {
+		t.Fatal("a new call is throttled or frozen")
+	}
+	if err := c.Throttle(now); err != nil || !c.Throttling() {
+		t.Fatalf("Throttle: %v, throttling %v", err, c.Throttling())
+	}
+	if err := c.Freeze(now.Add(time.Second), "memory pressure"); err != nil || c.FrozenSince() != now.Add(time.Second) {
+		t.Fatalf("Freeze: %v, frozen since %v", err, c.FrozenSince())
+	}
+	if err := c.Thaw(now.Add(2 * time.Second)); err != nil || !c.FrozenSince().IsZero() || !c.Throttling() {
+		t.Fatalf("Thaw: %v, frozen since %v, throttling %v", err, c.FrozenSince(), c.Throttling())
+	}
+}
