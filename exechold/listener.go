@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -151,29 +152,49 @@ func (l *Listener) accept() {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		l.mu.Lock()
-		if l.closed {
-			l.mu.Unlock()
-			conn.Close()
+		if !track(l, l.conns, conn) {
 			return
 		}
-		l.conns[conn] = struct{}{}
-		l.wg.Add(1)
-		l.mu.Unlock()
 		go l.receive(conn)
 	}
+}
+
+// closer is what the Listener closes at Close: a connection not yet read, a
+// seccomp listener being served.
+type closer interface {
+	comparable
+	io.Closer
+}
+
+// track adds c to set, which Close closes, and counts the goroutine that is
+// to serve it; once the Listener is closed it closes c and returns false.
+func track[C closer](l *Listener, set map[C]struct{}, c C) bool {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		c.Close()
+		return false
+	}
+	set[c] = struct{}{}
+	l.wg.Add(1)
+	l.mu.Unlock()
+	return true
+}
+
+// untrack ends what track began: c leaves set and is closed, and its
+// goroutine is done.
+func untrack[C closer](l *Listener, set map[C]struct{}, c C) {
+	l.mu.Lock()
+	delete(set, c)
+	l.mu.Unlock()
+	c.Close()
+	l.wg.Done()
 }
 
 // receive serves the listeners one connection sends, if its peer may send
 // them.
 func (l *Listener) receive(conn *net.UnixConn) {
-	defer l.wg.Done()
-	defer func() {
-		l.mu.Lock()
-		delete(l.conns, conn)
-		l.mu.Unlock()
-		conn.Close()
-	}()
+	defer untrack(l, l.conns, conn)
 	if err := l.checkPeer(conn); err != nil {
 		return // nothing to log to: the peer just gets no service
 	}
@@ -254,23 +275,11 @@ func (l *Listener) serve(fd int, exec bool) {
 		return
 	}
 	f := os.NewFile(uintptr(fd), "seccomp-listener")
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		f.Close()
+	if !track(l, l.files, f) {
 		return
 	}
-	l.files[f] = struct{}{}
-	l.wg.Add(1)
-	l.mu.Unlock()
 	go func() {
-		defer l.wg.Done()
-		defer func() {
-			l.mu.Lock()
-			delete(l.files, f)
-			l.mu.Unlock()
-			f.Close()
-		}()
+		defer untrack(l, l.files, f)
 		rc, err := f.SyscallConn()
 		if err != nil {
 			return

@@ -455,3 +455,30 @@ func TestExecListener(t *testing.T) {
 		t.Fatalf("%d execve held as an exec's, %d as init's; want at least 1 each", execs.Load(), inits.Load())
 	}
 }
+
+type fakeCloser struct{ closed bool }
+
+func (f *fakeCloser) Close() error { f.closed = true; return nil }
+
+// TestTrack: a tracked closer is counted until untracked, which closes it;
+// once the Listener is closed a new one is closed at once, never counted.
+func TestTrack(t *testing.T) {
+	l := &Listener{}
+	set := map[*fakeCloser]struct{}{}
+	c := &fakeCloser{}
+	if !track(l, set, c) || len(set) != 1 || c.closed {
+		t.Fatalf("track on an open Listener: set %v, closed %v", set, c.closed)
+	}
+	done := make(chan struct{})
+	go func() { l.wg.Wait(); close(done) }()
+	untrack(l, set, c)
+	<-done // hangs if untrack does not end the count
+	if len(set) != 0 || !c.closed {
+		t.Fatalf("untrack: set %v, closed %v", set, c.closed)
+	}
+	l.closed = true
+	late := &fakeCloser{}
+	if track(l, set, late) || len(set) != 0 || !late.closed {
+		t.Fatalf("track on a closed Listener: set %v, closed %v", set, late.closed)
+	}
+}
