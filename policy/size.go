@@ -11,11 +11,6 @@ import (
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
 )
 
-// Unlimited is the resolved value of a limit that is "max".
-//
-// Deprecated: use cgroupfs.Unlimited.
-const Unlimited = cgroupfs.Unlimited
-
 // MinLimitBytes is the smallest memory limit accepted, and the floor a
 // percentage resolves to. Below 1 MiB a cgroup cannot hold an exec of even
 // a static binary (page tables, kernel stack and the first touched pages are
