@@ -69,6 +69,11 @@ type Container struct {
 	toolOOMKills      map[uint64]uint64 // by cgroup ID
 	containerOOMKills uint64
 
+	// agentMu guards agents, the processes taken for the agent, by pid,
+	// and st.Agent, which lists them in the state file.
+	agentMu sync.Mutex
+	agents  map[uint32]agentProc
+
 	// placeMu guards spare, the ready tool-call cgroups that placements
 	// (the event handler, held execs) take, and closing, set by Teardown.
 	// placing counts placements not tracked yet.
@@ -100,6 +105,7 @@ func newContainer(ctx context.Context, dir string, st state.Container, t tree.Tr
 		callCgroups:  make(map[string]uint64),
 		flushes:      make(map[uint64][]chan struct{}),
 		toolOOMKills: make(map[uint64]uint64),
+		agents:       make(map[uint32]agentProc),
 	}
 	if env.Publisher != nil {
 		c.events = newEventQueue(context.WithoutCancel(ctx), env.Publisher)

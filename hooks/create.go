@@ -50,6 +50,9 @@ func Create(ctx context.Context, dir string, st state.Container, pid uint32, p p
 	if err == nil && env.Detector != nil && p.Detect == policy.DetectForkExec {
 		err = c.startWatch(ctx, env.Detector)
 	}
+	if err == nil {
+		c.trackInit(ctx, pid)
+	}
 	if err != nil {
 		if derr := c.Teardown(ctx); derr != nil {
 			log.G(ctx).WithError(derr).Warn("cleanup after failed create")

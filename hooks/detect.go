@@ -43,8 +43,14 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 	c.mu.Lock()
 	fc := c.forks[ev.Pid]
 	c.mu.Unlock()
-	if fc == nil {
-		if c.policy.IsSession(ev.Filename, ev.Args) { // no hold: seen after its exec
+	if fc == nil { // no hold: seen after its exec
+		prog := program{argv: ev.Args}
+		prog.exe, _ = exeOf(ev.Pid)
+		if why, ok := c.agentChild(ev.Pid, prog); ok {
+			c.joinAgent(ctx, ev.Pid, prog, why)
+			return
+		}
+		if c.policy.IsSession(ev.Filename, ev.Args) {
 			c.detector.Forget(ev.Pid)
 			return
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/agentcgroup/agentcgroup/policy"
 	"github.com/agentcgroup/agentcgroup/state"
 	"github.com/agentcgroup/agentcgroup/toolcall"
+	"github.com/agentcgroup/agentcgroup/tree"
 )
 
 // The container tests run on the host's real cgroup2 hierarchy (on a v1/v2
@@ -51,13 +53,17 @@ type testContainer struct {
 	gov   *fakeGovernor
 	hold  *fakeHold
 	pub   *fakePublisher
-	init  *exec.Cmd
+	init   *exec.Cmd
+	initIn io.WriteCloser
 }
 
 type testOptions struct {
 	policy policy.Policy
 	hold   bool
 	noDet  bool
+	// init is the command init runs (default: sleep), with its stdin
+	// from initIn; spec is init's argv as the OCI spec gives it.
+	init, spec []string
 }
 
 // newTestContainer makes a cgroup C for a container under a pool cgroup of
@@ -76,6 +82,9 @@ func newTestContainer(t *testing.T, o testOptions) *testContainer {
 		}
 	}
 	t.Cleanup(func() {
+		if err := tree.At(mount, pool).Kill(context.Background()); err != nil {
+			t.Errorf("kill what the test left: %v", err)
+		}
 		for _, d := range []string{group, pool} {
 			if err := os.Remove(filepath.Join(mount, d)); err != nil && !os.IsNotExist(err) {
 				t.Errorf("cgroup left behind: %v", err)
@@ -95,12 +104,15 @@ func newTestContainer(t *testing.T, o testOptions) *testContainer {
 		tc.hold = &fakeHold{}
 		env.Hold = tc.hold
 	}
-	tc.init = tc.start(filepath.Join(mount, group), nil, "sleep", "600")
+	if o.init == nil {
+		o.init = []string{"sleep", "600"}
+	}
+	tc.init, tc.initIn = tc.startWithStdin(filepath.Join(mount, group), o.init...)
 	dir := filepath.Join(env.StateRoot, "default", "c1")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	c, err := Create(context.Background(), dir, state.Container{ID: "c1"}, uint32(tc.init.Process.Pid), o.policy, env)
+	c, err := Create(context.Background(), dir, state.Container{ID: "c1", Init: o.spec}, uint32(tc.init.Process.Pid), o.policy, env)
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
@@ -133,6 +145,29 @@ func (tc *testContainer) start(dir string, stderr *os.File, argv ...string) *exe
 	}
 	tc.t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	return cmd
+}
+
+// startWithStdin is start with a pipe to the process's stdin.
+func (tc *testContainer) startWithStdin(dir string, argv ...string) (*exec.Cmd, io.WriteCloser) {
+	tc.t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	cmd.Stdin = r
+	if err := cmd.Start(); err != nil {
+		tc.t.Fatalf("start %v in %s: %v", argv, dir, err)
+	}
+	r.Close()
+	tc.t.Cleanup(func() { w.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd, w
 }
 
 // cgroupOf returns pid's cgroup relative to the cgroup2 mount.

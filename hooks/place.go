@@ -32,6 +32,11 @@ func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
 	if placed {
 		return // the same call's next execve: a PATH search, or one a signal restarted
 	}
+	prog := heldProgram(pid, r)
+	if why, ok := c.agentChild(pid, prog); ok {
+		c.joinAgent(ctx, pid, prog, why)
+		return
+	}
 	if path, argv, err := r.Command(); err == nil && c.policy.IsSession(path, argv) {
 		// A session shell stays with the agent: the commands it forks are
 		// fresh children of C/agent, each a tool call.
@@ -40,6 +45,20 @@ func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
 		return
 	}
 	c.place(ctx, pid, forked, true)
+}
+
+// heldProgram returns what a held execve is about to run, as far as the
+// caller's memory and root say.
+func heldProgram(pid uint32, r *exechold.Request) program {
+	path, argv, err := r.Command()
+	if err != nil {
+		return program{}
+	}
+	p := program{argv: argv}
+	if f, err := resolveIn(pid, path); err == nil {
+		p.exe, p.shebang = f.id, f.shebang
+	}
+	return p
 }
 
 // pendingProcess returns the process of thread tid, held in execve, if the

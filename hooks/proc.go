@@ -1,9 +1,11 @@
 package hooks
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -24,18 +26,21 @@ func isLeader(tid uint32) bool {
 }
 
 // threadGroup returns the process (thread group) of thread tid.
-func threadGroup(tid uint32) (uint32, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+func threadGroup(tid uint32) (uint32, error) { return statusField(tid, "Tgid:") }
+
+// statusField reads a pid-valued field of /proc/<pid>/status.
+func statusField(pid uint32, field string) (uint32, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
 			return uint32(n), err
 		}
 	}
-	return 0, fmt.Errorf("no Tgid in /proc/%d/status", tid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
 // pidfd opens a non-blocking pidfd, which Go's poller can wait on.
@@ -45,4 +50,115 @@ func pidfd(pid uint32) (*os.File, error) {
 		return nil, fmt.Errorf("pidfd of %d: %w", pid, err)
 	}
 	return os.NewFile(uintptr(fd), "pidfd"), nil
+}
+
+// fileID names a file by device and inode, whatever path reaches it.
+type fileID struct{ dev, ino uint64 }
+
+func idOf(st *unix.Stat_t) fileID { return fileID{uint64(st.Dev), st.Ino} }
+
+// resolved is a file a process names.
+type resolved struct {
+	id      fileID
+	regular bool
+	// shebang is the interpreter line of a script: the interpreter and its
+	// optional argument.
+	shebang []string
+}
+
+// resolveIn resolves path as process pid sees it: from its root, relative
+// paths from its working directory, symbolic links inside its root.
+func resolveIn(pid uint32, p string) (resolved, error) {
+	if !filepath.IsAbs(p) {
+		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+		if err != nil {
+			return resolved{}, err
+		}
+		p = filepath.Join(cwd, p)
+	}
+	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return resolved{}, err
+	}
+	defer unix.Close(root)
+	fd, err := unix.Openat2(root, p, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT})
+	if err != nil {
+		return resolved{}, fmt.Errorf("resolve %s in the root of %d: %w", p, pid, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return resolved{}, err
+	}
+	r := resolved{id: idOf(&st), regular: st.Mode&unix.S_IFMT == unix.S_IFREG}
+	if r.regular {
+		r.shebang = readShebang(fd)
+	}
+	return r, nil
+}
+
+// readShebang returns the interpreter line of the regular file behind the
+// O_PATH descriptor fd, nil where it has none.
+func readShebang(fd int) []string {
+	f, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", fd), os.O_RDONLY|unix.O_NONBLOCK, 0) // reopens the file fd names
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	buf := make([]byte, 256) // the kernel reads no further either
+	n, _ := f.Read(buf)
+	line, ok := strings.CutPrefix(string(buf[:n]), "#!")
+	if !ok {
+		return nil
+	}
+	line, _, _ = strings.Cut(line, "\n")
+	// As the kernel splits it: the interpreter, then one optional argument.
+	interp, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
+	if interp == "" {
+		return nil
+	}
+	if arg = strings.TrimSpace(arg); arg != "" {
+		return []string{interp, arg}
+	}
+	return []string{interp}
+}
+
+// exeOf returns the file process pid executes.
+func exeOf(pid uint32) (fileID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/exe", pid), &st); err != nil {
+		return fileID{}, err
+	}
+	return idOf(&st), nil
+}
+
+// cmdline returns process pid's argv.
+func cmdline(pid uint32) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return nil, err
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00"), nil
+}
+
+// parentOf returns the parent of process pid.
+func parentOf(pid uint32) (uint32, error) { return statusField(pid, "PPid:") }
+
+// startTime returns when process pid started, in clock ticks after boot:
+// with the pid, it names one process.
+func startTime(pid uint32) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// After the command in parentheses, which may hold anything: field 22.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
 }

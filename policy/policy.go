@@ -5,6 +5,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"path"
 	"slices"
 	"sort"
 	"strconv"
@@ -29,6 +30,7 @@ const (
 	AnnotationStallTimeout = Prefix + "tool.stall-timeout"
 	AnnotationDetect       = Prefix + "detect"
 	AnnotationSessions     = Prefix + "sessions"
+	AnnotationAgent        = Prefix + "agent"
 )
 
 // Priority orders containers and tool calls for freezing under pressure.
@@ -81,6 +83,10 @@ type Policy struct {
 	// is a tool call of its own, and they stay with the agent. Comma
 	// separated program names; "" for none.
 	Sessions string
+	// Agent is the absolute path, in the container, of the agent's
+	// program or main script, where the container starts it in a way the
+	// shim does not take for the agent by itself ("": none).
+	Agent string
 }
 
 // DefaultSessions are the shells and terminal multiplexers that agent
@@ -261,6 +267,7 @@ var fields = map[string]field{
 	AnnotationDetect:       oneOf(func(p *Policy) *Detect { return &p.Detect }, DetectForkExec, DetectExec, DetectOff),
 	AnnotationSessions:     {allowed: sessionsSyntax, set: parseSessions},
 	AnnotationStallTimeout: {allowed: stallTimeoutSyntax, set: parseStallTimeout},
+	AnnotationAgent:        {allowed: agentSyntax, set: parseAgent},
 }
 
 var toolPidsSyntax = fmt.Sprintf(`a number of tasks of at least %d and at most %d (the kernel's PID_MAX_LIMIT), or "max"`, minToolPids, MaxToolPids)
@@ -303,6 +310,22 @@ func parseSessions(p *Policy, v string) error {
 		}
 	}
 	p.Sessions = strings.Join(names, ",")
+	return nil
+}
+
+const agentSyntax = `an absolute path in the container, of at most 4096 bytes, to the agent's program or main script (/usr/local/bin/claude)`
+
+// parseAgent sets p.Agent from v.
+func parseAgent(p *Policy, v string) error {
+	switch {
+	case !strings.HasPrefix(v, "/"):
+		return errors.New("not an absolute path")
+	case len(v) > 4096:
+		return errors.New("longer than a path can be (4096 bytes)")
+	case path.Clean(v) != v:
+		return fmt.Errorf("not a clean path (%s)", path.Clean(v))
+	}
+	p.Agent = v
 	return nil
 }
 

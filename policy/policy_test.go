@@ -138,7 +138,9 @@ func TestApplyErrors(t *testing.T) {
 		{AnnotationToolPidsMax, "3", "at least 8"},
 		{AnnotationToolPidsMax, "-1", "at least 8"},
 		{AnnotationAgentLow, "lots", "Ki, Mi"},
-		{"io.agentcgroup.tool.memory.hihg", "1G", "known keys are io.agentcgroup.agent.memory.high"},
+		{AnnotationAgent, "claude", "absolute path"},
+		{AnnotationAgent, "/usr/bin/../bin/claude", "absolute path"},
+		{"io.agentcgroup.tool.memory.hihg", "1G", "known keys are io.agentcgroup.agent, io.agentcgroup.agent.memory.high"},
 	} {
 		_, err := Apply(Default(), "annotation", map[string]string{tc.key: tc.value})
 		var ie *InvalidError
@@ -331,6 +333,24 @@ func TestParseSessions(t *testing.T) {
 			t.Errorf("%q: sessions %q, %v; want %q", tc.v, p.Sessions, err, tc.want)
 		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err) || p.Sessions != DefaultSessions):
 			t.Errorf("%q: sessions %q, error %v; want unchanged, error %q", tc.v, p.Sessions, err, tc.err)
+		}
+	}
+}
+
+// TestAgentAnnotation: the agent's program is taken as an absolute, clean
+// path; the reason a refused one gives says what is wrong with it.
+func TestAgentAnnotation(t *testing.T) {
+	p, err := Apply(Default(), "annotation", map[string]string{AnnotationAgent: "/usr/local/bin/claude"})
+	if err != nil || p.Agent != "/usr/local/bin/claude" {
+		t.Fatalf("Agent %q, %v", p.Agent, err)
+	}
+	for v, reason := range map[string]string{
+		"claude":                        "not an absolute path",
+		"/usr/bin/../bin/claude":        "not a clean path (/usr/bin/claude)",
+		"/" + strings.Repeat("a", 4096): "longer than a path can be",
+	} {
+		if _, err := Apply(Default(), "annotation", map[string]string{AnnotationAgent: v}); err == nil || !strings.Contains(err.Error(), reason) {
+			t.Errorf("%.20q: %v, want %q", v, err, reason)
 		}
 	}
 }

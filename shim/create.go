@@ -201,6 +201,9 @@ func (s *service) carve(ctx context.Context, c *creation, pid uint32) error {
 	if g := s.loadGovernor(ctx); g != nil {
 		env.Governor = g
 	}
+	if c.spec.Process != nil {
+		c.st.Init = c.spec.Process.Args // whether init wraps the agent
+	}
 	hc, err := hooks.Create(ctx, c.dir, c.st, pid, c.pol, env)
 	if err != nil {
 		// Create's cleanup killed init; remove the container as runc knows it.

@@ -59,6 +59,17 @@ type Container struct {
 	// whose tool calls freeze first under the pool's memory pressure.
 	Priority string `json:"priority,omitempty"`
 	Pool     string `json:"pool,omitempty"`
+	// Init is the container's main program as the OCI spec gives it.
+	Init []string `json:"init,omitempty"`
+	// Agent lists the processes taken for the agent beside init, and why.
+	Agent []AgentProcess `json:"agent,omitempty"`
+}
+
+// AgentProcess is a process the shim took for the agent, never a tool call.
+type AgentProcess struct {
+	Pid     uint32   `json:"pid"`
+	Command []string `json:"command"`
+	Why     string   `json:"why"`
 }
 
 // writeJSON replaces path atomically, so a reader never sees half a file.
