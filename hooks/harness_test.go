@@ -47,12 +47,12 @@ func cgroup2Mount(t *testing.T) string {
 // testContainer is a container under test and what it was given.
 type testContainer struct {
 	*Container
-	t     *testing.T
-	mount string
-	det   *fakeDetector
-	gov   *fakeGovernor
-	hold  *fakeHold
-	pub   *fakePublisher
+	t      *testing.T
+	mount  string
+	det    *fakeDetector
+	gov    *fakeGovernor
+	hold   *fakeHold
+	pub    *fakePublisher
 	init   *exec.Cmd
 	initIn io.WriteCloser
 }
