@@ -225,8 +225,8 @@ func (d *Detector) Watch(agentCgroup uint64, ch chan<- Event) (retErr error) {
 // Unwatch stops detecting for an agent cgroup: its watcher gets no more
 // events. The cgroup and what the programs keep for it (its ring buffer, its
 // calls' and processes' entries) leave the maps in the background, because
-// removing an entry of a map of maps waits for an RCU grace period (tens of
-// milliseconds, all of a delete's cost here); Close waits for them.
+// removing an entry of a map of maps waits for an RCU grace period, most of
+// a delete's cost here; Close waits for them.
 func (d *Detector) Unwatch(agentCgroup uint64) {
 	d.mu.Lock()
 	w := d.watches[agentCgroup]

@@ -23,7 +23,7 @@ import (
 // than being killed. Only where a freeze helps (freezeHelps): without swap,
 // at a memory.max, a crowded pool seldom has the room the call waits for
 // while every agent's calls keep coming: in the bursty replays the wait
-// spared no kill and made the run much longer (docs/benchmarks.md). It
+// spared no kill and made the run much longer (docs/configuration.md, "The graduated response"). It
 // reports whether it froze the call (at now); it may be called from any
 // goroutine, before or after the call is watched.
 func (w *Watcher) FreezeAtStart(id string, cl *toolcall.Call, now time.Time) bool {

@@ -157,7 +157,7 @@ func usedShare(dir string) (used float64, limit string) {
 // swap, at a memory.max, the frozen call keeps what it has charged, the
 // kernel OOM-kills when the others grow all the same, and the frozen
 // call's agent only waits: in the bursty replays such freezes spared no
-// kill and only made the agents slower (docs/benchmarks.md).
+// kill and only made the agents slower (docs/configuration.md, "The graduated response").
 func (w *Watcher) freezeHelps(soft bool, dir string) bool {
 	return soft || w.canSwap(dir)
 }

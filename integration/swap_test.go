@@ -25,7 +25,7 @@ import (
 // container's memory.max all finish and none is killed: what does not fit
 // goes to swap (the agent's memory.low keeps it in memory), a frozen
 // call's pages first. The same three calls run first without swap, as the
-// control; what they cost there is logged (the README quotes it).
+// control; what they cost there is logged (docs/configuration.md, "Swap", quotes it).
 func TestSwap(t *testing.T) {
 	d := getDaemon(t, stacks()[0])
 	if hostSwap(t) == "" {

@@ -15,7 +15,7 @@ import (
 	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
-// TestTree checks the cgroup tree of CONTRACT.md on every stack: init in
+// TestTree checks the cgroup tree of docs/contract.md on every stack: init in
 // C/agent, C and C/tools empty with controllers enabled, annotations applied,
 // each exec in C/tools/<execID> from inside the exec itself, records, and
 // nothing left after delete.

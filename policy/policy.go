@@ -1,5 +1,5 @@
 // Package policy holds what a container asks of agentcgroup through its OCI
-// annotations (CONTRACT.md, "Policy"), validated, with the shim's defaults.
+// annotations (docs/contract.md, "Policy"), validated, with the shim's defaults.
 package policy
 
 import (
@@ -128,8 +128,8 @@ func (p Policy) IsSession(path string, argv []string) bool {
 // Default is the policy of a container without annotations or config, sized
 // for agent workloads: a framework of about 185 MB that must survive, and
 // tool calls that burst to 0.5-2 GB for a second or two. Percentages are of
-// the container's memory.max; without one they mean no limit. The README
-// explains each value.
+// the container's memory.max; without one they mean no limit.
+// docs/configuration.md explains each value.
 func Default() Policy {
 	return Policy{
 		// A call is throttled well before it can take C's whole limit...

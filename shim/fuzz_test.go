@@ -21,7 +21,7 @@ import (
 	"github.com/agentcgroup/agentcgroup/policy"
 )
 
-// configSeeds are the config bodies of the unit tests and the README.
+// configSeeds are the config bodies of the unit tests and docs/configuration.md.
 var configSeeds = []string{
 	"",
 	"BinaryName = \"crun\"\n",

@@ -83,7 +83,7 @@ func TestSharedTraces(t *testing.T) {
 		}
 	}
 	if calls != 1151 {
-		t.Errorf("%d tool calls in %d traces, want the README's 1,151", calls, len(files))
+		t.Errorf("%d tool calls in %d traces, want docs/benchmarks.md's 1,151", calls, len(files))
 	}
 }
 
