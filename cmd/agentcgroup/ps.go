@@ -34,7 +34,8 @@ var psCommand = &cli.Command{
 		}
 		ns, id := c.String("namespace"), c.Args().First()
 		dir := state.Dir(c.String("state-dir"), ns, id)
-		if _, err := state.Load(dir); err != nil {
+		st, err := state.Load(dir)
+		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("no container %q in namespace %q runs under agentcgroup (nothing in %s)", id, ns, dir)
 			}
@@ -50,7 +51,11 @@ var psCommand = &cli.Command{
 		if c.Bool("json") {
 			return printJSON(c.App.Writer, recs)
 		}
-		return printTable(c.App.Writer, recs)
+		if err := printTable(c.App.Writer, recs); err != nil {
+			return err
+		}
+		printAgent(c.App.Writer, st)
+		return nil
 	},
 }
 
@@ -112,6 +117,16 @@ func printTable(w io.Writer, recs []toolcall.Record) error {
 		fmt.Fprintln(w, r)
 	}
 	return nil
+}
+
+// printAgent says which processes are the agent's, never tool calls.
+func printAgent(w io.Writer, st *state.Container) {
+	if len(st.Init) > 0 {
+		fmt.Fprintf(w, "agent: init: %s\n", command(st.Init))
+	}
+	for _, a := range st.Agent {
+		fmt.Fprintf(w, "agent: pid %d: %s (%s)\n", a.Pid, command(a.Command), a.Why)
+	}
 }
 
 // command joins argv for one table cell: an argument with a space or

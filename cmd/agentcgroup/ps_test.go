@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentcgroup/agentcgroup/state"
 	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
@@ -42,5 +43,19 @@ func TestTableWaiting(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), " 4.0s ") || !strings.Contains(b.String(), "fork-2: frozen: memory pressure on the pool") {
 		t.Errorf("table:\n%s", b.String())
+	}
+}
+
+// TestPrintAgent: ps names init and every process taken for the agent, with
+// why, quoted like a command so that it cannot forge lines.
+func TestPrintAgent(t *testing.T) {
+	var b strings.Builder
+	printAgent(&b, &state.Container{
+		Init:  []string{"/sbin/docker-init", "--", "node", "cli.js"},
+		Agent: []state.AgentProcess{{Pid: 7, Command: []string{"node", "x\ny"}, Why: "started by the agent's wrapper (pid 1)"}},
+	})
+	want := "agent: init: /sbin/docker-init -- node cli.js\nagent: pid 7: node \"x\\ny\" (started by the agent's wrapper (pid 1))\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
 	}
 }
