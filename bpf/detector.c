@@ -23,7 +23,9 @@
 // and reads only those (shared.go pins them in bpffs).
 //
 // A process already in the agent cgroup that execs again (the framework
-// re-exec'ing itself) is not pending, so it stays the agent.
+// re-exec'ing itself) is not pending, so it stays the agent; a session
+// shell that user space keeps with the agent is pending again (session
+// set), so that the program it is replaced by is reported.
 //
 // User space may place a pending process before its exec completes (the
 // shim holds execve through seccomp user notification): it then adds the
@@ -126,6 +128,11 @@ struct {
 struct forked {
 	__u64 agent_cgroup;
 	__u64 fork_ns;
+	// session: user space kept the process with the agent (a session
+	// shell); its next program is reported, and is no call's until user
+	// space says so.
+	__u32 session;
+	__u32 pad;
 };
 
 // pending: forked by an agent, not exec'd yet. Entries go at exit; maps
@@ -213,7 +220,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 			bpf_ringbuf_submit(e, 0);
 		return 0;
 	}
-	struct forked f = {.agent_cgroup = cgroup, .fork_ns = bpf_ktime_get_ns()};
+	struct forked f = {.agent_cgroup = cgroup, .fork_ns = bpf_ktime_get_ns(), .session = 0};
 	bpf_map_update_elem(&pending, &ctgid, &f, BPF_ANY);
 	return 0;
 }
@@ -227,8 +234,10 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 		return 0;
 	struct tool t = {.agent_cgroup = f->agent_cgroup, .leader = tgid};
 	__u64 fork_ns = f->fork_ns;
+	__u32 session = f->session;
 	bpf_map_delete_elem(&pending, &tgid);
-	bpf_map_update_elem(&tools, &tgid, &t, BPF_ANY);
+	if (!session)
+		bpf_map_update_elem(&tools, &tgid, &t, BPF_ANY);
 
 	struct event *e = reserve(EVENT_TOOL, t.agent_cgroup, tgid, tgid);
 	if (!e)

@@ -374,6 +374,18 @@ func (d *Detector) Forget(pid uint32) {
 	_ = d.maps.Tools.Delete(pid)
 }
 
+// Rearm makes pid, a session that stays in agentCgroup, pending again, as
+// if just forked: its next program is then seen, so that a session
+// replaced by another program (`exec CMD`) becomes a tool call.
+func (d *Detector) Rearm(pid uint32, agentCgroup uint64) error {
+	_ = d.maps.Tools.Delete(pid) // a session is no call's process
+	f := detectorForked{AgentCgroup: agentCgroup, ForkNs: uint64(Since(0)), Session: 1} // as if forked now
+	if err := d.maps.Pending.Put(pid, f); err != nil {
+		return fmt.Errorf("rearm session %d: %w", pid, err)
+	}
+	return nil
+}
+
 // Close stops watching every agent cgroup still watched and releases the
 // detector: a private one is detached and freed; the shared one is
 // unpinned, and so detached and freed, when no other shim uses it.

@@ -31,6 +31,8 @@ type detectorForked struct {
 	_           structs.HostLayout
 	AgentCgroup uint64
 	ForkNs      uint64
+	Session     uint32
+	Pad         uint32
 }
 
 type detectorTool struct {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -308,5 +309,59 @@ func TestEscape(t *testing.T) {
 	evs := collect(ch)
 	if len(evs) != 1 || evs[0].Kind != Escape || evs[0].Pid != uint32(cmd.Process.Pid) || evs[0].Leader != uint32(os.Getpid()) || evs[0].AgentCgroup != agentID {
 		t.Errorf("events %+v, want one Escape of %d by %d", evs, cmd.Process.Pid, os.Getpid())
+	}
+}
+
+// TestRearmedSession: a process user space keeps with the agent as a session
+// is no call's: what it forks is pending (each a call of its own, not its
+// CHILD), and the program it is replaced by is reported again.
+func TestRearmedSession(t *testing.T) {
+	d := load(t)
+	dir, id := agentCgroup(t)
+	ch := make(chan Event, 64)
+	if err := d.Watch(id, ch); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runIn(t, dir, `/bin/sh -c 'read x <`+fifo+`; /bin/true; exec /bin/echo replaced' >/dev/null`)
+	}()
+	var session uint32
+	select {
+	case ev := <-ch:
+		if ev.Kind != Tool {
+			t.Fatalf("first event %+v, want the session's exec", ev)
+		}
+		session = ev.Pid
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event for the session's exec")
+	}
+	if err := d.Rearm(session, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(fifo, []byte("go\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	var child, replaced bool
+	for _, ev := range collect(ch) {
+		switch {
+		case ev.Kind == Child && ev.Leader == session:
+			t.Errorf("a session's fork reported as its call's child: %+v", ev)
+		case ev.Kind == Tool && ev.Pid != session && strings.HasSuffix(ev.Filename, "true"):
+			child = true
+		case ev.Kind == Tool && ev.Pid == session && strings.HasSuffix(ev.Filename, "echo"):
+			replaced = true
+		case ev.Kind == Exit && ev.Pid == session:
+			t.Errorf("a session's exit reported as a call's: %+v", ev)
+		}
+	}
+	if !child || !replaced {
+		t.Errorf("the session's command seen as a call: %v; the program replacing it seen: %v", child, replaced)
 	}
 }

@@ -117,6 +117,7 @@ func (c *Container) trackInit(ctx context.Context, pid uint32) {
 	}
 	c.agentMu.Lock()
 	c.agents[pid] = agentProc{start: start, wrapper: p.isWrapper()}
+	c.initPid = pid
 	c.agentMu.Unlock()
 }
 

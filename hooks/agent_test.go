@@ -95,9 +95,9 @@ func agentChildOf(t *testing.T, tc *testContainer, cmd string) uint32 {
 	return pid
 }
 
-// readsCommands is an init that runs each line of its stdin in the
+// cmdReader is an init that runs each line of its stdin in the
 // background.
-var readsCommands = []string{"/bin/sh", "-c", `while read c; do $c & done; sleep 600`}
+var cmdReader = []string{"/bin/sh", "-c", `while read c; do $c & done; sleep 600`}
 
 // TestAgentBehindWrapper: what an init wrapper starts is the agent: it
 // stays in C/agent, the detector forgets it, and the state says why. The
@@ -113,7 +113,7 @@ func TestAgentBehindWrapper(t *testing.T) {
 		{"shell -c", []string{"/bin/sh", "-c", "agent"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newTestContainer(t, testOptions{init: readsCommands, spec: tc.spec})
+			c := newTestContainer(t, testOptions{init: cmdReader, spec: tc.spec})
 			child := agentChildOf(t, c, "sleep 601")
 			c.det.send(bpf.Event{Kind: bpf.Tool, Pid: child, Filename: "/bin/sleep", Args: []string{"sleep", "601"}, Forked: monotonicNow()})
 			if !tc.agent {
@@ -144,7 +144,7 @@ func TestAgentBehindWrapper(t *testing.T) {
 // TestAgentHeldBehindWrapper: with the hold, the wrapper's child is taken
 // for the agent while its execve waits, never placed.
 func TestAgentHeldBehindWrapper(t *testing.T) {
-	c := newTestContainer(t, testOptions{init: readsCommands, spec: []string{"tini", "--", "agent"}, hold: true})
+	c := newTestContainer(t, testOptions{init: cmdReader, spec: []string{"tini", "--", "agent"}, hold: true})
 	child := agentChildOf(t, c, "sleep 602")
 	c.det.mu.Lock()
 	c.det.pending[child] = monotonicNow()
@@ -193,7 +193,7 @@ func TestAgentRelaunch(t *testing.T) {
 func TestAgentNamed(t *testing.T) {
 	p := policy.Default()
 	p.Agent = "/bin/sleep"
-	c := newTestContainer(t, testOptions{init: readsCommands, spec: []string{"/bin/sh", "-c", "agent"}, policy: p})
+	c := newTestContainer(t, testOptions{init: cmdReader, spec: []string{"/bin/sh", "-c", "agent"}, policy: p})
 	named := agentChildOf(t, c, "sleep 604")
 	c.det.send(bpf.Event{Kind: bpf.Tool, Pid: named, Args: []string{"sleep", "604"}, Forked: monotonicNow()})
 	eventually(t, "the named program taken for the agent", func() bool {

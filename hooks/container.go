@@ -73,6 +73,10 @@ type Container struct {
 	// and st.Agent, which lists them in the state file.
 	agentMu sync.Mutex
 	agents  map[uint32]agentProc
+	initPid uint32
+	// sessions are the session programs' files in the container's root.
+	sessionsOnce sync.Once
+	sessions     map[fileID]string
 
 	// placeMu guards spare, the ready tool-call cgroups that placements
 	// (the event handler, held execs) take, and closing, set by Teardown.

@@ -295,22 +295,6 @@ func TestHeldPlacement(t *testing.T) {
 	}
 }
 
-// TestSessionStaysWithAgent: a session shell the detector reports stays in
-// C/agent and is dropped from the detector, held or not.
-func TestSessionStaysWithAgent(t *testing.T) {
-	tc := newTestContainer(t, testOptions{})
-	p := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
-	pid := uint32(p.Process.Pid)
-	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: pid, Filename: "/bin/bash", Args: []string{"bash"}})
-	eventually(t, "the session forgotten", func() bool {
-		_, _, forgot := tc.det.snapshot()
-		return len(forgot) == 1
-	})
-	if got := cgroupOf(t, int(pid)); got != tc.st.Cgroup+"/agent" {
-		t.Errorf("session moved to %s", got)
-	}
-}
-
 // TestEscapeKilled: a process reported as cloned out of its call's cgroup
 // is killed.
 func TestEscapeKilled(t *testing.T) {

@@ -50,8 +50,8 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 			c.joinAgent(ctx, ev.Pid, prog, why)
 			return
 		}
-		if c.policy.IsSession(ev.Filename, ev.Args) {
-			c.detector.Forget(ev.Pid)
+		if c.isSession(prog) {
+			c.keepSession(ctx, ev.Pid, prog)
 			return
 		}
 		if fc = c.place(ctx, ev.Pid, ev.Forked, false); fc == nil {

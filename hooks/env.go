@@ -50,9 +50,11 @@ type Detector interface {
 	// was forked.
 	Pending(pid uint32, agent uint64) (time.Duration, bool)
 	// Claim makes pid a tool call's leader, placed while held; Forget
-	// drops what the detector knows of pid.
+	// drops what the detector knows of pid; Rearm makes a session's pid
+	// pending again, so that its next program is seen.
 	Claim(pid uint32, agent uint64) error
 	Forget(pid uint32)
+	Rearm(pid uint32, agent uint64) error
 }
 
 // Governor is the shim's graduated response to memory pressure

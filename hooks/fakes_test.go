@@ -26,6 +26,7 @@ type fakeDetector struct {
 	pending  map[uint32]time.Duration
 	claimed  []uint32
 	forgot   []uint32
+	rearmed  []uint32
 	flushes  uint64
 	// onFlush runs in place of the detector's Flushed event, with the
 	// flush's number (nil: the event is sent).
@@ -99,6 +100,14 @@ func (d *fakeDetector) Claim(pid uint32, agent uint64) error {
 	defer d.mu.Unlock()
 	delete(d.pending, pid)
 	d.claimed = append(d.claimed, pid)
+	return nil
+}
+
+func (d *fakeDetector) Rearm(pid uint32, agent uint64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.pending[pid] = monotonicNow()
+	d.rearmed = append(d.rearmed, pid)
 	return nil
 }
 

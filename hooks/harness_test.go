@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -44,6 +45,9 @@ func cgroup2Mount(t *testing.T) string {
 	return ""
 }
 
+// testContainers numbers the test containers, for their cgroups' names.
+var testContainers atomic.Uint64
+
 // testContainer is a container under test and what it was given.
 type testContainer struct {
 	*Container
@@ -74,7 +78,7 @@ func newTestContainer(t *testing.T, o testOptions) *testContainer {
 		t.Skip("making cgroups needs root")
 	}
 	mount := cgroup2Mount(t)
-	pool := fmt.Sprintf("/agentcgroup-unit-%d-%s", os.Getpid(), strings.NewReplacer("/", "-").Replace(t.Name()))
+	pool := fmt.Sprintf("/agentcgroup-unit-%d-%d-%s", os.Getpid(), testContainers.Add(1), strings.NewReplacer("/", "-").Replace(t.Name()))
 	group := pool + "/c"
 	for _, d := range []string{pool, group} {
 		if err := os.Mkdir(filepath.Join(mount, d), 0o755); err != nil {

@@ -37,11 +37,9 @@ func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
 		c.joinAgent(ctx, pid, prog, why)
 		return
 	}
-	if path, argv, err := r.Command(); err == nil && c.policy.IsSession(path, argv) {
-		// A session shell stays with the agent: the commands it forks are
-		// fresh children of C/agent, each a tool call.
-		c.detector.Forget(pid)
-		log.G(ctx).WithFields(log.Fields{"pid": pid, "command": argv}).Debug("session: its commands are the tool calls")
+	if c.isSession(prog) {
+		// Its exec is seen again once done, from the file it runs.
+		c.keepSession(ctx, pid, prog)
 		return
 	}
 	c.place(ctx, pid, forked, true)

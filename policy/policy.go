@@ -78,10 +78,12 @@ type Policy struct {
 	StallTimeout time.Duration
 	Detect       Detect
 	// Sessions are the programs that are shell sessions, not tool calls,
-	// when the agent starts them without a -c command (an interactive
+	// when the agent starts them reading their commands (an interactive
 	// bash fed on its stdin or a pty, tmux, screen): each command they run
 	// is a tool call of its own, and they stay with the agent. Comma
-	// separated program names; "" for none.
+	// separated: a name stands for the files of that name where programs
+	// are installed (/usr/local/sbin ... /bin), a path for that file, both
+	// in the container's root; "" for none.
 	Sessions string
 	// Agent is the absolute path, in the container, of the agent's
 	// program or main script, where the container starts it in a way the
@@ -92,38 +94,6 @@ type Policy struct {
 // DefaultSessions are the shells and terminal multiplexers that agent
 // frameworks keep as sessions (SWE-agent's bash, OpenHands' tmux).
 const DefaultSessions = "bash,sh,dash,zsh,ksh,ash,fish,tmux,screen"
-
-// valueOptions are the shells' options that take the next argument.
-var valueOptions = map[string]bool{"-o": true, "+o": true, "-O": true, "+O": true, "--rcfile": true, "--init-file": true}
-
-// IsSession reports whether a process executing argv (path when argv is
-// empty) is a session: a Sessions program (by base name; a login shell's
-// leading "-" aside) whose options before the first operand have no -c.
-func (p Policy) IsSession(path string, argv []string) bool {
-	prog := path
-	if len(argv) > 0 {
-		prog = argv[0]
-	}
-	prog = strings.TrimPrefix(prog[strings.LastIndexByte(prog, '/')+1:], "-")
-	if prog == "" || !slices.Contains(strings.Split(p.Sessions, ","), prog) {
-		return false
-	}
-	args := argv[min(1, len(argv)):]
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" || (!strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "+")) {
-			break // the options end: a script operand, or a tmux command
-		}
-		if valueOptions[a] {
-			i++ // -o pipefail, --rcfile FILE: the value is no operand
-			continue
-		}
-		if !strings.HasPrefix(a, "--") && strings.HasPrefix(a, "-") && strings.ContainsRune(a[1:], 'c') {
-			return false // -c, -lc, -ec: a command, not a session
-		}
-	}
-	return true
-}
 
 // Default is the policy of a container without annotations or config, sized
 // for agent workloads: a framework of about 185 MB that must survive, and
@@ -293,7 +263,7 @@ func parseToolPidsMax(p *Policy, v string) error {
 	return nil
 }
 
-const sessionsSyntax = `comma-separated program names (letters, digits, ".", "_", "+", "-"), or "none" (bash,tmux)`
+const sessionsSyntax = `comma-separated program names (letters, digits, ".", "_", "+", "-") or absolute paths, or "none" (bash,/opt/bin/zsh)`
 
 // parseSessions sets p.Sessions from v; "none" is no session program.
 func parseSessions(p *Policy, v string) error {
@@ -303,6 +273,12 @@ func parseSessions(p *Policy, v string) error {
 	}
 	names := strings.Split(v, ",")
 	for _, n := range names {
+		if strings.HasPrefix(n, "/") {
+			if len(n) > 4096 || path.Clean(n) != n || strings.ContainsAny(n, ", ") {
+				return fmt.Errorf("%q is no clean absolute path", n)
+			}
+			continue
+		}
 		if n == "" || len(n) > 64 || strings.IndexFunc(n, func(r rune) bool {
 			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._+-", r))
 		}) >= 0 {

@@ -248,44 +248,6 @@ func TestResolvePolicy(t *testing.T) {
 	}
 }
 
-func TestIsSession(t *testing.T) {
-	p := Default()
-	for _, tc := range []struct {
-		argv []string
-		want bool
-	}{
-		{[]string{"bash"}, true},
-		{[]string{"/bin/bash", "-i"}, true},
-		{[]string{"-bash"}, true}, // a login shell
-		{[]string{"bash", "--norc", "--noprofile"}, true},
-		{[]string{"sh", "-s"}, true},
-		{[]string{"tmux", "new-session", "-d", "-c", "/work"}, true},
-		{[]string{"tmux", "send-keys", "-t", "main", "ls", "Enter"}, true},
-		{[]string{"bash", "-c", "pytest"}, false},
-		{[]string{"bash", "-lc", "make"}, false},
-		{[]string{"/bin/sh", "-ec", "echo"}, false},
-		{[]string{"python3", "-i"}, false},
-		{[]string{"bash", "-o", "pipefail", "-c", "make"}, false},
-		{[]string{"bash", "+x", "-c", "make"}, false},
-		{[]string{"bash", "--rcfile", "/x", "-c", "make"}, false},
-		{[]string{"sh", "-O", "extglob", "-c", "ls"}, false},
-		{[]string{"bash", "--rcfile", "/x", "-i"}, true},
-		{[]string{"bashful"}, false},
-		{nil, false},
-	} {
-		if got := p.IsSession("", tc.argv); got != tc.want {
-			t.Errorf("IsSession(%q) = %v, want %v", tc.argv, got, tc.want)
-		}
-	}
-	if !p.IsSession("/usr/bin/bash", nil) {
-		t.Error("a path without argv is not read")
-	}
-	p.Sessions = ""
-	if p.IsSession("", []string{"bash"}) {
-		t.Error("sessions=none still has sessions")
-	}
-}
-
 // TestPriorityNeedsOperator: without an allow-list a container may lower
 // its priority but not raise it above the config's; listed, it may.
 func TestPriorityNeedsOperator(t *testing.T) {
@@ -323,7 +285,9 @@ func TestParseSessions(t *testing.T) {
 		{v: "none", want: ""},
 		{v: "bash,,sh", err: `"" is no program name`},
 		{v: "ba sh", err: `"ba sh" is no program name`},
-		{v: "/bin/bash", err: `"/bin/bash" is no program name`},
+		{v: "/bin/bash,tmux", want: "/bin/bash,tmux"},
+		{v: "/bin/../bash", err: `"/bin/../bash" is no clean absolute path`},
+		{v: "bin/bash", err: `"bin/bash" is no program name`},
 		{v: strings.Repeat("a", 65), err: "is no program name"},
 	} {
 		p := Policy{Sessions: DefaultSessions}
