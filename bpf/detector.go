@@ -378,8 +378,9 @@ func (d *Detector) Forget(pid uint32) {
 // if just forked: its next program is then seen, so that a session
 // replaced by another program (`exec CMD`) becomes a tool call.
 func (d *Detector) Rearm(pid uint32, agentCgroup uint64) error {
-	_ = d.maps.Tools.Delete(pid)                                                        // a session is no call's process
-	f := detectorForked{AgentCgroup: agentCgroup, ForkNs: uint64(Since(0)), Session: 1} // as if forked now
+	// A session is no call's process, and is pending as if forked now.
+	_ = d.maps.Tools.Delete(pid)
+	f := detectorForked{AgentCgroup: agentCgroup, ForkNs: uint64(Since(0)), Session: 1}
 	if err := d.maps.Pending.Put(pid, f); err != nil {
 		return fmt.Errorf("rearm session %d: %w", pid, err)
 	}
