@@ -76,7 +76,7 @@ type Container struct {
 	initPid uint32
 	// sessions are the session programs' files in the container's root.
 	sessionsOnce sync.Once
-	sessions     map[fileID]string
+	sessions     map[fileID][]string // the session names each file serves
 
 	// placeMu guards spare, the ready tool-call cgroups that placements
 	// (the event handler, held execs) take, and closing, set by Teardown.

@@ -14,8 +14,10 @@ import (
 // Each command it runs is then a fresh child of C/agent, and so a tool call
 // of its own. A session is told by the file that runs, by inode, from the
 // configured session programs (io.agentcgroup.sessions) as the container's
-// root has them: never by argv[0], which the caller chooses; and only while
-// its options say it reads commands (no -c command, no script). A session
+// root has them, never by argv[0], which the caller chooses; argv[0] only
+// narrows a file that serves many programs (busybox: sh, but also cat)
+// to the one that runs. And only while its options say it reads commands
+// (no -c command, no script). A session
 // stays pending in the detector, so that the program it is replaced by
 // (`exec CMD`) is a tool call.
 
@@ -25,16 +27,20 @@ func (c *Container) isSession(prog program) bool {
 	if len(prog.shebang) > 0 || prog.exe == (fileID{}) {
 		return false
 	}
-	name, ok := c.sessionFiles()[prog.exe]
-	return ok && readsCommands(name, prog.argv)
+	names := c.sessionFiles()[prog.exe]
+	if len(prog.argv) == 0 {
+		return false
+	}
+	name := strings.TrimPrefix(path.Base(prog.argv[0]), "-") // a login shell's "-bash"
+	return slices.Contains(names, name) && readsCommands(name, prog.argv)
 }
 
 // sessionFiles resolves the session programs in the container's root, once
 // (it does not change): a name is looked up where a shell is installed, a
 // path taken as it is.
-func (c *Container) sessionFiles() map[fileID]string {
+func (c *Container) sessionFiles() map[fileID][]string {
 	c.sessionsOnce.Do(func() {
-		c.sessions = make(map[fileID]string)
+		c.sessions = make(map[fileID][]string)
 		if c.policy.Sessions == "" {
 			return
 		}
@@ -48,8 +54,8 @@ func (c *Container) sessionFiles() map[fileID]string {
 			}
 			for _, p := range paths {
 				f, err := resolveIn(c.initPid, p)
-				if _, seen := c.sessions[f.id]; err == nil && f.regular && !seen {
-					c.sessions[f.id] = path.Base(p)
+				if name := path.Base(p); err == nil && f.regular && !slices.Contains(c.sessions[f.id], name) {
+					c.sessions[f.id] = append(c.sessions[f.id], name)
 				}
 			}
 		}

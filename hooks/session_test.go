@@ -146,3 +146,28 @@ func TestSessionKept(t *testing.T) {
 		t.Errorf("the session moved to %s", got)
 	}
 }
+
+// TestSessionMultiCall: a file that serves many programs (busybox) is a
+// session only as the session program its argv[0] names.
+func TestSessionMultiCall(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Symlink("/bin/sleep", dir+"/sh"); err != nil {
+		t.Fatal(err)
+	}
+	p := policy.Default()
+	p.Sessions = dir + "/sh"
+	c := newTestContainer(t, testOptions{policy: p})
+	exe, err := exeOf(uint32(c.init.Process.Pid)) // init runs sleep
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.isSession(program{argv: []string{"sleep"}, exe: exe}) {
+		t.Error("the multi-call file as another program is a session")
+	}
+	if !c.isSession(program{argv: []string{"sh"}, exe: exe}) {
+		t.Error("the multi-call file as sh, reading commands, is no session")
+	}
+	if c.isSession(program{argv: []string{"sh", "-c", "x"}, exe: exe}) {
+		t.Error("sh -c is a session")
+	}
+}

@@ -4,7 +4,9 @@
 // after the other, then waits to be stopped. With -alloc it is instead a
 // tool that allocates and touches memory right after exec.
 //
-//	agentsim [-delay 100ms] [-repeat N] CMD...   run each CMD with sh -c (N times), then wait
+//	agentsim [-delay 100ms] [-repeat N] [-grow MiB] CMD...
+//	                                             run each CMD with sh -c (N times), then wait; with
+//	                                             -grow, first hold MiB of its own (a framework's heap)
 //	                                             (waiting as a job-control shell does, it reports
 //	                                             a call that stops: "agentsim: call N stopped")
 //	agentsim -loop N PROG                        fork+exec PROG N times, print the time taken, wait
@@ -47,6 +49,7 @@ func main() {
 	escapeTo := flag.String("escape", "", "run the command cloned into this cgroup, then exit")
 	killN := flag.Int("killheld", 0, "start this many calls, killing each right after its fork")
 	execLoop := flag.Int("execloop", 0, "execve a missing program this many times, then exit")
+	grow := flag.Int("grow", 0, "as the agent, hold this many MiB of its own before the calls")
 	flag.Parse()
 	if *execLoop > 0 {
 		missingExecs(*execLoop)
@@ -92,6 +95,13 @@ func main() {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	busy := spinThreads(4) // an agent framework is multi-threaded
+	var heap [][]byte
+	for i := range *grow {
+		heap = touch(heap, i+1)
+	}
+	if *grow > 0 {
+		fmt.Printf("agentsim: holding %d MiB\n", *grow)
+	}
 	if *killN > 0 {
 		killHeld(*killN)
 	}
@@ -123,6 +133,7 @@ func main() {
 	fmt.Println("agentsim: all calls done")
 	<-stop
 	close(busy)
+	runtime.KeepAlive(heap)
 }
 
 // waitJob waits for a call as a job-control shell waits for its job
