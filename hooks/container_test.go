@@ -434,3 +434,32 @@ func testPolicy(t *testing.T) policy.Policy {
 	p.ToolMemoryMax = policy.Limit{Bytes: 512 << 20}
 	return p
 }
+
+// TestPidOutsideContainer: a pid from an event that names a process outside
+// the container (reused, or never the container's) is neither placed,
+// moved nor killed.
+func TestPidOutsideContainer(t *testing.T) {
+	tc := newTestContainer(t, testOptions{})
+	pool := path.Dir(tc.st.Cgroup)
+	outside := tc.start(filepath.Join(tc.mount, pool), nil, "sleep", "600")
+	pid := uint32(outside.Process.Pid)
+	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: pid, Leader: 1})
+	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: pid, Args: []string{"sleep", "600"}, Forked: monotonicNow()})
+	leader := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: uint32(leader.Process.Pid), Args: []string{"sleep", "600"}, Forked: monotonicNow()})
+	eventually(t, "the container's own call placed", func() bool {
+		_, ok := tc.recordOfPid(leader.Process.Pid)
+		return ok
+	})
+	tc.det.send(bpf.Event{Kind: bpf.Child, Pid: pid, Leader: uint32(leader.Process.Pid)})
+	time.Sleep(100 * time.Millisecond) // the handler is in order: the events above are handled
+	if _, ok := tc.recordOfPid(int(pid)); ok {
+		t.Error("a process outside the container placed as its call")
+	}
+	if got := cgroupOf(t, int(pid)); got != pool {
+		t.Errorf("a process outside the container moved to %s", got)
+	}
+	if err := unix.Kill(int(pid), 0); err != nil {
+		t.Errorf("a process outside the container was killed: %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package hooks
 import (
 	"context"
 	"errors"
+	"strings"
 	"syscall"
 	"time"
 
@@ -75,6 +76,11 @@ func (c *Container) placeChild(ctx context.Context, ev bpf.Event) {
 	if fc == nil {
 		return
 	}
+	p, err := c.agentPidfd(ev.Pid)
+	if err != nil {
+		return // gone, or moved already
+	}
+	defer p.Close()
 	if err := c.tree.Move(fc.ID(), ev.Pid); err != nil && !errors.Is(err, syscall.ESRCH) {
 		log.G(ctx).WithError(err).WithField("call", fc.ID()).Warn("move a tool call's child")
 	}
@@ -91,6 +97,11 @@ func (c *Container) escaped(ctx context.Context, ev bpf.Event) {
 		return
 	}
 	if err == nil {
+		// Only a process of this container: the pid may name another by now.
+		if cg, cerr := cgroupOfPidfd(p, ev.Pid); cerr != nil || !strings.HasPrefix(cg, c.tree.Group+"/") {
+			p.Close()
+			return
+		}
 		err = unix.PidfdSendSignal(int(p.Fd()), unix.SIGKILL, nil, 0)
 		p.Close()
 	}

@@ -3,6 +3,9 @@ package hooks
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path"
 	"syscall"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/agentcgroup/agentcgroup/bpf"
 	"github.com/agentcgroup/agentcgroup/exechold"
 	"github.com/agentcgroup/agentcgroup/toolcall"
+	"github.com/agentcgroup/agentcgroup/tree/layout"
 )
 
 // placeHeld places a tool call while its first execve waits in the kernel:
@@ -117,12 +121,30 @@ func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration,
 	return fc
 }
 
+// errNotInAgent: a pid the shim was told of names no process in C/agent
+// (any more).
+var errNotInAgent = fmt.Errorf("not in the agent's cgroup: %w", syscall.ESRCH)
+
+// agentPidfd opens a pidfd on pid, a process in C/agent: a pid reused by a
+// process elsewhere (another container's, the host's) is refused.
+func (c *Container) agentPidfd(pid uint32) (*os.File, error) {
+	p, err := pidfd(pid)
+	if err != nil {
+		return nil, err
+	}
+	if cg, err := cgroupOfPidfd(p, pid); err != nil || cg != path.Join(c.tree.Group, layout.Agent) {
+		p.Close()
+		return nil, errNotInAgent
+	}
+	return p, nil
+}
+
 // adopt makes process pid the leader of tool call id: it opens its pidfd
 // (from then on it is this process that is followed, whatever reuses its
 // pid), moves it into the call's cgroup and gives it the tool calls'
 // oom_score_adj, before its program runs where it is held.
 func (c *Container) adopt(ctx context.Context, id string, pid uint32, forked time.Duration) (*forkCall, error) {
-	leader, err := pidfd(pid)
+	leader, err := c.agentPidfd(pid)
 	if err != nil {
 		return nil, err
 	}

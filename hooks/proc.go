@@ -162,3 +162,22 @@ func startTime(pid uint32) (uint64, error) {
 	}
 	return strconv.ParseUint(f[19], 10, 64)
 }
+
+// cgroupOfPidfd returns the cgroup of the process behind pidfd (whose pid is
+// pid), relative to the cgroup2 mount. Read after the pidfd is open and
+// checked live after, it is that process's, not a later one's with the pid.
+func cgroupOfPidfd(pidfd *os.File, pid uint32) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return "", err
+	}
+	if err := unix.PidfdSendSignal(int(pidfd.Fd()), 0, nil, 0); err != nil {
+		return "", fmt.Errorf("pid %d: %w", pid, err) // gone: the file may be a successor's
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if g, ok := strings.CutPrefix(line, "0::"); ok {
+			return g, nil
+		}
+	}
+	return "", fmt.Errorf("no cgroup v2 line in /proc/%d/cgroup", pid)
+}
