@@ -3,7 +3,6 @@
 package bpf
 
 import (
-	"bufio"
 	"errors"
 	"os"
 	"os/exec"
@@ -15,30 +14,13 @@ import (
 	"time"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/cgroupfs/cgrouptest"
 	"github.com/agentcgroup/agentcgroup/exechold/holdtest"
 )
 
-// cgroup2Mount finds the unified hierarchy: /sys/fs/cgroup on a pure v2
-// host, /sys/fs/cgroup/unified on a hybrid one.
-func cgroup2Mount(t testing.TB) string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if f := strings.Fields(s.Text()); len(f) > 8 && strings.Contains(s.Text(), " - cgroup2 ") {
-			return f[4]
-		}
-	}
-	t.Fatal("no cgroup2 mount")
-	return ""
-}
-
 // agentCgroup makes a throwaway cgroup to play the agent cgroup.
 func agentCgroup(t *testing.T) (string, uint64) {
-	dir, err := os.MkdirTemp(cgroup2Mount(t), "agentcgroup-bpftest-")
+	dir, err := os.MkdirTemp(cgrouptest.Mount(t), "agentcgroup-bpftest-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +266,7 @@ func TestEscape(t *testing.T) {
 			self = p
 		}
 	}
-	selfID, err := cgroupfs.ID(cgroup2Mount(t) + self)
+	selfID, err := cgroupfs.ID(cgrouptest.Mount(t) + self)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/cgroupfs/cgrouptest"
 	"github.com/agentcgroup/agentcgroup/exechold"
 )
 
@@ -31,7 +32,7 @@ func BenchmarkPlacement(b *testing.B) {
 	}
 	const calls = 10000
 	script := "i=0; while [ $i -lt " + strconv.Itoa(calls) + " ]; do /bin/true; i=$((i+1)); done"
-	parent, err := os.MkdirTemp(cgroup2Mount(b), "agentcgroup-placement-")
+	parent, err := os.MkdirTemp(cgrouptest.Mount(b), "agentcgroup-placement-")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/cgroupfs/cgrouptest"
 	"golang.org/x/sys/unix"
 )
 
@@ -144,7 +145,7 @@ func TestSweep(t *testing.T) {
 	if err := live.Watch(liveID, make(chan Event, 64)); err != nil {
 		t.Fatal(err)
 	}
-	goneDir, err := os.MkdirTemp(cgroup2Mount(t), "agentcgroup-bpftest-")
+	goneDir, err := os.MkdirTemp(cgrouptest.Mount(t), "agentcgroup-bpftest-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +172,7 @@ func TestSweep(t *testing.T) {
 	if err := os.Remove(goneDir); err != nil { // what the delete action removes
 		t.Fatal(err)
 	}
-	if err := Sweep(pinRoot, lockDir, cgroup2Mount(t)); err != nil {
+	if err := Sweep(pinRoot, lockDir, cgrouptest.Mount(t)); err != nil {
 		t.Fatal(err)
 	}
 	if k, _ := keys(live.maps.Rings); len(k) != 1 || k[0] != liveID {
@@ -185,7 +186,7 @@ func TestSweep(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(pinRoot, version+tmpInfix+"999"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := Sweep(pinRoot, lockDir, cgroup2Mount(t)); err != nil {
+	if err := Sweep(pinRoot, lockDir, cgrouptest.Mount(t)); err != nil {
 		t.Fatal(err)
 	}
 	if left, _ := os.ReadDir(pinRoot); len(left) != 0 {

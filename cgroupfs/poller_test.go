@@ -1,8 +1,6 @@
 package cgroupfs
 
 import (
-	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,9 +8,10 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentcgroup/agentcgroup/cgroupfs/cgrouptest"
 )
 
 // The Poller watches kernfs files, which only a real cgroup2 hierarchy has:
@@ -22,75 +21,11 @@ import (
 // which root in a container may lack.
 const trigStall, trigWindow = 100 * time.Millisecond, 2 * time.Second
 
-// realCgroup makes a throwaway cgroup, a child of the unified hierarchy's
-// root (/sys/fs/cgroup on a cgroup v2 host, /sys/fs/cgroup/unified on a
-// hybrid one). Cleanup kills what is left in it and removes it, unless the
-// test has.
+// realCgroup makes a throwaway cgroup; Cleanup kills what is left in it and
+// removes it, unless the test has.
 func realCgroup(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root, to create cgroups")
-	}
-	dir, err := os.MkdirTemp(cgroup2Mount(t), "agentcgroup-pollertest-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		if err := WriteString(dir, "cgroup.kill", "1"); err != nil {
-			t.Error(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := WaitEmpty(ctx, dir); err != nil {
-			t.Error(err)
-		}
-		if err := os.Remove(dir); err != nil {
-			t.Error(err)
-		}
-	})
-	return dir
-}
-
-func cgroup2Mount(t *testing.T) string {
-	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		// ID parent major:minor root mountpoint options... - fstype ...
-		pre, post, ok := strings.Cut(s.Text(), " - ")
-		if fields := strings.Fields(pre); ok && len(fields) > 4 && strings.HasPrefix(post, "cgroup2 ") {
-			return fields[4]
-		}
-	}
-	t.Skip("no cgroup2 mount")
-	return ""
-}
-
-// runIn starts a process in the cgroup at dir; Cleanup kills and reaps it.
-func runIn(t *testing.T, dir string) *exec.Cmd {
-	t.Helper()
-	f, err := os.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cmd := exec.Command("sleep", "600")
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(f.Fd())}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	return cmd
+	return cgrouptest.New(t, "agentcgroup-pollertest-")
 }
 
 // stop kills and reaps a process started by runIn.
@@ -199,7 +134,7 @@ func TestPollerFile(t *testing.T) {
 	keys, done := reports(p)
 	quiet(t, keys, 100*time.Millisecond)
 
-	cmd := runIn(t, b)
+	cmd := cgrouptest.Start(t, b, nil, nil, "sleep", "600")
 	expect(t, keys, "b")
 	if populated, err := Populated(b); err != nil || !populated {
 		t.Errorf("reported b, whose cgroup.events says populated %v, %v", populated, err)
@@ -237,7 +172,7 @@ func TestPollerRemove(t *testing.T) {
 		t.Errorf("entries %v, keys %v left after Remove", p.entries, p.keys)
 	}
 	keys, done := reports(p)
-	runIn(t, dir)
+	cgrouptest.Start(t, dir, nil, nil, "sleep", "600")
 	quiet(t, keys, 200*time.Millisecond)
 	// The key may be added again.
 	if err := p.AddFile("events", dir, "cgroup.events"); err != nil {

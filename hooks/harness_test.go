@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -10,10 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/agentcgroup/agentcgroup/cgroupfs/cgrouptest"
 	"github.com/agentcgroup/agentcgroup/policy"
 	"github.com/agentcgroup/agentcgroup/state"
 	"github.com/agentcgroup/agentcgroup/toolcall"
@@ -24,26 +23,6 @@ import (
 // hybrid host, its unified mount, which has no memory controller) with
 // fakes for the detector, the governor, the hold and containerd's events:
 // processes, cgroups, pidfds and inotify are real.
-
-// cgroup2Mount returns where the host mounts cgroup2.
-func cgroup2Mount(t *testing.T) string {
-	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		// id parent dev root mountpoint opts ... - fstype source opts
-		pre, post, ok := strings.Cut(s.Text(), " - ")
-		if ok && strings.HasPrefix(post, "cgroup2 ") {
-			return strings.Fields(pre)[4]
-		}
-	}
-	t.Fatal("no cgroup2 mount on this host")
-	return ""
-}
 
 // testContainers numbers the test containers, for their cgroups' names.
 var testContainers atomic.Uint64
@@ -77,7 +56,7 @@ func newTestContainer(t *testing.T, o testOptions) *testContainer {
 	if os.Geteuid() != 0 {
 		t.Skip("making cgroups needs root")
 	}
-	mount := cgroup2Mount(t)
+	mount := cgrouptest.Mount(t)
 	pool := fmt.Sprintf("/agentcgroup-unit-%d-%d-%s", os.Getpid(), testContainers.Add(1), strings.NewReplacer("/", "-").Replace(t.Name()))
 	group := pool + "/c"
 	for _, d := range []string{pool, group} {
@@ -134,21 +113,11 @@ func newTestContainer(t *testing.T, o testOptions) *testContainer {
 // is stderr (nil: none). The process is killed at the test's end.
 func (tc *testContainer) start(dir string, stderr *os.File, argv ...string) *exec.Cmd {
 	tc.t.Helper()
-	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		tc.t.Fatal(err)
-	}
-	defer syscall.Close(fd)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	var w io.Writer
 	if stderr != nil {
-		cmd.Stderr = stderr
+		w = stderr
 	}
-	if err := cmd.Start(); err != nil {
-		tc.t.Fatalf("start %v in %s: %v", argv, dir, err)
-	}
-	tc.t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	return cmd
+	return cgrouptest.Start(tc.t, dir, nil, w, argv...)
 }
 
 // startWithStdin is start with a pipe to the process's stdin.
@@ -158,19 +127,9 @@ func (tc *testContainer) startWithStdin(dir string, argv ...string) (*exec.Cmd, 
 	if err != nil {
 		tc.t.Fatal(err)
 	}
-	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		tc.t.Fatal(err)
-	}
-	defer syscall.Close(fd)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	cmd.Stdin = r
-	if err := cmd.Start(); err != nil {
-		tc.t.Fatalf("start %v in %s: %v", argv, dir, err)
-	}
+	cmd := cgrouptest.Start(tc.t, dir, r, nil, argv...)
 	r.Close()
-	tc.t.Cleanup(func() { w.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	tc.t.Cleanup(func() { w.Close() })
 	return cmd, w
 }
 

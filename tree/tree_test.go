@@ -1,7 +1,6 @@
 package tree
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"math"
@@ -18,6 +17,7 @@ import (
 	"github.com/containerd/cgroups/v3/cgroup2"
 
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/cgroupfs/cgrouptest"
 	"github.com/agentcgroup/agentcgroup/tree/layout"
 )
 
@@ -61,80 +61,17 @@ func TestPaths(t *testing.T) {
 	}
 }
 
-// newTree makes a throwaway cgroup C in the unified hierarchy (a child of its
-// root: /sys/fs/cgroup on a cgroup v2 host, /sys/fs/cgroup/unified on a
-// hybrid one) and returns its tree. Cleanup kills what is left in C and
-// removes C and everything below it.
+// newTree makes a throwaway cgroup C at the root of the cgroup2 hierarchy
+// and returns its tree. Cleanup kills what is left in C and removes C and
+// everything below it.
 func newTree(t *testing.T) Tree {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root, to create cgroups")
-	}
-	mount := cgroup2Mount(t)
-	dir, err := os.MkdirTemp(mount, "agentcgroup-treetest-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cgroupfs.WriteString(dir, "cgroup.kill", "1"); err != nil {
-			t.Error(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), killTimeout)
-		defer cancel()
-		if err := cgroupfs.WaitEmpty(ctx, dir); err != nil {
-			t.Error(err)
-		}
-		if err := cgroupfs.RemoveTree(dir); err != nil {
-			t.Error(err)
-		}
-	})
+	mount, dir := cgrouptest.Mount(t), cgrouptest.New(t, "agentcgroup-treetest-")
 	tr := At(mount, "/"+filepath.Base(dir))
 	if tr.Dir != dir {
 		t.Fatalf("At(%q, %q).Dir = %q, want %q", mount, tr.Group, tr.Dir, dir)
 	}
 	return tr
-}
-
-// cgroup2Mount is where the unified hierarchy is mounted; the test is
-// skipped on a host without one.
-func cgroup2Mount(t *testing.T) string {
-	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		// ID parent major:minor root mountpoint options... - fstype ...
-		pre, post, ok := strings.Cut(s.Text(), " - ")
-		if fields := strings.Fields(pre); ok && len(fields) > 4 && strings.HasPrefix(post, "cgroup2 ") {
-			return fields[4]
-		}
-	}
-	t.Skip("no cgroup2 mount")
-	return ""
-}
-
-// start runs a process in the cgroup at dir, as the runtime starts init in
-// C. Cleanup kills and reaps it.
-func start(t *testing.T, dir string) *exec.Cmd {
-	t.Helper()
-	f, err := os.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cmd := exec.Command("sleep", "600")
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(f.Fd())}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	return cmd
 }
 
 func pid(cmd *exec.Cmd) uint32 { return uint32(cmd.Process.Pid) }
@@ -171,7 +108,7 @@ func fields(t *testing.T, dir, name string) []string {
 
 func TestCarve(t *testing.T) {
 	tr := newTree(t)
-	init := start(t, tr.Dir)
+	init := cgrouptest.Start(t, tr.Dir, nil, nil, "sleep", "600")
 	if err := tr.Carve(pid(init)); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +165,7 @@ func TestCalls(t *testing.T) {
 	if _, err := tr.Calls(); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Calls before Carve: %v", err)
 	}
-	if err := tr.Carve(pid(start(t, tr.Dir))); err != nil {
+	if err := tr.Carve(pid(cgrouptest.Start(t, tr.Dir, nil, nil, "sleep", "600"))); err != nil {
 		t.Fatal(err)
 	}
 	if calls, err := tr.Calls(); err != nil || len(calls) != 0 {
@@ -262,7 +199,7 @@ func TestCalls(t *testing.T) {
 		t.Errorf("Update with resources the cgroup cannot take: %v", err)
 	}
 
-	tool := start(t, tr.AgentDir())
+	tool := cgrouptest.Start(t, tr.AgentDir(), nil, nil, "sleep", "600")
 	if err := tr.Move("a", pid(tool)); err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +229,7 @@ func TestCalls(t *testing.T) {
 
 func TestKillRemove(t *testing.T) {
 	tr := newTree(t)
-	init := start(t, tr.Dir)
+	init := cgrouptest.Start(t, tr.Dir, nil, nil, "sleep", "600")
 	if err := tr.Carve(pid(init)); err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +239,7 @@ func TestKillRemove(t *testing.T) {
 	if err := tr.NewCall("b", &cgroup2.Resources{}); err != nil {
 		t.Fatal(err)
 	}
-	tool := start(t, tr.CallDir("a"))
+	tool := cgrouptest.Start(t, tr.CallDir("a"), nil, nil, "sleep", "600")
 	if err := tr.Remove(); err == nil {
 		t.Error("Remove of a tree with processes succeeded")
 	}
@@ -348,7 +285,7 @@ func TestKillRemove(t *testing.T) {
 
 func TestMeasure(t *testing.T) {
 	tr := newTree(t)
-	if err := tr.Carve(pid(start(t, tr.Dir))); err != nil {
+	if err := tr.Carve(pid(cgrouptest.Start(t, tr.Dir, nil, nil, "sleep", "600"))); err != nil {
 		t.Fatal(err)
 	}
 	if err := tr.NewCall("a", &cgroup2.Resources{}); err != nil {
