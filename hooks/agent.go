@@ -121,6 +121,19 @@ func (c *Container) trackInit(ctx context.Context, pid uint32) {
 	c.agentMu.Unlock()
 }
 
+// isAgent reports whether pid is a process taken for the agent, and still
+// the same process.
+func (c *Container) isAgent(pid uint32) bool {
+	c.agentMu.Lock()
+	a, ok := c.agents[pid]
+	c.agentMu.Unlock()
+	if !ok {
+		return false
+	}
+	start, err := startTime(pid)
+	return err == nil && start == a.start
+}
+
 // agentChild decides whether pid, a fresh child of C/agent about to run (or
 // running) prog, is the agent, and says why. Only the children of agent
 // processes can be.
@@ -129,15 +142,12 @@ func (c *Container) agentChild(pid uint32, prog program) (string, bool) {
 	if err != nil {
 		return "", false
 	}
+	if !c.isAgent(ppid) {
+		return "", false // no agent process, or the pid names another one now
+	}
 	c.agentMu.Lock()
-	parent, ok := c.agents[ppid]
+	parent := c.agents[ppid]
 	c.agentMu.Unlock()
-	if !ok {
-		return "", false
-	}
-	if start, err := startTime(ppid); err != nil || start != parent.start {
-		return "", false // the pid names another process now
-	}
 	if parent.wrapper {
 		return fmt.Sprintf("started by the agent's wrapper (pid %d)", ppid), true
 	}

@@ -248,8 +248,9 @@ func TestForkCallExitUnseen(t *testing.T) {
 
 // TestHeldPlacement: a held execve of a fresh child of C/agent is placed
 // before it runs and claimed; the same call's next execve, an exec's
-// process and a process the detector does not have are left alone; the
-// Tool event that follows names the placed call rather than placing again.
+// process and the agent's own execve are left alone; a process in C/agent
+// the detector does not have is placed too (fail closed); the Tool event
+// that follows names the placed call rather than placing again.
 func TestHeldPlacement(t *testing.T) {
 	tc := newTestContainer(t, testOptions{hold: true})
 	p := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
@@ -277,8 +278,10 @@ func TestHeldPlacement(t *testing.T) {
 	tc.det.pending[pid] = monotonicNow() // as if pending again: still the same call
 	tc.det.mu.Unlock()
 	tc.hold.held(&exechold.Request{Pid: pid})
-	stranger := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
-	tc.hold.held(&exechold.Request{Pid: uint32(stranger.Process.Pid)})
+	tc.hold.held(&exechold.Request{Pid: uint32(tc.init.Process.Pid)})
+	if got := cgroupOf(t, tc.init.Process.Pid); got != tc.st.Cgroup+"/agent" {
+		t.Errorf("the agent's own execve moved it to %s", got)
+	}
 	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: pid, Args: []string{"sleep", "600"}, Forked: monotonicNow()})
 	eventually(t, "the placed call named", func() bool {
 		r, _ := tc.record(rec.ID)
@@ -290,9 +293,12 @@ func TestHeldPlacement(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d calls recorded, want 1", n)
 	}
-	if got := cgroupOf(t, stranger.Process.Pid); got != tc.st.Cgroup+"/agent" {
-		t.Errorf("a process the detector does not have moved to %s", got)
-	}
+	stranger := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	tc.hold.held(&exechold.Request{Pid: uint32(stranger.Process.Pid)})
+	eventually(t, "a process the detector missed placed as a call", func() bool {
+		r, ok := tc.recordOfPid(stranger.Process.Pid)
+		return ok && cgroupOf(t, stranger.Process.Pid) == r.Cgroup
+	})
 }
 
 // TestEscapeKilled: a process reported as cloned out of its call's cgroup

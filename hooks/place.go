@@ -28,6 +28,7 @@ func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
 	}
 	pid, forked, ok := c.pendingProcess(r.Pid)
 	if !ok {
+		c.heldMiss(ctx, pid)
 		return
 	}
 	c.mu.Lock()
@@ -63,23 +64,42 @@ func heldProgram(pid uint32, r *exechold.Request) program {
 	return p
 }
 
-// pendingProcess returns the process of thread tid, held in execve, if the
-// detector has it as a fresh child of C/agent, and when it was forked.
+// pendingProcess returns the process of thread tid, held in execve, and
+// whether the detector has it as a fresh child of C/agent, forked when.
 func (c *Container) pendingProcess(tid uint32) (uint32, time.Duration, bool) {
 	if forked, ok := c.detector.Pending(tid, c.agentID); ok {
 		return tid, forked, true
 	}
 	if isLeader(tid) {
-		return 0, 0, false
+		return tid, 0, false
 	}
 	// A thread other than its process's leader; the detector knows
 	// processes.
 	pid, err := threadGroup(tid)
 	if err != nil {
-		return 0, 0, false
+		return tid, 0, false
 	}
 	forked, ok := c.detector.Pending(pid, c.agentID)
 	return pid, forked, ok
+}
+
+// heldMiss fails closed on a held execve the detector has no fresh child
+// for: a process in C/agent that is not the agent (init, a process taken
+// for it, their re-execs) is placed as a tool call, never left to run its
+// program in C/agent. The detector misses a fresh child where its maps
+// were full or its events lost; a session whose rearm failed lands here
+// too, and what replaces it is a call.
+func (c *Container) heldMiss(ctx context.Context, pid uint32) {
+	if c.isAgent(pid) {
+		return
+	}
+	p, err := c.agentPidfd(pid)
+	if err != nil {
+		return // not in C/agent: an exec's, a call's, or gone
+	}
+	p.Close()
+	log.G(ctx).WithField("pid", pid).Warn("a process in the agent's cgroup that the detector missed is placed as a tool call")
+	c.place(ctx, pid, bpf.Since(0), true)
 }
 
 // place moves a new tool call's leader into a ready cgroup first, and does
