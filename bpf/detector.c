@@ -74,6 +74,7 @@ enum event_kind {
 	EVENT_CHILD = 2,
 	EVENT_EXIT = 3,
 	EVENT_ESCAPE = 4,
+	EVENT_FULL = 5,
 };
 
 struct event {
@@ -99,11 +100,12 @@ struct tool {
 };
 
 // calls: the cgroup IDs of the watched containers' tool calls -> their agent
-// cgroup. User space adds each call's cgroup before a process runs in it.
+// cgroup. User space adds each call's cgroup before a process runs in it,
+// at most bpf.MaxCalls a container: room for 256 containers at that bound.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 262144);
 	__type(key, __u64);
 	__type(value, __u64);
 } calls SEC(".maps");
@@ -137,22 +139,49 @@ struct forked {
 
 // pending: forked by an agent, not exec'd yet. Entries go at exit; maps
 // are not preallocated, so an idle detector holds almost no memory.
-struct {
+// pending_of and tools_of hold one map of each per watched container, made
+// by user space: its size is the container's quota, so that one container
+// filling its own leaves every other's detection whole. A failed insert is
+// reported on the container's ring (EVENT_FULL).
+// Keep the values in the BTF: reached only through the maps of maps, they
+// would be forward declarations there.
+const struct forked *unused_forked __attribute__((unused));
+const struct tool *unused_tool __attribute__((unused));
+
+struct pending {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	// Sized by user space, per container (a hash of maps compares no
+	// inner max_entries).
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, struct forked);
-} pending SEC(".maps");
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__array(values, struct pending);
+} pending_of SEC(".maps");
 
 // tools: every process of a live tool call -> its call.
-struct {
+struct tools {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	// Sized by user space, per container (a hash of maps compares no
+	// inner max_entries).
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, struct tool);
-} tools SEC(".maps");
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__array(values, struct tools);
+} tools_of SEC(".maps");
 
 // dropped counts, per agent cgroup, the events lost to its full ring buffer.
 // User space adds a container's counter with its ring.
@@ -190,6 +219,24 @@ static __always_inline struct event *reserve(__u32 kind, __u64 agent_cgroup, __u
 	return e;
 }
 
+// full reports that a map of agent_cgroup's container refused pid.
+static __always_inline void full(__u64 agent_cgroup, __u32 pid, __u32 leader)
+{
+	struct event *e = reserve(EVENT_FULL, agent_cgroup, pid, leader);
+	if (e)
+		bpf_ringbuf_submit(e, 0);
+}
+
+// agent_of returns the watched agent cgroup of a cgroup of its container:
+// the agent cgroup itself, or the agent cgroup of a call; 0 for none.
+static __always_inline __u64 agent_of(__u64 cgroup)
+{
+	if (bpf_map_lookup_elem(&rings, &cgroup))
+		return cgroup;
+	__u64 *agent = bpf_map_lookup_elem(&calls, &cgroup);
+	return agent ? *agent : 0;
+}
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
@@ -210,18 +257,24 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 		}
 		return 0;
 	}
+	void *pending = bpf_map_lookup_elem(&pending_of, &cgroup);
+	void *tools = bpf_map_lookup_elem(&tools_of, &cgroup);
+	if (!pending || !tools)
+		return 0;
 
-	struct tool *t = bpf_map_lookup_elem(&tools, &ptgid);
+	struct tool *t = bpf_map_lookup_elem(tools, &ptgid);
 	if (t) { // a call's process not moved yet: its child is the call's too
 		struct tool inherited = *t;
-		bpf_map_update_elem(&tools, &ctgid, &inherited, BPF_ANY);
+		if (bpf_map_update_elem(tools, &ctgid, &inherited, BPF_ANY))
+			full(cgroup, ctgid, inherited.leader);
 		struct event *e = reserve(EVENT_CHILD, cgroup, ctgid, inherited.leader);
 		if (e)
 			bpf_ringbuf_submit(e, 0);
 		return 0;
 	}
 	struct forked f = {.agent_cgroup = cgroup, .fork_ns = bpf_ktime_get_ns(), .session = 0};
-	bpf_map_update_elem(&pending, &ctgid, &f, BPF_ANY);
+	if (bpf_map_update_elem(pending, &ctgid, &f, BPF_ANY))
+		full(cgroup, ctgid, ptgid);
 	return 0;
 }
 
@@ -229,21 +282,30 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
 {
 	__u32 tgid = p->tgid;
-	struct forked *f = bpf_map_lookup_elem(&pending, &tgid);
+	// A pending process is in the agent cgroup, or in a call's where user
+	// space placed it while its execve was held.
+	__u64 agent = agent_of(bpf_get_current_cgroup_id());
+	if (!agent)
+		return 0;
+	void *pending = bpf_map_lookup_elem(&pending_of, &agent);
+	void *tools = bpf_map_lookup_elem(&tools_of, &agent);
+	if (!pending || !tools)
+		return 0;
+	struct forked *f = bpf_map_lookup_elem(pending, &tgid);
 	if (!f)
 		return 0;
-	struct tool t = {.agent_cgroup = f->agent_cgroup, .leader = tgid};
+	struct tool t = {.agent_cgroup = agent, .leader = tgid};
 	__u64 fork_ns = f->fork_ns;
 	__u32 session = f->session;
-	bpf_map_delete_elem(&pending, &tgid);
-	if (!session)
-		bpf_map_update_elem(&tools, &tgid, &t, BPF_ANY);
+	bpf_map_delete_elem(pending, &tgid);
+	if (!session && bpf_map_update_elem(tools, &tgid, &t, BPF_ANY))
+		full(agent, tgid, tgid);
 
-	struct event *e = reserve(EVENT_TOOL, t.agent_cgroup, tgid, tgid);
+	struct event *e = reserve(EVENT_TOOL, agent, tgid, tgid);
 	if (!e)
 		return 0;
 	e->fork_ns = fork_ns;
-	e->unplaced = bpf_get_current_cgroup_id() == t.agent_cgroup;
+	e->unplaced = bpf_get_current_cgroup_id() == agent;
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), bprm->filename);
 	// argv, read now: a short call may be gone before user space could read
 	// /proc/<pid>/cmdline. exec has just written it into the new mm.
@@ -264,16 +326,23 @@ int BPF_PROG(on_exit, struct task_struct *p)
 {
 	if (p->pid != p->tgid)
 		return 0; // a thread
+	__u64 agent = agent_of(bpf_get_current_cgroup_id());
+	if (!agent)
+		return 0;
+	void *pending = bpf_map_lookup_elem(&pending_of, &agent);
+	void *tools = bpf_map_lookup_elem(&tools_of, &agent);
+	if (!pending || !tools)
+		return 0;
 	__u32 tgid = p->tgid;
-	bpf_map_delete_elem(&pending, &tgid);
-	struct tool *t = bpf_map_lookup_elem(&tools, &tgid);
+	bpf_map_delete_elem(pending, &tgid);
+	struct tool *t = bpf_map_lookup_elem(tools, &tgid);
 	if (!t)
 		return 0;
 	struct tool call = *t;
-	bpf_map_delete_elem(&tools, &tgid);
+	bpf_map_delete_elem(tools, &tgid);
 	if (call.leader != tgid)
 		return 0;
-	struct event *e = reserve(EVENT_EXIT, call.agent_cgroup, tgid, tgid);
+	struct event *e = reserve(EVENT_EXIT, agent, tgid, tgid);
 	if (!e)
 		return 0;
 	e->exit_status = p->exit_code;

@@ -38,6 +38,11 @@ const (
 	// Escape: Leader, a process in a tool call's cgroup, forked Pid into
 	// another cgroup (clone3 CLONE_INTO_CGROUP), out of the call's limits.
 	Escape Kind = 4
+	// Full: the container's share of the detector's maps is full: Pid, a
+	// fresh child of the agent or of a call not moved yet (Leader), is not
+	// tracked. With the exec hold it is placed anyway when it executes a
+	// program (the hold fails closed).
+	Full Kind = 5
 	// Flushed: every event the kernel wrote for the container before the
 	// Flush calls up to the Flushes-th was sent before this one. Not from
 	// the kernel.
@@ -98,8 +103,9 @@ func (e Event) ExitCode() uint32 {
 type Detector struct {
 	maps  detectorMaps
 	links []link.Link
-	// ringSpec makes each container's ring buffer.
-	ringSpec *ebpf.MapSpec
+	// ringSpec, pendingSpec and toolsSpec make each container's ring
+	// buffer and its share of the pending and tools maps.
+	ringSpec, pendingSpec, toolsSpec *ebpf.MapSpec
 	// shared is the pinned set's lifecycle; nil for a private detector.
 	shared *share
 
@@ -116,15 +122,28 @@ type Detector struct {
 // watch is one watched agent cgroup: its ring buffer and the goroutine
 // that reads it into the watcher's channel.
 type watch struct {
-	ring    *ebpf.Map
-	reader  *ringbuf.Reader
-	stop    chan struct{}
-	stopped chan struct{}
+	// pending and tools are the container's share of the programs' maps:
+	// its fresh children not exec'd yet, and its calls' processes.
+	pending, tools *ebpf.Map
+	ring           *ebpf.Map
+	reader         *ringbuf.Reader
+	stop           chan struct{}
+	stopped        chan struct{}
 	// flushes counts the Flush calls.
 	flushes atomic.Uint64
 	// dropped is the last count of lost events logged.
 	dropped uint64
 }
+
+// Quota is how many fresh children not exec'd yet, and how many processes
+// of calls not moved yet, one container may have in the detector at once:
+// a container past it loses only its own detection.
+var Quota uint32 = 4096
+
+// MaxCalls is how many tool-call cgroups one container may have watched at
+// once (running calls, spares, execs not started): the calls map is
+// shared by the host's containers and sized for 256 of them at this bound.
+const MaxCalls = 1024
 
 // dropCheck is how often the kernel's counts of events lost to full ring
 // buffers are read, and a rise logged.
@@ -158,7 +177,13 @@ func Load() (_ *Detector, retErr error) {
 }
 
 func newDetector(maps detectorMaps, spec *ebpf.CollectionSpec) *Detector {
+	share := func(outer string) *ebpf.MapSpec {
+		s := spec.Maps[outer].InnerMap.Copy()
+		s.MaxEntries = Quota
+		return s
+	}
 	return &Detector{maps: maps, ringSpec: spec.Maps[detectorMapRings].InnerMap,
+		pendingSpec: share(detectorMapPendingOf), toolsSpec: share(detectorMapToolsOf),
 		watches: make(map[uint64]*watch), done: make(chan struct{})}
 }
 
@@ -184,21 +209,14 @@ func attach(progs *detectorPrograms) ([]link.Link, error) {
 // kernel drops them (counted, and logged) and no other container is
 // affected.
 func (d *Detector) Watch(agentCgroup uint64, ch chan<- Event) (retErr error) {
-	ring, err := ebpf.NewMap(d.ringSpec)
+	w, err := d.newWatch()
 	if err != nil {
-		return fmt.Errorf("watch cgroup %d: ring buffer: %w", agentCgroup, err)
+		return fmt.Errorf("watch cgroup %d: %w", agentCgroup, err)
 	}
-	r, err := ringbuf.NewReader(ring)
-	if err != nil {
-		ring.Close()
-		return fmt.Errorf("watch cgroup %d: ring buffer reader: %w", agentCgroup, err)
-	}
-	w := &watch{ring: ring, reader: r, stop: make(chan struct{}), stopped: make(chan struct{})}
 	d.mu.Lock()
 	if _, dup := d.watches[agentCgroup]; dup || d.closed {
 		d.mu.Unlock()
-		r.Close()
-		ring.Close()
+		w.closeMaps()
 		if dup {
 			return fmt.Errorf("watch cgroup %d: already watched", agentCgroup)
 		}
@@ -215,11 +233,42 @@ func (d *Detector) Watch(agentCgroup uint64, ch chan<- Event) (retErr error) {
 	if err := d.maps.Dropped.Put(agentCgroup, uint64(0)); err != nil {
 		return fmt.Errorf("watch cgroup %d: drop counter: %w", agentCgroup, err)
 	}
+	if err := d.maps.PendingOf.Put(agentCgroup, w.pending); err != nil {
+		return fmt.Errorf("watch cgroup %d: pending map: %w", agentCgroup, err)
+	}
+	if err := d.maps.ToolsOf.Put(agentCgroup, w.tools); err != nil {
+		return fmt.Errorf("watch cgroup %d: tools map: %w", agentCgroup, err)
+	}
 	// Last: from here the programs report the container's calls.
-	if err := d.maps.Rings.Put(agentCgroup, ring); err != nil {
+	if err := d.maps.Rings.Put(agentCgroup, w.ring); err != nil {
 		return fmt.Errorf("watch cgroup %d: %w", agentCgroup, err)
 	}
 	return nil
+}
+
+// newWatch makes a container's ring buffer, its reader, and its share of
+// the pending and tools maps.
+func (d *Detector) newWatch() (_ *watch, retErr error) {
+	w := &watch{stop: make(chan struct{}), stopped: make(chan struct{})}
+	defer func() {
+		if retErr != nil {
+			w.closeMaps()
+		}
+	}()
+	var err error
+	if w.ring, err = ebpf.NewMap(d.ringSpec); err != nil {
+		return nil, fmt.Errorf("ring buffer: %w", err)
+	}
+	if w.reader, err = ringbuf.NewReader(w.ring); err != nil {
+		return nil, fmt.Errorf("ring buffer reader: %w", err)
+	}
+	if w.pending, err = ebpf.NewMap(d.pendingSpec); err != nil {
+		return nil, fmt.Errorf("pending map: %w", err)
+	}
+	if w.tools, err = ebpf.NewMap(d.toolsSpec); err != nil {
+		return nil, fmt.Errorf("tools map: %w", err)
+	}
+	return w, nil
 }
 
 // Unwatch stops detecting for an agent cgroup: its watcher gets no more
@@ -262,20 +311,22 @@ func (d *Detector) Flush(agentCgroup uint64) (uint64, error) {
 	return n, nil
 }
 
-// forget removes an agent cgroup from the programs' maps, with the entries
-// that point to it: its call cgroups, and its processes still pending or in
-// a call (a process killed while its execve was held can leave one, which a
-// reused pid would inherit).
+// forget removes an agent cgroup from the programs' maps, with what points
+// to it: its call cgroups, and its share of the pending and tools maps (so
+// that no entry of its processes outlives it for a reused pid to inherit).
 func (d *Detector) forget(agentCgroup uint64) {
 	if err := d.maps.Rings.Delete(agentCgroup); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		log.L.WithError(err).WithField("cgroup", agentCgroup).Warn("forget an agent cgroup in the tool-call detector")
 	}
 	_ = d.maps.Dropped.Delete(agentCgroup)
-	err := errors.Join(
-		deleteWhere[uint64](d.maps.Calls, func(agent uint64) bool { return agent == agentCgroup }),
-		deleteWhere[uint32](d.maps.Tools, func(t detectorTool) bool { return t.AgentCgroup == agentCgroup }),
-		deleteWhere[uint32](d.maps.Pending, func(f detectorForked) bool { return f.AgentCgroup == agentCgroup }))
-	if err != nil {
+	var errs []error
+	for _, m := range []*ebpf.Map{d.maps.PendingOf, d.maps.ToolsOf} {
+		if err := m.Delete(agentCgroup); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, deleteWhere[uint64](d.maps.Calls, func(agent uint64) bool { return agent == agentCgroup }))
+	if err := errors.Join(errs...); err != nil {
 		log.L.WithError(err).WithField("cgroup", agentCgroup).Warn("forget an agent cgroup's entries in the tool-call detector")
 	}
 }
@@ -350,38 +401,56 @@ func (d *Detector) reportDrops() {
 // cgroup agentCgroup and has not executed a program yet, and when it was
 // forked (CLOCK_MONOTONIC).
 func (d *Detector) Pending(pid uint32, agentCgroup uint64) (time.Duration, bool) {
+	w := d.watched(agentCgroup)
 	var f detectorForked
-	if err := d.maps.Pending.Lookup(pid, &f); err != nil || f.AgentCgroup != agentCgroup {
+	if w == nil || w.pending.Lookup(pid, &f) != nil {
 		return 0, false
 	}
 	return time.Duration(f.ForkNs), true
+}
+
+// watched returns the watch of agentCgroup, nil if none.
+func (d *Detector) watched(agentCgroup uint64) *watch {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.watches[agentCgroup]
 }
 
 // Claim makes a pending pid the leader of a tool call that user space has
 // placed before its exec completed: its exit is reported as the call's end
 // even if it never executes a program.
 func (d *Detector) Claim(pid uint32, agentCgroup uint64) error {
-	if err := d.maps.Tools.Put(pid, detectorTool{AgentCgroup: agentCgroup, Leader: pid}); err != nil {
+	w := d.watched(agentCgroup)
+	if w == nil {
+		return fmt.Errorf("claim tool call %d: cgroup %d: %w", pid, agentCgroup, ErrNotWatched)
+	}
+	if err := w.tools.Put(pid, detectorTool{AgentCgroup: agentCgroup, Leader: pid}); err != nil {
 		return fmt.Errorf("claim tool call %d: %w", pid, err)
 	}
 	return nil
 }
 
-// Forget makes a pending pid, or a tool call's leader, a process of the
-// agent again (a session shell: its own children are the tool calls).
-func (d *Detector) Forget(pid uint32) {
-	_ = d.maps.Pending.Delete(pid)
-	_ = d.maps.Tools.Delete(pid)
+// Forget makes a pending pid, or a tool call's leader, of agentCgroup's
+// container a process of the agent again.
+func (d *Detector) Forget(pid uint32, agentCgroup uint64) {
+	if w := d.watched(agentCgroup); w != nil {
+		_ = w.pending.Delete(pid)
+		_ = w.tools.Delete(pid)
+	}
 }
 
 // Rearm makes pid, a session that stays in agentCgroup, pending again, as
 // if just forked: its next program is then seen, so that a session
 // replaced by another program (`exec CMD`) becomes a tool call.
 func (d *Detector) Rearm(pid uint32, agentCgroup uint64) error {
+	w := d.watched(agentCgroup)
+	if w == nil {
+		return fmt.Errorf("rearm session %d: cgroup %d: %w", pid, agentCgroup, ErrNotWatched)
+	}
 	// A session is no call's process, and is pending as if forked now.
-	_ = d.maps.Tools.Delete(pid)
+	_ = w.tools.Delete(pid)
 	f := detectorForked{AgentCgroup: agentCgroup, ForkNs: uint64(Since(0)), Session: 1}
-	if err := d.maps.Pending.Put(pid, f); err != nil {
+	if err := w.pending.Put(pid, f); err != nil {
 		return fmt.Errorf("rearm session %d: %w", pid, err)
 	}
 	return nil
@@ -479,7 +548,21 @@ func (w *watch) close() {
 		log.L.WithError(err).Warn("close a tool-call detector ring buffer reader")
 	}
 	<-w.stopped
-	w.ring.Close()
+	w.reader = nil
+	w.closeMaps()
+}
+
+// closeMaps closes this process's handles of the watch's maps (the kernel
+// keeps a map while the programs' maps hold it).
+func (w *watch) closeMaps() {
+	if w.reader != nil {
+		w.reader.Close()
+	}
+	for _, m := range []*ebpf.Map{w.ring, w.pending, w.tools} {
+		if m != nil {
+			m.Close()
+		}
+	}
 }
 
 // argv splits a NUL-separated argument area.

@@ -42,11 +42,11 @@ func memlock(b *testing.B, fds ...int) uint64 {
 }
 
 // kernelMemory is what the shared set holds in the kernel (maps, programs)
-// plus the ring buffers of the watched containers.
+// plus each watched container's ring buffer and share of the maps.
 func kernelMemory(b *testing.B, pinRoot string, ds []*Detector) uint64 {
 	var fds []int
 	m := ds[0].maps
-	for _, m := range []*ebpf.Map{m.Calls, m.Dropped, m.Pending, m.Rings, m.Tools} {
+	for _, m := range []*ebpf.Map{m.Calls, m.Dropped, m.PendingOf, m.Rings, m.ToolsOf} {
 		fds = append(fds, m.FD())
 	}
 	for _, p := range pinnedPrograms(b, pinRoot) {
@@ -55,7 +55,7 @@ func kernelMemory(b *testing.B, pinRoot string, ds []*Detector) uint64 {
 	}
 	for _, d := range ds {
 		for _, w := range d.watches {
-			fds = append(fds, w.ring.FD())
+			fds = append(fds, w.ring.FD(), w.pending.FD(), w.tools.FD())
 		}
 	}
 	return memlock(b, fds...)

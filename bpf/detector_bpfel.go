@@ -46,15 +46,17 @@ type detectorTool struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	detectorMapCalls       = "calls"
-	detectorMapDropped     = "dropped"
-	detectorMapPending     = "pending"
-	detectorMapRings       = "rings"
-	detectorMapTools       = "tools"
-	detectorProgOnExec     = "on_exec"
-	detectorProgOnExit     = "on_exit"
-	detectorProgOnFork     = "on_fork"
-	detectorVarUnusedEvent = "unused_event"
+	detectorMapCalls        = "calls"
+	detectorMapDropped      = "dropped"
+	detectorMapPendingOf    = "pending_of"
+	detectorMapRings        = "rings"
+	detectorMapToolsOf      = "tools_of"
+	detectorProgOnExec      = "on_exec"
+	detectorProgOnExit      = "on_exit"
+	detectorProgOnFork      = "on_fork"
+	detectorVarUnusedEvent  = "unused_event"
+	detectorVarUnusedForked = "unused_forked"
+	detectorVarUnusedTool   = "unused_tool"
 )
 
 // loadDetector returns the embedded CollectionSpec for detector.
@@ -108,18 +110,20 @@ type detectorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type detectorMapSpecs struct {
-	Calls   *ebpf.MapSpec `ebpf:"calls"`
-	Dropped *ebpf.MapSpec `ebpf:"dropped"`
-	Pending *ebpf.MapSpec `ebpf:"pending"`
-	Rings   *ebpf.MapSpec `ebpf:"rings"`
-	Tools   *ebpf.MapSpec `ebpf:"tools"`
+	Calls     *ebpf.MapSpec `ebpf:"calls"`
+	Dropped   *ebpf.MapSpec `ebpf:"dropped"`
+	PendingOf *ebpf.MapSpec `ebpf:"pending_of"`
+	Rings     *ebpf.MapSpec `ebpf:"rings"`
+	ToolsOf   *ebpf.MapSpec `ebpf:"tools_of"`
 }
 
 // detectorVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type detectorVariableSpecs struct {
-	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedForked *ebpf.VariableSpec `ebpf:"unused_forked"`
+	UnusedTool   *ebpf.VariableSpec `ebpf:"unused_tool"`
 }
 
 // detectorObjects contains all objects after they have been loaded into the kernel.
@@ -142,20 +146,20 @@ func (o *detectorObjects) Close() error {
 //
 // It can be passed to loadDetectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type detectorMaps struct {
-	Calls   *ebpf.Map `ebpf:"calls"`
-	Dropped *ebpf.Map `ebpf:"dropped"`
-	Pending *ebpf.Map `ebpf:"pending"`
-	Rings   *ebpf.Map `ebpf:"rings"`
-	Tools   *ebpf.Map `ebpf:"tools"`
+	Calls     *ebpf.Map `ebpf:"calls"`
+	Dropped   *ebpf.Map `ebpf:"dropped"`
+	PendingOf *ebpf.Map `ebpf:"pending_of"`
+	Rings     *ebpf.Map `ebpf:"rings"`
+	ToolsOf   *ebpf.Map `ebpf:"tools_of"`
 }
 
 func (m *detectorMaps) Close() error {
 	return _DetectorClose(
 		m.Calls,
 		m.Dropped,
-		m.Pending,
+		m.PendingOf,
 		m.Rings,
-		m.Tools,
+		m.ToolsOf,
 	)
 }
 
@@ -163,7 +167,9 @@ func (m *detectorMaps) Close() error {
 //
 // It can be passed to loadDetectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type detectorVariables struct {
-	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
+	UnusedForked *ebpf.Variable `ebpf:"unused_forked"`
+	UnusedTool   *ebpf.Variable `ebpf:"unused_tool"`
 }
 
 // detectorPrograms contains all programs after they have been loaded into the kernel.

@@ -347,3 +347,68 @@ func TestRearmedSession(t *testing.T) {
 		t.Errorf("the session's command seen as a call: %v; the program replacing it seen: %v", child, replaced)
 	}
 }
+
+// TestQuota: a container whose agent forks more idle children than its
+// share of the detector's maps holds loses only its own detection, and is
+// told (Full); another container's calls are all detected meanwhile, and
+// the first's again once its children are gone.
+func TestQuota(t *testing.T) {
+	quota := Quota
+	Quota = 16
+	t.Cleanup(func() { Quota = quota })
+	d := load(t)
+	dirA, idA := agentCgroup(t)
+	dirB, idB := agentCgroup(t)
+	chA, chB := make(chan Event, 256), make(chan Event, 64)
+	for id, ch := range map[uint64]chan Event{idA: chA, idB: chB} {
+		if err := d.Watch(id, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// 40 subshells that wait on the fifo and never execute a program.
+		runIn(t, dirA, `i=0; while [ $i -lt 40 ]; do (read x <`+fifo+`) & i=$((i+1)); done; wait`)
+	}()
+	var full int
+	for deadline := time.After(10 * time.Second); full < 40-16; {
+		select {
+		case ev := <-chA:
+			if ev.Kind == Full {
+				full++
+			}
+		case <-deadline:
+			t.Fatalf("%d Full events for 40 idle children over a quota of 16, want 24", full)
+		}
+	}
+	runIn(t, dirB, `/bin/true; /bin/true; exit 0`)
+	if n := countTools(collect(chB)); n != 2 {
+		t.Errorf("the other container's calls: %d of 2 detected while the first was over its quota", n)
+	}
+	f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	<-done
+	collect(chA)
+	runIn(t, dirA, `/bin/true; exit 0`)
+	if n := countTools(collect(chA)); n != 1 {
+		t.Errorf("once its children are gone, the first container's call: %d of 1 detected", n)
+	}
+}
+
+func countTools(evs []Event) int {
+	n := 0
+	for _, ev := range evs {
+		if ev.Kind == Tool {
+			n++
+		}
+	}
+	return n
+}

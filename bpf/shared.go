@@ -44,7 +44,7 @@ var ErrNoBPFFS = errors.New("no bpffs mounted")
 
 // pinned names the maps and links of a pinned set, in pinning order.
 var (
-	pinnedMaps  = []string{detectorMapCalls, detectorMapDropped, detectorMapPending, detectorMapRings, detectorMapTools}
+	pinnedMaps  = []string{detectorMapCalls, detectorMapDropped, detectorMapPendingOf, detectorMapRings, detectorMapToolsOf}
 	pinnedLinks = []string{"on_fork", "on_exec", "on_exit"}
 )
 
@@ -181,12 +181,12 @@ func openPinned(dir string) (detectorMaps, error) {
 			m.Calls = pm
 		case detectorMapDropped:
 			m.Dropped = pm
-		case detectorMapPending:
-			m.Pending = pm
+		case detectorMapPendingOf:
+			m.PendingOf = pm
 		case detectorMapRings:
 			m.Rings = pm
-		case detectorMapTools:
-			m.Tools = pm
+		case detectorMapToolsOf:
+			m.ToolsOf = pm
 		}
 	}
 	return m, nil
@@ -227,7 +227,7 @@ func loadPinned(spec *ebpf.CollectionSpec, pinRoot, dir string) (_ detectorMaps,
 	}
 	defer os.RemoveAll(tmp) // left only on failure: renamed otherwise
 	maps := map[string]*ebpf.Map{detectorMapCalls: objs.Calls, detectorMapDropped: objs.Dropped,
-		detectorMapPending: objs.Pending, detectorMapRings: objs.Rings, detectorMapTools: objs.Tools}
+		detectorMapPendingOf: objs.PendingOf, detectorMapRings: objs.Rings, detectorMapToolsOf: objs.ToolsOf}
 	for _, name := range pinnedMaps {
 		if err := maps[name].Pin(filepath.Join(tmp, name)); err != nil {
 			return detectorMaps{}, fmt.Errorf("pin the tool-call detector: %w", err)

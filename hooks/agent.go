@@ -194,7 +194,7 @@ func (c *Container) joinAgent(ctx context.Context, pid uint32, prog program, why
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		log.G(ctx).WithError(err).WithField("pid", pid).Warn("read the start time of an agent process")
 	}
-	c.detector.Forget(pid)
+	c.detector.Forget(pid, c.agentID)
 	c.agentMu.Lock()
 	c.agents[pid] = agentProc{start: start, wrapper: prog.isWrapper()}
 	c.st.Agent = append(c.st.Agent, state.AgentProcess{Pid: pid, Command: prog.argv, Why: why})

@@ -3,11 +3,14 @@ package hooks
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
+	"github.com/agentcgroup/agentcgroup/bpf"
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/toolcall"
 	"github.com/agentcgroup/agentcgroup/tree/layout"
@@ -121,6 +124,14 @@ func (c *Container) endCall(ctx context.Context, cl *call) {
 // a detector, has its forks watched for escapes, before any process runs
 // there.
 func (c *Container) newCall(id string) error {
+	if c.detector != nil {
+		c.mu.Lock()
+		n := len(c.callCgroups)
+		c.mu.Unlock()
+		if n >= bpf.MaxCalls {
+			return fmt.Errorf("the container has %d tool-call cgroups, the most one container may have: %w", n, errdefs.ErrResourceExhausted)
+		}
+	}
 	l := c.limits.Load()
 	if err := c.tree.NewCall(id, l.tool); err != nil {
 		return err

@@ -36,6 +36,8 @@ type Container struct {
 	// detector finds the tool calls the agent forks (nil: execs only).
 	detector Detector
 	agentID  uint64
+	// fullCount counts the detector's Full events.
+	fullCount atomic.Uint64
 	// watching, where the detector's watch runs in the background, is
 	// closed once it is done; detector and agentID are set before.
 	watching chan struct{}

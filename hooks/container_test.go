@@ -3,6 +3,7 @@ package hooks
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -467,5 +468,36 @@ func TestPidOutsideContainer(t *testing.T) {
 	}
 	if err := unix.Kill(int(pid), 0); err != nil {
 		t.Errorf("a process outside the container was killed: %v", err)
+	}
+}
+
+// TestDetectorFull: a Full event is counted, and logged at powers of ten.
+func TestDetectorFull(t *testing.T) {
+	for n, want := range map[uint64]bool{1: true, 2: false, 10: true, 11: false, 100: true, 1000: true, 1001: false} {
+		if got := n == 1 || isPowerOf10(n); got != want {
+			t.Errorf("logged at %d: %v, want %v", n, got, want)
+		}
+	}
+	tc := newTestContainer(t, testOptions{})
+	for range 3 {
+		tc.det.send(bpf.Event{Kind: bpf.Full, Pid: 1})
+	}
+	eventually(t, "three Full events counted", func() bool { return tc.fullCount.Load() == 3 })
+}
+
+// TestMaxCalls: a container at its bound of watched call cgroups gets no
+// more (the detector's calls map is the host's), and says so.
+func TestMaxCalls(t *testing.T) {
+	tc := newTestContainer(t, testOptions{})
+	tc.mu.Lock()
+	for i := len(tc.callCgroups); i < bpf.MaxCalls; i++ {
+		tc.callCgroups[fmt.Sprint("fake-", i)] = uint64(1<<40 + i)
+	}
+	tc.mu.Unlock()
+	if err := tc.PrepareExec(context.Background(), "e1", nil, nil); !errors.Is(err, errdefs.ErrResourceExhausted) {
+		t.Errorf("exec past the bound: %v, want resource exhausted", err)
+	}
+	if exists(tc.tree.CallDir("e1")) {
+		t.Error("a refused exec left its cgroup")
 	}
 }

@@ -32,6 +32,8 @@ func (c *Container) handleEvents(ctx context.Context, events <-chan bpf.Event) {
 				c.escaped(ctx, ev)
 			case bpf.Flushed:
 				c.flushed(ev.Flushes)
+			case bpf.Full:
+				c.detectorFull(ctx)
 			}
 		}
 	}
@@ -110,4 +112,21 @@ func (c *Container) escaped(ctx context.Context, ev bpf.Event) {
 		return
 	}
 	l.Warn("killed a process that a tool call cloned into another cgroup (clone3 CLONE_INTO_CGROUP): it would have escaped the call's limits")
+}
+
+// detectorFull says that the container's share of the detector is full: a
+// fresh child past it is not tracked. With the hold, it is placed anyway
+// when it executes a program; without, it runs in C/agent. Logged at the
+// 1st, 10th, 100th... time.
+func (c *Container) detectorFull(ctx context.Context) {
+	if n := c.fullCount.Add(1); n == 1 || isPowerOf10(n) {
+		log.G(ctx).WithFields(log.Fields{"untracked": n, "quota": bpf.Quota}).Warn("the container's share of the tool-call detector is full: its agent has that many fresh children that did not execute a program")
+	}
+}
+
+func isPowerOf10(n uint64) bool {
+	for n%10 == 0 && n > 1 {
+		n /= 10
+	}
+	return n == 1
 }

@@ -53,7 +53,7 @@ type Detector interface {
 	// drops what the detector knows of pid; Rearm makes a session's pid
 	// pending again, so that its next program is seen.
 	Claim(pid uint32, agent uint64) error
-	Forget(pid uint32)
+	Forget(pid uint32, agent uint64)
 	Rearm(pid uint32, agent uint64) error
 }
 

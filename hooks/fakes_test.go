@@ -111,7 +111,7 @@ func (d *fakeDetector) Rearm(pid uint32, agent uint64) error {
 	return nil
 }
 
-func (d *fakeDetector) Forget(pid uint32) {
+func (d *fakeDetector) Forget(pid uint32, agent uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.pending, pid)

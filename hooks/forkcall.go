@@ -90,7 +90,7 @@ func (c *Container) forget(fc *forkCall, unseen bool) {
 	if c.forks[fc.pid] == fc {
 		delete(c.forks, fc.pid)
 		if unseen {
-			c.detector.Forget(fc.pid)
+			c.detector.Forget(fc.pid, c.agentID)
 		}
 	}
 }
