@@ -37,7 +37,13 @@ func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
 	if placed {
 		return // the same call's next execve: a PATH search, or one a signal restarted
 	}
-	prog := heldProgram(pid, r)
+	prog, err := heldProgram(pid, r)
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		// A PATH search's miss: this execve fails, and the next is held
+		// in turn. Placed now, a session found further on the PATH
+		// would be a call.
+		return
+	}
 	if why, ok := c.agentChild(pid, prog); ok {
 		c.joinAgent(ctx, pid, prog, why)
 		return
@@ -51,17 +57,19 @@ func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
 }
 
 // heldProgram returns what a held execve is about to run, as far as the
-// caller's memory and root say.
-func heldProgram(pid uint32, r *exechold.Request) program {
+// caller's memory and root say; the error says why the file is unknown
+// (os.ErrNotExist: there is none, and the execve fails).
+func heldProgram(pid uint32, r *exechold.Request) (program, error) {
 	path, argv, err := r.Command()
 	if err != nil {
-		return program{}
+		return program{}, err
 	}
 	p := program{argv: argv}
-	if f, err := resolveIn(pid, path); err == nil {
+	f, err := resolveIn(pid, path)
+	if err == nil {
 		p.exe, p.shebang = f.id, f.shebang
 	}
-	return p
+	return p, err
 }
 
 // pendingProcess returns the process of thread tid, held in execve, and
