@@ -70,6 +70,11 @@ func TestResolveIn(t *testing.T) {
 	if d, err := resolveIn(self, dir); err != nil || d.regular || d.shebang != nil {
 		t.Errorf("a directory: %+v, %v", d, err)
 	}
+	// busybox runs its applets through /proc/self/exe: the process's own.
+	exe, _ := exeOf(self)
+	if e, err := resolveIn(self, "/proc/self/exe"); err != nil || e.id != exe {
+		t.Errorf("/proc/self/exe resolves to %+v, %v; want the process's executable", e, err)
+	}
 }
 
 // agentChildOf has init (a shell reading commands on its stdin) start cmd

@@ -67,8 +67,15 @@ type resolved struct {
 }
 
 // resolveIn resolves path as process pid sees it: from its root, relative
-// paths from its working directory, symbolic links inside its root.
+// paths from its working directory, symbolic links inside its root. The
+// paths of a process's own files in procfs (/proc/self/exe, which busybox
+// runs its applets through; /dev/fd/N) name what the kernel gives pid.
 func resolveIn(pid uint32, p string) (resolved, error) {
+	for prefix, own := range map[string]string{"/proc/self/": "", "/proc/thread-self/": "", "/dev/fd/": "fd/"} {
+		if rest, ok := strings.CutPrefix(p, prefix); ok {
+			return resolveOwn(fmt.Sprintf("/proc/%d/%s%s", pid, own, rest))
+		}
+	}
 	if !filepath.IsAbs(p) {
 		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
 		if err != nil {
@@ -86,6 +93,22 @@ func resolveIn(pid uint32, p string) (resolved, error) {
 		return resolved{}, fmt.Errorf("resolve %s in the root of %d: %w", p, pid, err)
 	}
 	defer unix.Close(fd)
+	return resolvedOf(fd)
+}
+
+// resolveOwn resolves a path of the shim's procfs, whose links the kernel
+// follows to the process's files.
+func resolveOwn(p string) (resolved, error) {
+	fd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return resolved{}, fmt.Errorf("resolve %s: %w", p, err)
+	}
+	defer unix.Close(fd)
+	return resolvedOf(fd)
+}
+
+// resolvedOf describes the file behind the O_PATH descriptor fd.
+func resolvedOf(fd int) (resolved, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return resolved{}, err
