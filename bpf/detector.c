@@ -86,6 +86,8 @@ struct event {
 	__s32 exit_status; // wait(2) status, for EVENT_EXIT
 	__u32 args_len;	   // bytes of args, for EVENT_TOOL
 	__u32 unplaced;	   // EVENT_TOOL: the program started in the agent cgroup
+	__u32 parent;	   // EVENT_TOOL: the process that forked the leader
+	__u32 session;	   // EVENT_TOOL: the leader was a session user space kept
 	char filename[128];
 	char args[256];	   // argv, NUL-separated, cut at 255 bytes
 };
@@ -134,7 +136,7 @@ struct forked {
 	// shell); its next program is reported, and is no call's until user
 	// space says so.
 	__u32 session;
-	__u32 pad;
+	__u32 parent; // the process that forked it, whoever adopts it later
 };
 
 // pending: forked by an agent, not exec'd yet. Entries go at exit; maps
@@ -215,6 +217,8 @@ static __always_inline struct event *reserve(__u32 kind, __u64 agent_cgroup, __u
 	e->exit_status = 0;
 	e->args_len = 0;
 	e->unplaced = 0;
+	e->parent = 0;
+	e->session = 0;
 	e->filename[0] = 0;
 	return e;
 }
@@ -272,7 +276,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 			bpf_ringbuf_submit(e, 0);
 		return 0;
 	}
-	struct forked f = {.agent_cgroup = cgroup, .fork_ns = bpf_ktime_get_ns(), .session = 0};
+	struct forked f = {.agent_cgroup = cgroup, .fork_ns = bpf_ktime_get_ns(), .session = 0, .parent = ptgid};
 	if (bpf_map_update_elem(pending, &ctgid, &f, BPF_ANY))
 		full(cgroup, ctgid, ptgid);
 	return 0;
@@ -296,7 +300,7 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 		return 0;
 	struct tool t = {.agent_cgroup = agent, .leader = tgid};
 	__u64 fork_ns = f->fork_ns;
-	__u32 session = f->session;
+	__u32 session = f->session, parent = f->parent;
 	bpf_map_delete_elem(pending, &tgid);
 	if (!session && bpf_map_update_elem(tools, &tgid, &t, BPF_ANY))
 		full(agent, tgid, tgid);
@@ -305,6 +309,8 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 	if (!e)
 		return 0;
 	e->fork_ns = fork_ns;
+	e->parent = parent;
+	e->session = session;
 	e->unplaced = bpf_get_current_cgroup_id() == agent;
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), bprm->filename);
 	// argv, read now: a short call may be gone before user space could read

@@ -66,6 +66,10 @@ type Event struct {
 	// Unplaced says that a Tool's program started in the agent cgroup: it
 	// was not placed while its execve was held.
 	Unplaced bool
+	// Parent is the process that forked a Tool's leader, whoever adopted
+	// it since; Session says the leader was a session user space kept.
+	Parent  uint32
+	Session bool
 	// Flushes numbers the Flush calls a Flushed covers.
 	Flushes uint64
 }
@@ -123,9 +127,12 @@ type Detector struct {
 // that reads it into the watcher's channel.
 type watch struct {
 	// pending and tools are the container's share of the programs' maps:
-	// its fresh children not exec'd yet, and its calls' processes.
+	// its fresh children not exec'd yet, and its calls' processes; mapsMu
+	// keeps them open while a caller uses them (withWatch).
 	pending, tools *ebpf.Map
 	ring           *ebpf.Map
+	mapsMu         sync.RWMutex
+	mapsClosed     bool
 	reader         *ringbuf.Reader
 	stop           chan struct{}
 	stopped        chan struct{}
@@ -397,34 +404,52 @@ func (d *Detector) reportDrops() {
 	}
 }
 
-// Pending reports whether pid was forked by a process in the watched agent
-// cgroup agentCgroup and has not executed a program yet, and when it was
-// forked (CLOCK_MONOTONIC).
-func (d *Detector) Pending(pid uint32, agentCgroup uint64) (time.Duration, bool) {
-	w := d.watched(agentCgroup)
-	var f detectorForked
-	if w == nil || w.pending.Lookup(pid, &f) != nil {
-		return 0, false
-	}
-	return time.Duration(f.ForkNs), true
+// Fork is what the detector knows of a pending process.
+type Fork struct {
+	// At is when it was forked (CLOCK_MONOTONIC).
+	At time.Duration
+	// Parent is the process that forked it.
+	Parent uint32
+	// Session says that user space kept it as a session (Rearm).
+	Session bool
 }
 
-// watched returns the watch of agentCgroup, nil if none.
-func (d *Detector) watched(agentCgroup uint64) *watch {
+// Pending reports whether pid was forked by a process in the watched agent
+// cgroup agentCgroup and has not executed a program yet, and how.
+func (d *Detector) Pending(pid uint32, agentCgroup uint64) (Fork, bool) {
+	var f detectorForked
+	err := d.withWatch(agentCgroup, func(w *watch) error { return w.pending.Lookup(pid, &f) })
+	if err != nil {
+		return Fork{}, false
+	}
+	return Fork{At: time.Duration(f.ForkNs), Parent: f.Parent, Session: f.Session != 0}, true
+}
+
+// withWatch runs f on the watch of agentCgroup, whose maps stay open until
+// f returns; ErrNotWatched if there is none (any more).
+func (d *Detector) withWatch(agentCgroup uint64, f func(w *watch) error) error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.watches[agentCgroup]
+	w := d.watches[agentCgroup]
+	d.mu.Unlock()
+	if w == nil {
+		return fmt.Errorf("cgroup %d: %w", agentCgroup, ErrNotWatched)
+	}
+	w.mapsMu.RLock()
+	defer w.mapsMu.RUnlock()
+	if w.mapsClosed {
+		return fmt.Errorf("cgroup %d: %w", agentCgroup, ErrNotWatched)
+	}
+	return f(w)
 }
 
 // Claim makes a pending pid the leader of a tool call that user space has
 // placed before its exec completed: its exit is reported as the call's end
 // even if it never executes a program.
 func (d *Detector) Claim(pid uint32, agentCgroup uint64) error {
-	w := d.watched(agentCgroup)
-	if w == nil {
-		return fmt.Errorf("claim tool call %d: cgroup %d: %w", pid, agentCgroup, ErrNotWatched)
-	}
-	if err := w.tools.Put(pid, detectorTool{AgentCgroup: agentCgroup, Leader: pid}); err != nil {
+	err := d.withWatch(agentCgroup, func(w *watch) error {
+		return w.tools.Put(pid, detectorTool{AgentCgroup: agentCgroup, Leader: pid})
+	})
+	if err != nil {
 		return fmt.Errorf("claim tool call %d: %w", pid, err)
 	}
 	return nil
@@ -433,24 +458,25 @@ func (d *Detector) Claim(pid uint32, agentCgroup uint64) error {
 // Forget makes a pending pid, or a tool call's leader, of agentCgroup's
 // container a process of the agent again.
 func (d *Detector) Forget(pid uint32, agentCgroup uint64) {
-	if w := d.watched(agentCgroup); w != nil {
+	_ = d.withWatch(agentCgroup, func(w *watch) error {
+		// Either may hold no entry for pid.
 		_ = w.pending.Delete(pid)
 		_ = w.tools.Delete(pid)
-	}
+		return nil
+	})
 }
 
 // Rearm makes pid, a session that stays in agentCgroup, pending again, as
 // if just forked: its next program is then seen, so that a session
 // replaced by another program (`exec CMD`) becomes a tool call.
 func (d *Detector) Rearm(pid uint32, agentCgroup uint64) error {
-	w := d.watched(agentCgroup)
-	if w == nil {
-		return fmt.Errorf("rearm session %d: cgroup %d: %w", pid, agentCgroup, ErrNotWatched)
-	}
 	// A session is no call's process, and is pending as if forked now.
-	_ = w.tools.Delete(pid)
 	f := detectorForked{AgentCgroup: agentCgroup, ForkNs: uint64(Since(0)), Session: 1}
-	if err := w.pending.Put(pid, f); err != nil {
+	err := d.withWatch(agentCgroup, func(w *watch) error {
+		_ = w.tools.Delete(pid) // it may hold none
+		return w.pending.Put(pid, f)
+	})
+	if err != nil {
 		return fmt.Errorf("rearm session %d: %w", pid, err)
 	}
 	return nil
@@ -528,7 +554,8 @@ func (w *watch) run(ch chan<- Event) {
 			continue
 		}
 		ev := Event{Kind: Kind(raw.Kind), AgentCgroup: raw.AgentCgroup, Pid: raw.Pid, Leader: raw.Leader,
-			ExitStatus: raw.ExitStatus, Forked: time.Duration(raw.ForkNs), Unplaced: raw.Unplaced != 0}
+			ExitStatus: raw.ExitStatus, Forked: time.Duration(raw.ForkNs), Unplaced: raw.Unplaced != 0,
+			Parent: raw.Parent, Session: raw.Session != 0}
 		if ev.Kind == Tool {
 			ev.Filename = cString(raw.Filename[:])
 			ev.Args = argv(raw.Args[:min(int(raw.ArgsLen), len(raw.Args))])
@@ -553,8 +580,11 @@ func (w *watch) close() {
 }
 
 // closeMaps closes this process's handles of the watch's maps (the kernel
-// keeps a map while the programs' maps hold it).
+// keeps a map while the programs' maps hold it), once no caller uses them.
 func (w *watch) closeMaps() {
+	w.mapsMu.Lock()
+	defer w.mapsMu.Unlock()
+	w.mapsClosed = true
 	if w.reader != nil {
 		w.reader.Close()
 	}

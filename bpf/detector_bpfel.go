@@ -23,6 +23,8 @@ type detectorEvent struct {
 	ExitStatus  int32
 	ArgsLen     uint32
 	Unplaced    uint32
+	Parent      uint32
+	Session     uint32
 	Filename    [128]int8
 	Args        [256]int8
 }
@@ -32,7 +34,7 @@ type detectorForked struct {
 	AgentCgroup uint64
 	ForkNs      uint64
 	Session     uint32
-	Pad         uint32
+	Parent      uint32
 }
 
 type detectorTool struct {

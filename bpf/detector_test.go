@@ -336,15 +336,15 @@ func TestRearmedSession(t *testing.T) {
 		case ev.Kind == Child && ev.Leader == session:
 			t.Errorf("a session's fork reported as its call's child: %+v", ev)
 		case ev.Kind == Tool && ev.Pid != session && strings.HasSuffix(ev.Filename, "true"):
-			child = true
+			child = ev.Parent == session && !ev.Session
 		case ev.Kind == Tool && ev.Pid == session && strings.HasSuffix(ev.Filename, "echo"):
-			replaced = true
+			replaced = ev.Session
 		case ev.Kind == Exit && ev.Pid == session:
 			t.Errorf("a session's exit reported as a call's: %+v", ev)
 		}
 	}
 	if !child || !replaced {
-		t.Errorf("the session's command seen as a call: %v; the program replacing it seen: %v", child, replaced)
+		t.Errorf("the session's command seen as a call forked by it: %v; the program replacing it seen as the session's: %v", child, replaced)
 	}
 }
 

@@ -118,7 +118,7 @@ func BenchmarkPlacement(b *testing.B) {
 			return
 		}
 		move(dirs, pid)
-		held = append(held, Since(forked).Microseconds())
+		held = append(held, Since(forked.At).Microseconds())
 	})
 	var unplaced, tools int
 	counted := make(chan struct{})

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -345,9 +346,19 @@ func sweep(pinRoot, lockDir, v, cgroupMount string) error {
 	}
 	d := &Detector{maps: maps}
 	defer maps.Close()
-	agents, err := keys(maps.Rings)
-	if err != nil {
-		return fmt.Errorf("sweep the tool-call detector: %w", err)
+	// Every map keyed by agent cgroup: a shim killed in Watch or in forget
+	// can leave an entry in some and not in rings.
+	var agents []uint64
+	for _, m := range []*ebpf.Map{maps.Rings, maps.PendingOf, maps.ToolsOf, maps.Dropped} {
+		ks, err := keys(m)
+		if err != nil {
+			return fmt.Errorf("sweep the tool-call detector: %w", err)
+		}
+		for _, k := range ks {
+			if !slices.Contains(agents, k) {
+				agents = append(agents, k)
+			}
+		}
 	}
 	var gone []uint64
 	for _, agent := range agents {
@@ -363,13 +374,13 @@ func sweep(pinRoot, lockDir, v, cgroupMount string) error {
 	return nil
 }
 
-// keys lists the agent cgroups of a rings map.
-func keys(rings *ebpf.Map) ([]uint64, error) {
+// keys lists the agent cgroups a map keyed by them holds.
+func keys(m *ebpf.Map) ([]uint64, error) {
 	var out []uint64
 	var k uint64
-	var id uint32 // an inner map's ID
-	it := rings.Iterate()
-	for it.Next(&k, &id) {
+	v := make([]byte, m.ValueSize()) // an inner map's ID, or a count
+	it := m.Iterate()
+	for it.Next(&k, &v) {
 		out = append(out, k)
 	}
 	return out, it.Err()

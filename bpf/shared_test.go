@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -172,11 +173,30 @@ func TestSweep(t *testing.T) {
 	if err := os.Remove(goneDir); err != nil { // what the delete action removes
 		t.Fatal(err)
 	}
+	// What a shim killed inside Watch, before its ring was added, leaves:
+	// entries of a gone cgroup in the other maps keyed by agent cgroup.
+	const half = 1<<62 + 7 // no cgroup has this ID
+	if err := live.maps.Dropped.Put(uint64(half), uint64(0)); err != nil {
+		t.Fatal(err)
+	}
+	w, err := live.newWatch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := live.maps.PendingOf.Put(uint64(half), w.pending); err != nil {
+		t.Fatal(err)
+	}
+	w.closeMaps()
 	if err := Sweep(pinRoot, lockDir, cgrouptest.Mount(t)); err != nil {
 		t.Fatal(err)
 	}
 	if k, _ := keys(live.maps.Rings); len(k) != 1 || k[0] != liveID {
 		t.Errorf("watched after the sweep: %v, want only %d", k, liveID)
+	}
+	for name, m := range map[string]*ebpf.Map{"pending_of": live.maps.PendingOf, "dropped": live.maps.Dropped} {
+		if k, _ := keys(m); slices.Contains(k, uint64(half)) {
+			t.Errorf("%s keeps a gone cgroup's entry after the sweep: %v", name, k)
+		}
 	}
 
 	// The live shim killed too (its hold dropped without Close): the sweep

@@ -41,8 +41,11 @@ var shells = []string{"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh"}
 
 // agentProc is a process taken for the agent.
 type agentProc struct {
-	start   uint64 // its start time: a reused pid is another process
-	wrapper bool   // what it starts is the agent too
+	start uint64 // its start time: a reused pid is another process
+	// wrapper, where it joined as an init wrapper, is the file the
+	// wrapper runs: it wraps the agent while it still runs that file, and
+	// an exec into the agent's program (exec "$@") ends it.
+	wrapper fileID
 }
 
 // program is what a process runs: its argv and the file it executes.
@@ -53,113 +56,116 @@ type program struct {
 	shebang []string
 }
 
+// interpreted returns argv as the kernel runs it: a script's interpreter
+// line first, and a `#!/usr/bin/env PROG` (or `env -S "PROG ARGS"`) unwrapped.
+func (p program) interpreted() []string {
+	argv := append(slices.Clone(p.shebang), p.argv...)
+	if len(argv) > 1 && path.Base(argv[0]) == "env" {
+		if rest, ok := strings.CutPrefix(argv[1], "-S"); ok {
+			return append(strings.Fields(rest), argv[2:]...)
+		}
+		return argv[1:]
+	}
+	return argv
+}
+
 // isWrapper reports whether prog starts the container's main program.
 func (p program) isWrapper() bool {
-	argv := p.argv
-	if len(p.shebang) > 0 {
-		argv = append(slices.Clone(p.shebang), argv...) // as the kernel runs it
-	}
+	argv := p.interpreted()
 	if len(argv) == 0 {
 		return false
 	}
-	name := path.Base(argv[0])
-	if name == "env" && len(argv) > 1 { // #!/usr/bin/env sh
-		argv = argv[1:]
-		name = path.Base(argv[0])
-	}
-	switch {
+	switch name := path.Base(argv[0]); {
 	case slices.Contains(initWrappers, name):
 		return true
 	case slices.Contains(shells, name):
-		return scriptOperand(argv) != ""
+		script, _ := parseShell(argv)
+		return script != ""
 	}
 	return false
 }
 
-// scriptOperand returns the script a shell's argv runs, "" where it runs -c
-// commands or reads them (a session).
-func scriptOperand(argv []string) string {
-	for i := 1; i < len(argv); i++ {
-		a := argv[i]
-		switch {
-		case a == "--":
-			if i+1 < len(argv) {
-				return argv[i+1]
-			}
-			return ""
-		case a == "-s" || strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && strings.ContainsAny(a[1:], "cs"):
-			return "" // commands from -c or standard input
-		case a == "-o" || a == "+o" || a == "-O" || a == "+O" || a == "--rcfile" || a == "--init-file":
-			i++
-		case strings.HasPrefix(a, "-") || strings.HasPrefix(a, "+"):
-		default:
-			return a
-		}
+// wrapperFile returns the file a wrapper that joined with prog runs once its
+// execve is done: a script's interpreter, as pid sees it.
+func wrapperFile(pid uint32, prog program) fileID {
+	if len(prog.shebang) == 0 {
+		return prog.exe
 	}
-	return ""
+	if f, err := resolveProgram(pid, prog.interpreted()[0]); err == nil {
+		return f.id
+	}
+	return fileID{}
 }
 
 // trackInit takes init for the agent, and for a wrapper where the OCI spec
 // runs one.
 func (c *Container) trackInit(ctx context.Context, pid uint32) {
-	p := program{argv: c.st.Init}
-	if len(p.argv) > 0 {
+	a := agentProc{}
+	if len(c.st.Init) > 0 {
 		// The spec's program, resolved in the container's root (init
 		// waits there in `runc init`): a script's interpreter says
 		// whether it is an entrypoint script.
-		if f, err := resolveProgram(pid, p.argv[0]); err == nil {
-			p.shebang = f.shebang
+		if f, err := resolveProgram(pid, c.st.Init[0]); err == nil {
+			if p := (program{argv: c.st.Init, exe: f.id, shebang: f.shebang}); p.isWrapper() {
+				a.wrapper = wrapperFile(pid, p)
+			}
 		}
 	}
-	start, err := startTime(pid)
-	if err != nil {
+	var err error
+	if a.start, err = startTime(pid); err != nil {
 		log.G(ctx).WithError(err).Warn("read the start time of init")
 	}
 	c.agentMu.Lock()
-	c.agents[pid] = agentProc{start: start, wrapper: p.isWrapper()}
+	c.agents[pid] = a
 	c.initPid = pid
 	c.agentMu.Unlock()
 }
 
-// isAgent reports whether pid is a process taken for the agent, and still
+// agent returns the process pid taken for the agent, if it is one and still
 // the same process.
-func (c *Container) isAgent(pid uint32) bool {
+func (c *Container) agent(pid uint32) (agentProc, bool) {
 	c.agentMu.Lock()
 	a, ok := c.agents[pid]
 	c.agentMu.Unlock()
 	if !ok {
-		return false
+		return agentProc{}, false
 	}
 	start, err := startTime(pid)
-	return err == nil && start == a.start
+	return a, err == nil && start == a.start
 }
 
-// agentChild decides whether pid, a fresh child of C/agent about to run (or
-// running) prog, is the agent, and says why. Only the children of agent
-// processes can be.
-func (c *Container) agentChild(pid uint32, prog program) (string, bool) {
-	ppid, err := parentOf(pid)
+// isAgent reports whether pid is a process taken for the agent.
+func (c *Container) isAgent(pid uint32) bool {
+	_, ok := c.agent(pid)
+	return ok
+}
+
+// agentChild decides whether pid, which parent forked in C/agent and which
+// is about to run (or runs) prog, is the agent, and says why. Only what an
+// agent process forks can be; the parent is the one that forked it, not
+// one that adopted it since.
+func (c *Container) agentChild(pid, parent uint32, prog program) (string, bool) {
+	a, ok := c.agent(parent)
+	if !ok {
+		return "", false // no agent process, or the pid names another one now
+	}
+	pexe, err := exeOf(parent)
 	if err != nil {
 		return "", false
 	}
-	if !c.isAgent(ppid) {
-		return "", false // no agent process, or the pid names another one now
+	if a.wrapper != (fileID{}) && a.wrapper == pexe {
+		return fmt.Sprintf("started by the agent's wrapper (pid %d)", parent), true
 	}
-	c.agentMu.Lock()
-	parent := c.agents[ppid]
-	c.agentMu.Unlock()
-	if parent.wrapper {
-		return fmt.Sprintf("started by the agent's wrapper (pid %d)", ppid), true
-	}
-	pargv, _ := cmdline(ppid)
-	if ps, ok := scriptOf(ppid, program{argv: pargv}); ok {
-		if cs, ok := scriptOf(pid, prog); ok && cs == ps {
-			return fmt.Sprintf("relaunch of the agent (pid %d)", ppid), true
+	if pargv, err := cmdline(parent); err == nil && prog.exe == pexe {
+		if ps, ok := relaunchScript(parent, program{argv: pargv, exe: pexe}); ok {
+			if cs, ok := relaunchScript(pid, prog); ok && cs == ps {
+				return fmt.Sprintf("relaunch of the agent (pid %d)", parent), true
+			}
 		}
 	}
 	if named := c.policy.Agent; named != "" && prog.exe != (fileID{}) {
 		if f, err := resolveIn(pid, named); err == nil {
-			if cs, ok := scriptOf(pid, prog); f.id == prog.exe || ok && cs == f.id {
+			if cs, ok := relaunchScript(pid, prog); f.id == prog.exe || ok && cs == f.id {
 				return "named by io.agentcgroup.agent", true
 			}
 		}
@@ -167,20 +173,25 @@ func (c *Container) agentChild(pid uint32, prog program) (string, bool) {
 	return "", false
 }
 
-// scriptOf returns the main script of a program run by an interpreter: the
-// script it executes (a file with an interpreter line), else its first
-// operand where that is a regular file. A program given its code on the
-// command line (sh -c, python3 -c) has none, nor has a native program.
-func scriptOf(pid uint32, p program) (fileID, bool) {
-	if len(p.shebang) > 0 {
-		return p.exe, p.exe != fileID{}
-	}
+// relaunchOptions are the interpreter options a relaunch may add before
+// its main script: the heap and stack sizes Node is relaunched for, and
+// options that run no code of their own.
+var relaunchOptions = []string{"--max-old-space-size=", "--max-semi-space-size=", "--stack-size=",
+	"--expose-gc", "--no-warnings", "--enable-source-maps", "--no-deprecation"}
+
+// relaunchScript returns the main script of a program run by an
+// interpreter: its first operand, a regular file, where every option
+// before it is a relaunchOptions one. A program given code on its command
+// line (-e, --eval, -r, -c), or any other option, has none.
+func relaunchScript(pid uint32, p program) (fileID, bool) {
 	for _, a := range p.argv[min(1, len(p.argv)):] {
-		switch {
-		case a == "-c" || a == "-e" || a == "--eval" || a == "-p" || a == "--print":
-			return fileID{}, false // code on the command line
-		case strings.HasPrefix(a, "-"):
-			continue
+		if strings.HasPrefix(a, "-") {
+			if slices.ContainsFunc(relaunchOptions, func(o string) bool {
+				return a == o || strings.HasSuffix(o, "=") && strings.HasPrefix(a, o)
+			}) {
+				continue
+			}
+			return fileID{}, false
 		}
 		f, err := resolveIn(pid, a)
 		return f.id, err == nil && f.regular
@@ -190,13 +201,17 @@ func scriptOf(pid uint32, p program) (fileID, bool) {
 
 // joinAgent takes pid, running prog, for the agent.
 func (c *Container) joinAgent(ctx context.Context, pid uint32, prog program, why string) {
-	start, err := startTime(pid)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	a := agentProc{}
+	var err error
+	if a.start, err = startTime(pid); err != nil && !errors.Is(err, os.ErrNotExist) {
 		log.G(ctx).WithError(err).WithField("pid", pid).Warn("read the start time of an agent process")
+	}
+	if prog.isWrapper() {
+		a.wrapper = wrapperFile(pid, prog)
 	}
 	c.detector.Forget(pid, c.agentID)
 	c.agentMu.Lock()
-	c.agents[pid] = agentProc{start: start, wrapper: prog.isWrapper()}
+	c.agents[pid] = a
 	c.st.Agent = append(c.st.Agent, state.AgentProcess{Pid: pid, Command: prog.argv, Why: why})
 	err = state.Save(c.dir, &c.st) // under agentMu: a later list never loses to an earlier one
 	c.agentMu.Unlock()

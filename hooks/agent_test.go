@@ -50,7 +50,7 @@ func TestIsWrapper(t *testing.T) {
 func TestResolveIn(t *testing.T) {
 	dir := t.TempDir()
 	script := filepath.Join(dir, "agent.sh")
-	if err := os.WriteFile(script, []byte("#!/bin/sh -e\nexit 0\n"), 0o755); err != nil {
+	if err := os.WriteFile(script, []byte("#!/bin/sh\t-e\nexit 0\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Symlink("agent.sh", filepath.Join(dir, "link")); err != nil {
@@ -104,23 +104,37 @@ func agentChildOf(t *testing.T, tc *testContainer, cmd string) uint32 {
 // background.
 var cmdReader = []string{"/bin/sh", "-c", `while read c; do $c & done; sleep 600`}
 
+// fakeTini is a program named tini that is the shell cmdReader runs: init
+// then runs the file its spec names, as a wrapper does.
+func fakeTini(t *testing.T) string {
+	tini := filepath.Join(t.TempDir(), "tini")
+	if err := os.Symlink("/bin/sh", tini); err != nil {
+		t.Fatal(err)
+	}
+	return tini
+}
+
 // TestAgentBehindWrapper: what an init wrapper starts is the agent: it
 // stays in C/agent, the detector forgets it, and the state says why. The
-// same child of an init that is no wrapper is a tool call.
+// same child of an init that is no wrapper is a tool call, and so it is of
+// a wrapper that has exec'd another program (exec "$@"): here init runs
+// bash, not the /bin/sh its entrypoint names.
 func TestAgentBehindWrapper(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
+		init  []string
 		spec  []string
 		agent bool
 	}{
-		{"tini", []string{"/usr/bin/tini", "--", "agent"}, true},
-		{"entrypoint", []string{"/bin/sh", "/entrypoint.sh"}, true},
-		{"shell -c", []string{"/bin/sh", "-c", "agent"}, false},
+		{"tini", cmdReader, []string{fakeTini(t), "--", "agent"}, true},
+		{"entrypoint", cmdReader, []string{"/bin/sh", "/entrypoint.sh"}, true},
+		{"shell -c", cmdReader, []string{"/bin/sh", "-c", "agent"}, false},
+		{"wrapper exec'd the agent", append([]string{"/bin/bash"}, cmdReader[1:]...), []string{"/bin/sh", "/entrypoint.sh"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newTestContainer(t, testOptions{init: cmdReader, spec: tc.spec})
+			c := newTestContainer(t, testOptions{init: tc.init, spec: tc.spec})
 			child := agentChildOf(t, c, "sleep 601")
-			c.det.send(bpf.Event{Kind: bpf.Tool, Pid: child, Filename: "/bin/sleep", Args: []string{"sleep", "601"}, Forked: monotonicNow()})
+			c.det.send(bpf.Event{Kind: bpf.Tool, Pid: child, Parent: uint32(c.init.Process.Pid), Filename: "/bin/sleep", Args: []string{"sleep", "601"}, Forked: monotonicNow()})
 			if !tc.agent {
 				eventually(t, "the child placed as a call", func() bool {
 					r, ok := c.recordOfPid(int(child))
@@ -149,10 +163,10 @@ func TestAgentBehindWrapper(t *testing.T) {
 // TestAgentHeldBehindWrapper: with the hold, the wrapper's child is taken
 // for the agent while its execve waits, never placed.
 func TestAgentHeldBehindWrapper(t *testing.T) {
-	c := newTestContainer(t, testOptions{init: cmdReader, spec: []string{"tini", "--", "agent"}, hold: true})
+	c := newTestContainer(t, testOptions{init: cmdReader, spec: []string{fakeTini(t), "--", "agent"}, hold: true})
 	child := agentChildOf(t, c, "sleep 602")
 	c.det.mu.Lock()
-	c.det.pending[child] = monotonicNow()
+	c.det.pending[child] = bpf.Fork{At: monotonicNow(), Parent: uint32(c.init.Process.Pid)}
 	c.det.mu.Unlock()
 	c.hold.held(&exechold.Request{Pid: child})
 	if _, _, forgot := c.det.snapshot(); !slices.Contains(forgot, child) {
@@ -176,13 +190,13 @@ func TestAgentRelaunch(t *testing.T) {
 	}
 	c := newTestContainer(t, testOptions{init: []string{"/bin/sh", script}, spec: []string{"node", "cli.js"}})
 	relaunch := agentChildOf(t, c, "/bin/sh "+script)
-	c.det.send(bpf.Event{Kind: bpf.Tool, Pid: relaunch, Args: []string{"/bin/sh", script}, Forked: monotonicNow()})
+	c.det.send(bpf.Event{Kind: bpf.Tool, Pid: relaunch, Parent: uint32(c.init.Process.Pid), Args: []string{"/bin/sh", script}, Forked: monotonicNow()})
 	eventually(t, "the relaunch taken for the agent", func() bool {
 		_, _, forgot := c.det.snapshot()
 		return slices.Contains(forgot, relaunch)
 	})
 	other := agentChildOf(t, c, "sleep 603")
-	c.det.send(bpf.Event{Kind: bpf.Tool, Pid: other, Args: []string{"sleep", "603"}, Forked: monotonicNow()})
+	c.det.send(bpf.Event{Kind: bpf.Tool, Pid: other, Parent: uint32(c.init.Process.Pid), Args: []string{"sleep", "603"}, Forked: monotonicNow()})
 	eventually(t, "the other program placed as a call", func() bool {
 		_, ok := c.recordOfPid(int(other))
 		return ok
@@ -200,7 +214,7 @@ func TestAgentNamed(t *testing.T) {
 	p.Agent = "/bin/sleep"
 	c := newTestContainer(t, testOptions{init: cmdReader, spec: []string{"/bin/sh", "-c", "agent"}, policy: p})
 	named := agentChildOf(t, c, "sleep 604")
-	c.det.send(bpf.Event{Kind: bpf.Tool, Pid: named, Args: []string{"sleep", "604"}, Forked: monotonicNow()})
+	c.det.send(bpf.Event{Kind: bpf.Tool, Pid: named, Parent: uint32(c.init.Process.Pid), Args: []string{"sleep", "604"}, Forked: monotonicNow()})
 	eventually(t, "the named program taken for the agent", func() bool {
 		_, _, forgot := c.det.snapshot()
 		return slices.Contains(forgot, named)
@@ -211,7 +225,45 @@ func TestAgentNamed(t *testing.T) {
 	c.agents[init] = agentProc{start: c.agents[init].start + 1}
 	c.agentMu.Unlock()
 	next := agentChildOf(t, c, "sleep 605")
-	if why, ok := c.agentChild(next, program{argv: []string{"sleep", "605"}}); ok {
+	if why, ok := c.agentChild(next, init, program{argv: []string{"sleep", "605"}}); ok {
 		t.Errorf("a child of a reused pid taken for the agent: %s", why)
+	}
+}
+
+// TestAgentNotByAdoption: a process is judged by the process that forked
+// it: one an agent process adopted (an orphaned subshell of a session,
+// reparented to init) or one that was a session (exec CMD) is a call, even
+// under a wrapper.
+func TestAgentNotByAdoption(t *testing.T) {
+	c := newTestContainer(t, testOptions{init: cmdReader, spec: []string{fakeTini(t), "--", "agent"}})
+	orphan := agentChildOf(t, c, "sleep 606")
+	c.det.send(bpf.Event{Kind: bpf.Tool, Pid: orphan, Parent: uint32(os.Getpid()), Args: []string{"sleep", "606"}, Forked: monotonicNow()})
+	session := agentChildOf(t, c, "sleep 607")
+	c.det.send(bpf.Event{Kind: bpf.Tool, Pid: session, Parent: uint32(c.init.Process.Pid), Session: true, Args: []string{"sleep", "607"}, Forked: monotonicNow()})
+	for _, pid := range []uint32{orphan, session} {
+		eventually(t, "placed as a call", func() bool {
+			r, ok := c.recordOfPid(int(pid))
+			return ok && cgroupOf(t, int(pid)) == r.Cgroup
+		})
+	}
+}
+
+// TestOwnFile: only the exact paths of a process's own files are taken from
+// procfs; anything else under /proc/self is resolved in its root, where
+// `..` cannot leave it.
+func TestOwnFile(t *testing.T) {
+	self := uint32(os.Getpid())
+	for p, want := range map[string]string{
+		"/proc/self/exe":                 fmt.Sprintf("/proc/%d/exe", self),
+		"/proc/self/fd/3":                fmt.Sprintf("/proc/%d/fd/3", self),
+		"/proc/self/root/../etc/passwd":  "",
+		"/proc/self/fd/../../1/environ":  "",
+		"/proc/self/cwd/x":               "",
+		"/proc/thread-self/exe":          "",
+		"/dev/fd/../../proc/1/root/etc/": "",
+	} {
+		if got, ok := ownFile(self, p); got != want || ok != (want != "") {
+			t.Errorf("ownFile(%q) = %q, %v; want %q", p, got, ok, want)
+		}
 	}
 }

@@ -257,7 +257,7 @@ func TestHeldPlacement(t *testing.T) {
 	p := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
 	pid := uint32(p.Process.Pid)
 	tc.det.mu.Lock()
-	tc.det.pending[pid] = monotonicNow()
+	tc.det.pending[pid] = bpf.Fork{At: monotonicNow()}
 	tc.det.mu.Unlock()
 
 	tc.hold.held(&exechold.Request{Pid: pid, Exec: true})
@@ -276,7 +276,7 @@ func TestHeldPlacement(t *testing.T) {
 		t.Errorf("claimed %v, want [%d]", claimed, pid)
 	}
 	tc.det.mu.Lock()
-	tc.det.pending[pid] = monotonicNow() // as if pending again: still the same call
+	tc.det.pending[pid] = bpf.Fork{At: monotonicNow()} // as if pending again: still the same call
 	tc.det.mu.Unlock()
 	tc.hold.held(&exechold.Request{Pid: pid})
 	tc.hold.held(&exechold.Request{Pid: uint32(tc.init.Process.Pid)})
@@ -499,5 +499,23 @@ func TestMaxCalls(t *testing.T) {
 	}
 	if exists(tc.tree.CallDir("e1")) {
 		t.Error("a refused exec left its cgroup")
+	}
+	// A forked call that no cgroup can hold is killed, not left in C/agent.
+	eventually(t, "the spares made", func() bool { tc.placeMu.Lock(); defer tc.placeMu.Unlock(); return len(tc.spare) == spares })
+	tc.placeMu.Lock()
+	tc.spare = nil // used up
+	tc.placeMu.Unlock()
+	p := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: uint32(p.Process.Pid), Args: []string{"sleep", "600"}, Forked: monotonicNow()})
+	done := make(chan error, 1)
+	go func() { done <- p.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Errorf("the call that no cgroup could hold ended with %v, want SIGKILL", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a call that no cgroup could hold runs on in C/agent")
 	}
 }

@@ -49,7 +49,7 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 	if fc == nil { // no hold: seen after its exec
 		prog := program{argv: ev.Args}
 		prog.exe, _ = exeOf(ev.Pid)
-		if why, ok := c.agentChild(ev.Pid, prog); ok {
+		if why, ok := c.agentChild(ev.Pid, ev.Parent, prog); ok && !ev.Session {
 			c.joinAgent(ctx, ev.Pid, prog, why)
 			return
 		}

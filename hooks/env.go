@@ -46,9 +46,9 @@ type Detector interface {
 	// are then watched for escapes.
 	AddCall(call, agent uint64) error
 	RemoveCall(call uint64)
-	// Pending reports whether pid is a fresh child of agent, and when it
-	// was forked.
-	Pending(pid uint32, agent uint64) (time.Duration, bool)
+	// Pending reports whether pid is a fresh child of agent, and when and
+	// by whom it was forked.
+	Pending(pid uint32, agent uint64) (bpf.Fork, bool)
 	// Claim makes pid a tool call's leader, placed while held; Forget
 	// drops what the detector knows of pid; Rearm makes a session's pid
 	// pending again, so that its next program is seen.

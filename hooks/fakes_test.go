@@ -23,7 +23,7 @@ type fakeDetector struct {
 	agent    uint64
 	watchErr error
 	calls    map[uint64]uint64 // call cgroup ID -> agent cgroup ID
-	pending  map[uint32]time.Duration
+	pending  map[uint32]bpf.Fork
 	claimed  []uint32
 	forgot   []uint32
 	rearmed  []uint32
@@ -34,7 +34,7 @@ type fakeDetector struct {
 }
 
 func newFakeDetector() *fakeDetector {
-	return &fakeDetector{calls: map[uint64]uint64{}, pending: map[uint32]time.Duration{}}
+	return &fakeDetector{calls: map[uint64]uint64{}, pending: map[uint32]bpf.Fork{}}
 }
 
 func (d *fakeDetector) Watch(agent uint64, events chan<- bpf.Event) error {
@@ -88,11 +88,11 @@ func (d *fakeDetector) RemoveCall(call uint64) {
 	delete(d.calls, call)
 }
 
-func (d *fakeDetector) Pending(pid uint32, agent uint64) (time.Duration, bool) {
+func (d *fakeDetector) Pending(pid uint32, agent uint64) (bpf.Fork, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	forked, ok := d.pending[pid]
-	return forked, ok && agent == d.agent
+	f, ok := d.pending[pid]
+	return f, ok && agent == d.agent
 }
 
 func (d *fakeDetector) Claim(pid uint32, agent uint64) error {
@@ -106,7 +106,7 @@ func (d *fakeDetector) Claim(pid uint32, agent uint64) error {
 func (d *fakeDetector) Rearm(pid uint32, agent uint64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.pending[pid] = monotonicNow()
+	d.pending[pid] = bpf.Fork{At: monotonicNow(), Session: true}
 	d.rearmed = append(d.rearmed, pid)
 	return nil
 }

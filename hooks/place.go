@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 
 	"github.com/agentcgroup/agentcgroup/bpf"
 	"github.com/agentcgroup/agentcgroup/exechold"
@@ -26,7 +27,7 @@ func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
 		// fresh child of C/agent, and nothing needs asking.
 		return
 	}
-	pid, forked, ok := c.pendingProcess(r.Pid)
+	pid, fork, ok := c.pendingProcess(r.Pid)
 	if !ok {
 		c.heldMiss(ctx, pid)
 		return
@@ -44,16 +45,20 @@ func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
 		// would be a call.
 		return
 	}
-	if why, ok := c.agentChild(pid, prog); ok {
-		c.joinAgent(ctx, pid, prog, why)
-		return
+	// A session replaced by another program (exec CMD) is never the
+	// agent: what a session runs is the model's.
+	if !fork.Session {
+		if why, ok := c.agentChild(pid, fork.Parent, prog); ok {
+			c.joinAgent(ctx, pid, prog, why)
+			return
+		}
 	}
 	if c.isSession(prog) {
 		// Its exec is seen again once done, from the file it runs.
 		c.keepSession(ctx, pid, prog)
 		return
 	}
-	c.place(ctx, pid, forked, true)
+	c.place(ctx, pid, fork.At, true)
 }
 
 // heldProgram returns what a held execve is about to run, as far as the
@@ -73,22 +78,22 @@ func heldProgram(pid uint32, r *exechold.Request) (program, error) {
 }
 
 // pendingProcess returns the process of thread tid, held in execve, and
-// whether the detector has it as a fresh child of C/agent, forked when.
-func (c *Container) pendingProcess(tid uint32) (uint32, time.Duration, bool) {
-	if forked, ok := c.detector.Pending(tid, c.agentID); ok {
-		return tid, forked, true
+// whether the detector has it as a fresh child of C/agent, and how.
+func (c *Container) pendingProcess(tid uint32) (uint32, bpf.Fork, bool) {
+	if f, ok := c.detector.Pending(tid, c.agentID); ok {
+		return tid, f, true
 	}
 	if isLeader(tid) {
-		return tid, 0, false
+		return tid, bpf.Fork{}, false
 	}
 	// A thread other than its process's leader; the detector knows
 	// processes.
 	pid, err := threadGroup(tid)
 	if err != nil {
-		return tid, 0, false
+		return tid, bpf.Fork{}, false
 	}
-	forked, ok := c.detector.Pending(pid, c.agentID)
-	return pid, forked, ok
+	f, ok := c.detector.Pending(pid, c.agentID)
+	return pid, f, ok
 }
 
 // heldMiss fails closed on a held execve the detector has no fresh child
@@ -113,17 +118,22 @@ func (c *Container) heldMiss(ctx context.Context, pid uint32) {
 // place moves a new tool call's leader into a ready cgroup first, and does
 // everything else after: until it is moved, what the leader charges stays
 // with C/agent. held: its execve is held, and the detector learns only
-// from here that it is a call.
+// from here that it is a call. Nil where the call is not placed: the
+// container is going, the process is gone, or no cgroup could hold it; in
+// the last case the process is killed, never left to run in C/agent.
 func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration, held bool) *forkCall {
-	id, ok := c.takeSpare(ctx)
-	if !ok {
+	id, err := c.takeSpare(ctx)
+	if err != nil {
+		if !errors.Is(err, errClosing) {
+			c.refuse(ctx, pid, err)
+		}
 		return nil
 	}
 	fc, err := c.adopt(ctx, id, pid, forked)
 	if err != nil {
 		c.returnSpare(id)
 		if !errors.Is(err, syscall.ESRCH) {
-			log.G(ctx).WithError(err).WithField("pid", pid).Warn("open the pidfd of a tool call")
+			c.refuse(ctx, pid, err)
 		}
 		return nil
 	}
@@ -147,6 +157,23 @@ func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration,
 		c.refill(ctx)
 	}()
 	return fc
+}
+
+// refuse kills a process that is a tool call but that no cgroup could hold:
+// left alone, its program would run in C/agent, outside every call's
+// limits.
+func (c *Container) refuse(ctx context.Context, pid uint32, why error) {
+	p, err := c.agentPidfd(pid)
+	if err != nil {
+		return // gone, or not in C/agent
+	}
+	defer p.Close()
+	l := log.G(ctx).WithFields(log.Fields{"pid": pid, "why": why.Error()})
+	if err := unix.PidfdSendSignal(int(p.Fd()), unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, syscall.ESRCH) {
+		l.WithError(err).Warn("kill a tool call that no cgroup could hold")
+		return
+	}
+	l.Warn("killed a tool call that no cgroup could hold: it would have run in the agent's cgroup")
 }
 
 // errNotInAgent: a pid the shim was told of names no process in C/agent
@@ -176,8 +203,9 @@ func (c *Container) adopt(ctx context.Context, id string, pid uint32, forked tim
 	if err != nil {
 		return nil, err
 	}
-	if err := c.tree.Move(id, pid); err != nil && !errors.Is(err, syscall.ESRCH) {
-		log.G(ctx).WithError(err).WithField("call", id).Warn("move tool call into its cgroup")
+	if err := c.tree.Move(id, pid); err != nil {
+		leader.Close()
+		return nil, err
 	}
 	placed := bpf.Since(forked)
 	// Before its program runs: a burst of a call still at the agent's

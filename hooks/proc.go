@@ -67,14 +67,13 @@ type resolved struct {
 }
 
 // resolveIn resolves path as process pid sees it: from its root, relative
-// paths from its working directory, symbolic links inside its root. The
-// paths of a process's own files in procfs (/proc/self/exe, which busybox
-// runs its applets through; /dev/fd/N) name what the kernel gives pid.
+// paths from its working directory, symbolic links inside its root. A
+// process's own executable and open files in procfs (/proc/self/exe, which
+// busybox runs its applets through; /proc/self/fd/N, /dev/fd/N where the
+// container's /dev/fd is procfs's) are what the kernel gives pid.
 func resolveIn(pid uint32, p string) (resolved, error) {
-	for prefix, own := range map[string]string{"/proc/self/": "", "/proc/thread-self/": "", "/dev/fd/": "fd/"} {
-		if rest, ok := strings.CutPrefix(p, prefix); ok {
-			return resolveOwn(fmt.Sprintf("/proc/%d/%s%s", pid, own, rest))
-		}
+	if own, ok := ownFile(pid, p); ok {
+		return resolveOwn(own)
 	}
 	if !filepath.IsAbs(p) {
 		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
@@ -94,6 +93,44 @@ func resolveIn(pid uint32, p string) (resolved, error) {
 	}
 	defer unix.Close(fd)
 	return resolvedOf(fd)
+}
+
+// ownFile maps the exact paths of a process's own files in procfs to the
+// shim's view of them; nothing else under /proc or /dev is taken from the
+// shim's root.
+func ownFile(pid uint32, p string) (string, bool) {
+	if p == "/proc/self/exe" {
+		return fmt.Sprintf("/proc/%d/exe", pid), true
+	}
+	n, ok := strings.CutPrefix(p, "/proc/self/fd/")
+	if !ok {
+		if n, ok = strings.CutPrefix(p, "/dev/fd/"); ok {
+			// Only where /dev/fd is procfs's link: /dev is the container's.
+			ok = devFdIsProcs(pid)
+		}
+	}
+	if !ok || n == "" || strings.Trim(n, "0123456789") != "" {
+		return "", false
+	}
+	return fmt.Sprintf("/proc/%d/fd/%s", pid, n), true
+}
+
+// devFdIsProcs reports whether /dev/fd in pid's root links to procfs's
+// /proc/self/fd, /dev resolved inside that root.
+func devFdIsProcs(pid uint32) bool {
+	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(root)
+	dev, err := unix.Openat2(root, "/dev", &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT})
+	if err != nil {
+		return false
+	}
+	defer unix.Close(dev)
+	buf := make([]byte, 64)
+	n, err := unix.Readlinkat(dev, "fd", buf)
+	return err == nil && string(buf[:n]) == "/proc/self/fd"
 }
 
 // resolveOwn resolves a path of the shim's procfs, whose links the kernel
@@ -135,12 +172,17 @@ func readShebang(fd int) []string {
 		return nil
 	}
 	line, _, _ = strings.Cut(line, "\n")
-	// As the kernel splits it: the interpreter, then one optional argument.
-	interp, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
+	// As the kernel splits it: the interpreter up to a space or tab, then
+	// the rest as one optional argument.
+	line = strings.Trim(line, " \t")
+	interp, arg := line, ""
+	if i := strings.IndexAny(line, " \t"); i >= 0 {
+		interp, arg = line[:i], strings.Trim(line[i:], " \t")
+	}
 	if interp == "" {
 		return nil
 	}
-	if arg = strings.TrimSpace(arg); arg != "" {
+	if arg != "" {
 		return []string{interp, arg}
 	}
 	return []string{interp}

@@ -71,53 +71,79 @@ func readsCommands(name string, argv []string) bool {
 	case "fish":
 		return fishReadsCommands(argv)
 	case "tmux":
-		return !slices.Contains(argv, "-c")
+		return tmuxReadsCommands(argv)
 	case "screen":
 		return true
 	}
-	return shellReadsCommands(argv)
+	_, reads := parseShell(argv)
+	return reads
 }
 
 // shellLongValues are the long options of bash that take the next word.
 var shellLongValues = []string{"--rcfile", "--init-file"}
 
-// shellReadsCommands parses a POSIX shell's options (bash, dash, ash, ksh,
-// zsh): -c takes the commands from the command line; each o or O in an
-// option word (-o pipefail, -euo pipefail, +O extglob) takes the next word
-// as its value; the first operand is a script, unless -s reads standard
-// input.
-func shellReadsCommands(argv []string) bool {
+// parseShell parses a POSIX shell's options (bash, dash, ash, ksh, zsh):
+// -c takes the commands from the command line; each o or O in an option
+// word takes a value, the rest of the word (zsh's -oerrexit) or else the
+// next word (-o pipefail, -euo pipefail, +O extglob); the first operand is
+// a script, unless -s reads standard input. It returns the script, and
+// whether the shell reads its commands (a session).
+func parseShell(argv []string) (script string, reads bool) {
 	stdin := false
 	for i := 1; i < len(argv); i++ {
 		a := argv[i]
 		switch {
 		case a == "--" || a == "-":
-			return stdin || i+1 == len(argv)
+			if i+1 < len(argv) && !stdin {
+				return argv[i+1], false
+			}
+			return "", true
 		case strings.HasPrefix(a, "--"):
 			if slices.Contains(shellLongValues, a) {
 				i++
 			}
 		case len(a) > 1 && (a[0] == '-' || a[0] == '+'):
-			for _, r := range a[1:] {
-				switch r {
+			for k := 1; k < len(a); k++ {
+				switch a[k] {
 				case 'c':
-					return false
+					return "", false
 				case 's':
 					stdin = true
 				case 'o', 'O':
-					i++ // its value is the next word
+					if k == len(a)-1 {
+						i++ // its value is the next word
+					}
+					k = len(a) // or the rest of this one
 				}
 			}
 		default:
-			return stdin // a script, or -s's positional parameters
+			if stdin {
+				return "", true // -s's positional parameters
+			}
+			return a, false
+		}
+	}
+	return "", true
+}
+
+// tmuxReadsCommands: tmux's own -c, before its command, runs a shell
+// command; after it (new-session -c DIR) -c is a directory.
+func tmuxReadsCommands(argv []string) bool {
+	for _, a := range argv[min(1, len(argv)):] {
+		switch {
+		case a == "-c":
+			return false
+		case !strings.HasPrefix(a, "-"):
+			return true // the command
 		}
 	}
 	return true
 }
 
 // fishReadsCommands parses fish's options: -c/--command takes the commands
-// from the command line; -C/--init-command, -d/--debug, -o/--debug-output
-// and -p/--profile take a value; the first operand is a script.
+// from the command line; -C/--init-command, -d/--debug, -o/--debug-output,
+// -p/--profile, -f/--features and -D/--debug-stack-frames take a value;
+// the first operand is a script.
 func fishReadsCommands(argv []string) bool {
 	for i := 1; i < len(argv); i++ {
 		a := argv[i]
@@ -127,11 +153,11 @@ func fishReadsCommands(argv []string) bool {
 			return false
 		case a == "--":
 			return i+1 == len(argv)
-		case slices.Contains([]string{"--init-command", "--debug", "--debug-output", "--profile"}, long):
+		case slices.Contains([]string{"--init-command", "--debug", "--debug-output", "--profile", "--features", "--debug-stack-frames"}, long):
 			if !hasValue {
 				i++
 			}
-		case a == "-C" || a == "-d" || a == "-o" || a == "-p":
+		case a == "-C" || a == "-d" || a == "-o" || a == "-p" || a == "-f" || a == "-D":
 			i++
 		case strings.HasPrefix(a, "-"):
 		default:

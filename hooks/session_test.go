@@ -108,7 +108,7 @@ func TestSessionKept(t *testing.T) {
 	pid := uint32(p.Process.Pid)
 	eventually(t, "bash running", func() bool { argv, _ := cmdline(pid); return len(argv) > 0 && argv[0] == "/bin/bash" })
 	c.det.mu.Lock()
-	c.det.pending[pid] = monotonicNow()
+	c.det.pending[pid] = bpf.Fork{At: monotonicNow()}
 	c.det.mu.Unlock()
 	// Held: its execve path cannot be read from this fake request, so the
 	// decision waits for the exec event, which reads the running file.

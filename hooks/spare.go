@@ -21,7 +21,7 @@ const spares = 2
 // command names it), with the tool-call limits applied. A name an exec
 // already took is skipped. It takes no lock for the slow part: a held exec
 // is placed meanwhile into a spare made earlier.
-func (c *Container) makeSpare(ctx context.Context) (string, bool) {
+func (c *Container) makeSpare(ctx context.Context) (string, error) {
 	for {
 		c.mu.Lock()
 		c.seq++
@@ -33,9 +33,9 @@ func (c *Container) makeSpare(ctx context.Context) (string, bool) {
 		}
 		if err != nil {
 			log.G(ctx).WithError(err).Warn("create a tool-call cgroup")
-			return "", false
+			return "", err
 		}
-		return id, true
+		return id, nil
 	}
 }
 
@@ -50,24 +50,26 @@ func (c *Container) refill(ctx context.Context) {
 	defer func() { c.refilling = false; c.placeMu.Unlock() }()
 	for !c.closing && len(c.spare) < spares {
 		c.placeMu.Unlock()
-		id, ok := c.makeSpare(ctx)
+		id, err := c.makeSpare(ctx)
 		c.placeMu.Lock()
-		if !ok {
+		if err != nil {
 			return
 		}
 		c.spare = append(c.spare, id)
 	}
 }
 
+// errClosing: the container's teardown has begun, and no call is placed.
+var errClosing = errors.New("the container is being deleted")
+
 // takeSpare takes a ready cgroup for a placement, or makes one where calls
 // came faster than spares were made. A placement it grants counts in
-// c.placing until its call is tracked or it gives up (placed); false once
-// the container's teardown has begun.
-func (c *Container) takeSpare(ctx context.Context) (string, bool) {
+// c.placing until its call is tracked or it gives up (returnSpare).
+func (c *Container) takeSpare(ctx context.Context) (string, error) {
 	c.placeMu.Lock()
 	if c.closing {
 		c.placeMu.Unlock()
-		return "", false
+		return "", errClosing
 	}
 	var id string
 	if len(c.spare) > 0 {
@@ -76,13 +78,13 @@ func (c *Container) takeSpare(ctx context.Context) (string, bool) {
 	c.placing.Add(1)
 	c.placeMu.Unlock()
 	if id != "" {
-		return id, true
+		return id, nil
 	}
-	id, ok := c.makeSpare(ctx)
-	if !ok {
+	id, err := c.makeSpare(ctx)
+	if err != nil {
 		c.placing.Done()
 	}
-	return id, ok
+	return id, err
 }
 
 // returnSpare gives back the cgroup of a placement that did not happen, and
