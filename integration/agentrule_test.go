@@ -55,8 +55,9 @@ func TestAgentRule(t *testing.T) {
 		quoted[i] = "'" + a + "'"
 	}
 	files := map[string]string{
-		"entrypoint.sh": "#!/bin/sh\necho entrypoint\n" + strings.Join(quoted, " ") + "\necho agent-ended\n",
-		"relaunch.js":   relaunchJS,
+		"entrypoint.sh":      "#!/bin/sh\necho entrypoint\n" + strings.Join(quoted, " ") + "\necho agent-ended\n",
+		"entrypoint-exec.sh": "#!/bin/sh\necho entrypoint\nexec \"$@\"\n",
+		"relaunch.js":        relaunchJS,
 	}
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(wrap, name), []byte(body), 0o755); err != nil {
@@ -72,6 +73,8 @@ func TestAgentRule(t *testing.T) {
 		{"tini", append([]string{"/wrap/tini", "--"}, agent...), nil, "wrapper"},
 		{"dumb-init", append([]string{"/wrap/dumb-init"}, agent...), nil, "wrapper"},
 		{"entrypoint", []string{"/wrap/entrypoint.sh"}, nil, "wrapper"},
+		// exec "$@": init becomes the agent, and its calls stay calls.
+		{"entrypoint exec", append([]string{"/wrap/entrypoint-exec.sh"}, agent...), nil, "init"},
 		{"relaunch", []string{"/usr/bin/node", "/wrap/relaunch.js", "echo first-call", "/wrap/agentsim -alloc 200"}, nil, "relaunch"},
 		{"annotation", []string{"/bin/sh", "-c", strings.Join(quoted, " ") + "; echo agent-ended"}, annotations("agent=/wrap/agentsim"), "io.agentcgroup.agent"},
 		{"control", []string{"/bin/sh", "-c", strings.Join(quoted, " ") + "; sleep 1000"}, nil, ""},
@@ -118,6 +121,12 @@ func TestAgentRule(t *testing.T) {
 			st, err := state.Load(filepath.Join("/run/agentcgroup", namespace, id))
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tc.why == "init" {
+				if len(st.Agent) != 0 {
+					t.Errorf("processes taken for the agent beside init: %+v", st.Agent)
+				}
+				return
 			}
 			var listed *state.AgentProcess
 			for i, a := range st.Agent {
