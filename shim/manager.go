@@ -101,14 +101,16 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 		}
 	}()
 	status, err := m.Shim.Stop(ctx, id)
-	if err != nil {
-		return status, err
-	}
 	// A killed server could not remove its sockets; the bundle names them.
-	if err := removeSockets(bundlePath(ctx, id)); err != nil {
-		log.G(ctx).WithError(err).Warn("remove sockets of the exited shim")
+	// Also where the runc shim's cleanup failed (a server killed while it
+	// wrote its options leaves them unreadable): nothing of ours stays.
+	if rerr := removeSockets(bundlePath(ctx, id)); rerr != nil {
+		log.G(ctx).WithError(rerr).Warn("remove sockets of the exited shim")
 	}
-	return status, state.Remove(dir)
+	if serr := state.Remove(dir); err == nil {
+		err = serr
+	}
+	return status, err
 }
 
 // bundlePath is the bundle of the `delete` action: its -bundle flag, else
