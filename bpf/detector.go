@@ -240,17 +240,34 @@ func (d *Detector) Watch(agentCgroup uint64, ch chan<- Event) (retErr error) {
 	if err := d.maps.Dropped.Put(agentCgroup, uint64(0)); err != nil {
 		return fmt.Errorf("watch cgroup %d: drop counter: %w", agentCgroup, err)
 	}
-	if err := d.maps.PendingOf.Put(agentCgroup, w.pending); err != nil {
-		return fmt.Errorf("watch cgroup %d: pending map: %w", agentCgroup, err)
-	}
-	if err := d.maps.ToolsOf.Put(agentCgroup, w.tools); err != nil {
-		return fmt.Errorf("watch cgroup %d: tools map: %w", agentCgroup, err)
-	}
-	// Last: from here the programs report the container's calls.
-	if err := d.maps.Rings.Put(agentCgroup, w.ring); err != nil {
+	// Each update of a map of maps waits for an RCU grace period: the
+	// three run side by side and share one. The programs act on the
+	// container only once all three are in, and none of its processes
+	// forks or executes a program before Watch returns (the exec hold waits
+	// for it).
+	err = inParallel(
+		func() error { return d.maps.PendingOf.Put(agentCgroup, w.pending) },
+		func() error { return d.maps.ToolsOf.Put(agentCgroup, w.tools) },
+		func() error { return d.maps.Rings.Put(agentCgroup, w.ring) })
+	if err != nil {
 		return fmt.Errorf("watch cgroup %d: %w", agentCgroup, err)
 	}
 	return nil
+}
+
+// inParallel runs fs side by side and joins their errors.
+func inParallel(fs ...func() error) error {
+	errs := make([]error, len(fs))
+	var wg sync.WaitGroup
+	for i, f := range fs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f()
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // newWatch makes a container's ring buffer, its reader, and its share of
@@ -322,16 +339,18 @@ func (d *Detector) Flush(agentCgroup uint64) (uint64, error) {
 // to it: its call cgroups, and its share of the pending and tools maps (so
 // that no entry of its processes outlives it for a reused pid to inherit).
 func (d *Detector) forget(agentCgroup uint64) {
-	if err := d.maps.Rings.Delete(agentCgroup); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		log.L.WithError(err).WithField("cgroup", agentCgroup).Warn("forget an agent cgroup in the tool-call detector")
+	// Side by side, as in Watch: each delete waits for a grace period.
+	var dels []func() error
+	for _, m := range []*ebpf.Map{d.maps.Rings, d.maps.PendingOf, d.maps.ToolsOf} {
+		dels = append(dels, func() error {
+			if err := m.Delete(agentCgroup); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return err
+			}
+			return nil
+		})
 	}
+	errs := []error{inParallel(dels...)}
 	_ = d.maps.Dropped.Delete(agentCgroup)
-	var errs []error
-	for _, m := range []*ebpf.Map{d.maps.PendingOf, d.maps.ToolsOf} {
-		if err := m.Delete(agentCgroup); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, err)
-		}
-	}
 	errs = append(errs, deleteWhere[uint64](d.maps.Calls, func(agent uint64) bool { return agent == agentCgroup }))
 	if err := errors.Join(errs...); err != nil {
 		log.L.WithError(err).WithField("cgroup", agentCgroup).Warn("forget an agent cgroup's entries in the tool-call detector")
