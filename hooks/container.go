@@ -64,6 +64,8 @@ type Container struct {
 	// flushed, by the number of their Flush; the event handler releases
 	// them.
 	flushes map[uint64][]chan struct{}
+	// flushedUpTo is the highest flush the event handler has reached.
+	flushedUpTo uint64
 
 	// oomMu guards the OOM kills counted so far: each tool call's at its
 	// own memory.max, and the container's own (ContainerOOM).

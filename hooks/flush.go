@@ -34,6 +34,10 @@ func (c *Container) flushEvents(ctx context.Context, fc *forkCall) {
 	}
 	done := make(chan struct{})
 	c.mu.Lock()
+	if n <= c.flushedUpTo { // its Flushed was handled before this waiter came
+		c.mu.Unlock()
+		return
+	}
 	c.flushes[n] = append(c.flushes[n], done)
 	c.mu.Unlock()
 	select {
@@ -48,6 +52,7 @@ func (c *Container) flushEvents(ctx context.Context, fc *forkCall) {
 func (c *Container) flushed(n uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.flushedUpTo = max(c.flushedUpTo, n)
 	for k, waiters := range c.flushes {
 		if k <= n {
 			for _, w := range waiters {

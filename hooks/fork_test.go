@@ -1,9 +1,11 @@
 package hooks
 
 import (
+	"context"
 	"os"
 	"runtime"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -52,5 +54,22 @@ func TestFlushed(t *testing.T) {
 	}
 	if len(c.flushes) != 1 {
 		t.Errorf("%d flushes still waited for, want 1", len(c.flushes))
+	}
+}
+
+// TestFlushedBeforeWait: a Flushed event the handler reaches before the call
+// that asked for the flush waits for it releases that call at once, not
+// after exitGrace.
+func TestFlushedBeforeWait(t *testing.T) {
+	tc := newTestContainer(t, testOptions{})
+	tc.det.mu.Lock()
+	tc.det.onFlush = func(n uint64) {} // the Flushed event is sent below, first
+	tc.det.mu.Unlock()
+	tc.flushed(1) // as the handler would for the flush about to be asked for
+	fc := &forkCall{exited: make(chan struct{})}
+	start := time.Now()
+	tc.flushEvents(context.Background(), fc)
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("a flush handled before its waiter came held it %v", d)
 	}
 }
