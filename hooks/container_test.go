@@ -308,16 +308,22 @@ func TestEscapeKilled(t *testing.T) {
 	tc := newTestContainer(t, testOptions{})
 	p := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
 	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(p.Process.Pid), Leader: 1})
+	wantKilled(t, p, "the escapee")
+}
+
+// wantKilled fails the test unless p ends by SIGKILL within 10 s.
+func wantKilled(t *testing.T, p *exec.Cmd, what string) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- p.Wait() }()
 	select {
 	case err := <-done:
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-			t.Errorf("escapee ended with %v, want SIGKILL", err)
+			t.Errorf("%s ended with %v, want SIGKILL", what, err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("escapee not killed")
+		t.Fatalf("%s not killed within 10 s", what)
 	}
 }
 
@@ -507,15 +513,5 @@ func TestMaxCalls(t *testing.T) {
 	tc.placeMu.Unlock()
 	p := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
 	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: uint32(p.Process.Pid), Args: []string{"sleep", "600"}, Forked: monotonicNow()})
-	done := make(chan error, 1)
-	go func() { done <- p.Wait() }()
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-			t.Errorf("the call that no cgroup could hold ended with %v, want SIGKILL", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("a call that no cgroup could hold runs on in C/agent")
-	}
+	wantKilled(t, p, "the call that no cgroup could hold")
 }

@@ -26,21 +26,18 @@ func isLeader(tid uint32) bool {
 }
 
 // threadGroup returns the process (thread group) of thread tid.
-func threadGroup(tid uint32) (uint32, error) { return statusField(tid, "Tgid:") }
-
-// statusField reads a pid-valued field of /proc/<pid>/status.
-func statusField(pid uint32, field string) (uint32, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+func threadGroup(tid uint32) (uint32, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field); ok {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
 			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
 			return uint32(n), err
 		}
 	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+	return 0, fmt.Errorf("no Tgid in /proc/%d/status", tid)
 }
 
 // pidfd opens a non-blocking pidfd, which Go's poller can wait on.
@@ -205,9 +202,6 @@ func cmdline(pid uint32) ([]string, error) {
 	}
 	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00"), nil
 }
-
-// parentOf returns the parent of process pid.
-func parentOf(pid uint32) (uint32, error) { return statusField(pid, "PPid:") }
 
 // startTime returns when process pid started, in clock ticks after boot:
 // with the pid, it names one process.
