@@ -49,9 +49,11 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 	if fc == nil { // no hold: seen after its exec
 		prog := program{argv: ev.Args}
 		prog.exe, _ = exeOf(ev.Pid)
-		if why, ok := c.agentChild(ev.Pid, ev.Parent, prog); ok && !ev.Session {
-			c.joinAgent(ctx, ev.Pid, prog, why)
-			return
+		if !ev.Session { // what a session is replaced by is never the agent
+			if why, ok := c.agentChild(ev.Pid, ev.Parent, prog); ok {
+				c.joinAgent(ctx, ev.Pid, prog, why)
+				return
+			}
 		}
 		if c.isSession(prog) {
 			c.keepSession(ctx, ev.Pid, prog)
