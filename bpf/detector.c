@@ -15,8 +15,9 @@
 //   exit  of a tool call's leader           -> event EXIT with its status
 //   fork  by a process in a tool call's cgroup whose child starts in
 //         another cgroup (clone3 CLONE_INTO_CGROUP) -> event ESCAPE, so
-//         that user space kills it before it lives outside its call's
-//         limits
+//         that user space moves it back into its call; one cloned into
+//         the agent cgroup is the call's process from birth here, so that
+//         what it forks before it is moved is the call's too (CHILD)
 //
 // One set of these programs and maps serves the whole host: every shim
 // adds its containers' agent cgroups, each with a ring buffer of its own,
@@ -61,6 +62,7 @@ struct task_struct {
 	int pid;
 	int tgid;
 	int exit_code;
+	__u64 start_boottime;
 	struct mm_struct *mm;
 	struct css_set *cgroups;
 } __attribute__((preserve_access_index));
@@ -88,6 +90,8 @@ struct event {
 	__u32 unplaced;	   // EVENT_TOOL: the program started in the agent cgroup
 	__u32 parent;	   // EVENT_TOOL: the process that forked the leader
 	__u32 session;	   // EVENT_TOOL: the leader was a session user space kept
+	__u64 call;	   // EVENT_CHILD, EVENT_ESCAPE: the call's cgroup, where known
+	__u64 start;	   // the process's start (boot time, ns): with pid, it names one
 	char filename[128];
 	char args[256];	   // argv, NUL-separated, cut at 255 bytes
 };
@@ -97,8 +101,9 @@ const struct event *unused_event __attribute__((unused));
 
 struct tool {
 	__u64 agent_cgroup;
-	__u32 leader;
+	__u32 leader; // the call's leader; 0 for a process cloned out of its call
 	__u32 pad;
+	__u64 call;   // the call's cgroup, where known (an escapee's)
 };
 
 // calls: the cgroup IDs of the watched containers' tool calls -> their agent
@@ -219,6 +224,8 @@ static __always_inline struct event *reserve(__u32 kind, __u64 agent_cgroup, __u
 	e->unplaced = 0;
 	e->parent = 0;
 	e->session = 0;
+	e->call = 0;
+	e->start = 0;
 	e->filename[0] = 0;
 	return e;
 }
@@ -254,10 +261,22 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 			return 0; // outside every watched container
 		// A tool call's child stays in its cgroup unless it was cloned
 		// into another one.
-		if (BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id) != cgroup) {
-			struct event *e = reserve(EVENT_ESCAPE, *agent, ctgid, ptgid);
-			if (e)
-				bpf_ringbuf_submit(e, 0);
+		__u64 into = BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id);
+		if (into == cgroup)
+			return 0;
+		__u64 agent_cgroup = *agent;
+		if (into == agent_cgroup) {
+			// Not running yet: whatever it forks is seen as the call's.
+			struct tool t = {.agent_cgroup = agent_cgroup, .leader = 0, .call = cgroup};
+			void *tools = bpf_map_lookup_elem(&tools_of, &agent_cgroup);
+			if (!tools || bpf_map_update_elem(tools, &ctgid, &t, BPF_ANY))
+				full(agent_cgroup, ctgid, ptgid);
+		}
+		struct event *e = reserve(EVENT_ESCAPE, agent_cgroup, ctgid, ptgid);
+		if (e) {
+			e->call = cgroup;
+			e->start = child->start_boottime;
+			bpf_ringbuf_submit(e, 0);
 		}
 		return 0;
 	}
@@ -272,8 +291,11 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 		if (bpf_map_update_elem(tools, &ctgid, &inherited, BPF_ANY))
 			full(cgroup, ctgid, inherited.leader);
 		struct event *e = reserve(EVENT_CHILD, cgroup, ctgid, inherited.leader);
-		if (e)
+		if (e) {
+			e->call = inherited.call;
+			e->start = child->start_boottime;
 			bpf_ringbuf_submit(e, 0);
+		}
 		return 0;
 	}
 	struct forked f = {.agent_cgroup = cgroup, .fork_ns = bpf_ktime_get_ns(), .session = 0, .parent = ptgid};
@@ -309,6 +331,7 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 	if (!e)
 		return 0;
 	e->fork_ns = fork_ns;
+	e->start = p->start_boottime;
 	e->parent = parent;
 	e->session = session;
 	e->unplaced = bpf_get_current_cgroup_id() == agent;

@@ -31,12 +31,15 @@ const (
 	// tool call, whose leader is Pid.
 	Tool Kind = 1
 	// Child: a process of a tool call forked Pid while still in the agent
-	// cgroup; it belongs to the call of Leader.
+	// cgroup; it belongs to the call of Leader, or, for an escapee's child
+	// (Leader 0), to the call whose cgroup is Call.
 	Child Kind = 2
 	// Exit: the leader of a tool call exited with ExitStatus.
 	Exit Kind = 3
-	// Escape: Leader, a process in a tool call's cgroup, forked Pid into
-	// another cgroup (clone3 CLONE_INTO_CGROUP), out of the call's limits.
+	// Escape: Leader, a process in the tool call's cgroup Call, forked Pid
+	// into another cgroup (clone3 CLONE_INTO_CGROUP), out of the call's
+	// limits. One cloned into the agent cgroup is the call's process for
+	// the detector (Member), and what it forks there is reported as Child.
 	Escape Kind = 4
 	// Full: the container's share of the detector's maps is full: Pid, a
 	// fresh child of the agent or of a call not moved yet (Leader), is not
@@ -47,6 +50,10 @@ const (
 	// Flush calls up to the Flushes-th was sent before this one. Not from
 	// the kernel.
 	Flushed Kind = 0x100
+	// Lost: the container's ring buffer was full, and Dropped events (in
+	// all) were lost: what they reported is only in the maps now (Member,
+	// Pending). Not from the kernel; sent within dropCheck of the loss.
+	Lost Kind = 0x101
 )
 
 // Event is one detector event.
@@ -70,8 +77,17 @@ type Event struct {
 	// it since; Session says the leader was a session user space kept.
 	Parent  uint32
 	Session bool
+	// Call is the cgroup ID of the call of a Child or an Escape, where the
+	// kernel knows it (an escapee and its children).
+	Call uint64
+	// Start is when Pid started (of a Tool, Child or Escape), in
+	// nanoseconds of boot time: with Pid, it names one process, whatever
+	// reuses the pid later.
+	Start uint64
 	// Flushes numbers the Flush calls a Flushed covers.
 	Flushes uint64
+	// Dropped counts the events a Lost reports lost since the watch began.
+	Dropped uint64
 }
 
 // ErrNotWatched: the agent cgroup is not watched (any more).
@@ -126,6 +142,8 @@ type Detector struct {
 // watch is one watched agent cgroup: its ring buffer and the goroutine
 // that reads it into the watcher's channel.
 type watch struct {
+	agent uint64
+	ch    chan<- Event
 	// pending and tools are the container's share of the programs' maps:
 	// its fresh children not exec'd yet, and its calls' processes; mapsMu
 	// keeps them open while a caller uses them (withWatch).
@@ -153,8 +171,8 @@ var Quota uint32 = 4096
 const MaxCalls = 1024
 
 // dropCheck is how often the kernel's counts of events lost to full ring
-// buffers are read, and a rise logged.
-const dropCheck = 10 * time.Second
+// buffers are read, and a rise logged and reported (Lost).
+const dropCheck = time.Second
 
 // Load loads and attaches a detector of this process's own, detached when it
 // closes. It fails where the kernel lacks BTF, tp_btf, ring buffers or maps
@@ -229,9 +247,10 @@ func (d *Detector) Watch(agentCgroup uint64, ch chan<- Event) (retErr error) {
 		}
 		return fmt.Errorf("watch cgroup %d: the detector is closed", agentCgroup)
 	}
+	w.agent, w.ch = agentCgroup, ch
 	d.watches[agentCgroup] = w
 	d.mu.Unlock()
-	go w.run(ch)
+	go w.run()
 	defer func() {
 		if retErr != nil {
 			d.Unwatch(agentCgroup)
@@ -399,7 +418,7 @@ func (d *Detector) AddCall(call, agentCgroup uint64) error {
 func (d *Detector) RemoveCall(call uint64) { _ = d.maps.Calls.Delete(call) }
 
 // reportDrops logs the events each watched container lost to its full ring
-// buffer.
+// buffer, and tells the container (Lost).
 func (d *Detector) reportDrops() {
 	t := time.NewTicker(dropCheck)
 	defer t.Stop()
@@ -409,18 +428,52 @@ func (d *Detector) reportDrops() {
 			return
 		case <-t.C:
 		}
+		type loss struct {
+			w *watch
+			n uint64
+		}
+		var lost []loss
 		d.mu.Lock()
 		for agent, w := range d.watches {
 			n, err := d.Dropped(agent)
 			if err != nil {
 				log.L.WithError(err).WithField("cgroup", agent).Warn("read the tool-call detector's drop counter")
 			} else if n > w.dropped {
-				log.L.WithFields(log.Fields{"cgroup": agent, "events": n - w.dropped}).Warn("tool-call detector: events lost to a full ring buffer; calls may be placed late or end late")
+				log.L.WithFields(log.Fields{"cgroup": agent, "events": n - w.dropped}).Warn("tool-call detector: events lost to a full ring buffer; the container's agent cgroup is scanned for what they reported")
 				w.dropped = n
+				lost = append(lost, loss{w, n})
 			}
 		}
 		d.mu.Unlock()
+		for _, l := range lost { // off d.mu: a container may be slow to take it
+			select {
+			case l.w.ch <- Event{Kind: Lost, AgentCgroup: l.w.agent, Dropped: l.n}:
+			case <-l.w.stop:
+			case <-d.done:
+			}
+		}
 	}
+}
+
+// Member is what the detector knows of a tool call's process that is (or
+// was) in the agent cgroup.
+type Member struct {
+	// Leader is its call's leader; 0 for a process cloned out of its call
+	// and its children.
+	Leader uint32
+	// Call is its call's cgroup ID, where the kernel knows it (Leader 0).
+	Call uint64
+}
+
+// Member reports whether pid is a tool call's process for the detector of
+// agentCgroup's container, and which call's.
+func (d *Detector) Member(pid uint32, agentCgroup uint64) (Member, bool) {
+	var t detectorTool
+	err := d.withWatch(agentCgroup, func(w *watch) error { return w.tools.Lookup(pid, &t) })
+	if err != nil {
+		return Member{}, false
+	}
+	return Member{Leader: t.Leader, Call: t.Call}, true
 }
 
 // Fork is what the detector knows of a pending process.
@@ -537,7 +590,8 @@ func (d *Detector) close() error {
 }
 
 // run reads the container's ring buffer into ch until stopped.
-func (w *watch) run(ch chan<- Event) {
+func (w *watch) run() {
+	ch := w.ch
 	defer close(w.stopped)
 	var rec ringbuf.Record
 	var raw detectorEvent
@@ -574,7 +628,7 @@ func (w *watch) run(ch chan<- Event) {
 		}
 		ev := Event{Kind: Kind(raw.Kind), AgentCgroup: raw.AgentCgroup, Pid: raw.Pid, Leader: raw.Leader,
 			ExitStatus: raw.ExitStatus, Forked: time.Duration(raw.ForkNs), Unplaced: raw.Unplaced != 0,
-			Parent: raw.Parent, Session: raw.Session != 0}
+			Parent: raw.Parent, Session: raw.Session != 0, Call: raw.Call, Start: raw.Start}
 		if ev.Kind == Tool {
 			ev.Filename = cString(raw.Filename[:])
 			ev.Args = argv(raw.Args[:min(int(raw.ArgsLen), len(raw.Args))])

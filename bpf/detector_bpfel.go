@@ -25,6 +25,8 @@ type detectorEvent struct {
 	Unplaced    uint32
 	Parent      uint32
 	Session     uint32
+	Call        uint64
+	Start       uint64
 	Filename    [128]int8
 	Args        [256]int8
 }
@@ -42,6 +44,7 @@ type detectorTool struct {
 	AgentCgroup uint64
 	Leader      uint32
 	Pad         uint32
+	Call        uint64
 }
 
 // Names of all BPF objects in the ELF.

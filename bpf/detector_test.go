@@ -237,6 +237,21 @@ func TestSlowWatcher(t *testing.T) {
 	if n, err := d.Dropped(id); err != nil || n != 0 {
 		t.Errorf("its neighbour lost %d events (%v), want none", n, err)
 	}
+	// Told, once it reads again, so that it can look for what they said.
+	deadline := time.After(5 * dropCheck)
+	for lost := false; !lost; {
+		select {
+		case ev := <-slow:
+			lost = ev.Kind == Lost && ev.AgentCgroup == slowID && ev.Dropped > 0
+		case <-deadline:
+			t.Fatal("the slow watcher was not told of its lost events")
+		}
+	}
+	for _, ev := range collect(ch) {
+		if ev.Kind == Lost {
+			t.Errorf("its neighbour told of lost events: %+v", ev)
+		}
+	}
 }
 
 func watched(d *Detector) int {
@@ -247,7 +262,9 @@ func watched(d *Detector) int {
 
 // TestEscape: a process in a watched tool call's cgroup that clones a child
 // into another cgroup (clone3 CLONE_INTO_CGROUP) is reported; its plain
-// forks are not. The test process plays the tool call.
+// forks are not. One cloned into the agent cgroup is the call's for the
+// kernel: what it forks there is the call's Child. The test process plays
+// the tool call.
 func TestEscape(t *testing.T) {
 	d := load(t)
 	dir, agentID := agentCgroup(t)
@@ -283,22 +300,38 @@ func TestEscape(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fd.Close()
-	cmd := exec.Command("/bin/true")
+	// The escapee forks at once, before user space could move it.
+	cmd := exec.Command("/bin/sh", "-c", "/bin/sleep 0.5 & wait")
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
+	}
+	escapee := uint32(cmd.Process.Pid)
+	m, ok := d.Member(escapee, agentID)
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if want := (Member{Call: selfID}); !ok || m != want {
+		t.Errorf("the escapee is the detector's member %+v (%v), want %+v", m, ok, want)
 	}
 	// This process's cgroup is shared: other test binaries that clone
 	// children into cgroups of their own (go test runs packages side by
-	// side) are reported too. Only this process's forks count.
-	var evs []Event
+	// side) are reported too. Only this process's forks count, and the
+	// escapee's, the only process in the agent cgroup.
+	var escapes, children []Event
 	for _, ev := range collect(ch) {
-		if ev.Leader == uint32(os.Getpid()) {
-			evs = append(evs, ev)
+		switch {
+		case ev.Kind == Escape && ev.Leader == uint32(os.Getpid()):
+			escapes = append(escapes, ev)
+		case ev.Kind == Child:
+			children = append(children, ev)
 		}
 	}
-	if len(evs) != 1 || evs[0].Kind != Escape || evs[0].Pid != uint32(cmd.Process.Pid) || evs[0].AgentCgroup != agentID {
-		t.Errorf("events %+v, want one Escape of %d by %d", evs, cmd.Process.Pid, os.Getpid())
+	if len(escapes) != 1 || escapes[0].Pid != escapee || escapes[0].AgentCgroup != agentID || escapes[0].Call != selfID {
+		t.Errorf("escapes %+v, want one of %d by %d from call %d", escapes, escapee, os.Getpid(), selfID)
+	}
+	if len(children) != 1 || children[0].Leader != 0 || children[0].Call != selfID {
+		t.Errorf("children %+v, want the escapee's one, of call %d", children, selfID)
 	}
 }
 

@@ -303,7 +303,7 @@ func (l *Listener) serve(fd int, exec bool) {
 			h := l.handler
 			l.mu.Unlock()
 			if h != nil {
-				h(&Request{Pid: n.Pid, Exec: exec, n: n})
+				h(&Request{Pid: n.Pid, Exec: exec, n: n, rc: rc})
 			}
 			// ENOENT: the task was interrupted or killed meanwhile.
 			_ = send(rc, n.ID)
@@ -388,6 +388,22 @@ func recv(rc syscall.RawConn) (notif, error) {
 		return n, rerr
 	}
 	return n, err
+}
+
+// seccompIoctlNotifIDValid is SECCOMP_IOCTL_NOTIF_ID_VALID, _IOW('!', 2,
+// __u64), which x/sys/unix lacks.
+const seccompIoctlNotifIDValid = 0x40082102
+
+// valid reports whether notification id still waits: its task has not
+// been killed or interrupted, so the pid it gave names that task still.
+func valid(rc syscall.RawConn, id uint64) bool {
+	var err error
+	if cerr := rc.Control(func(fd uintptr) {
+		err = ioctl(fd, seccompIoctlNotifIDValid, unsafe.Pointer(&id))
+	}); cerr != nil {
+		return false
+	}
+	return err == nil
 }
 
 // send lets the held system call go on as if no filter had been there.

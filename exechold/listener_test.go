@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -85,6 +86,44 @@ func TestHold(t *testing.T) {
 	want := []string{"/bin/sh: /bin/sh -c /bin/echo one; /bin/echo two", "/bin/echo: /bin/echo one", "/bin/echo: /bin/echo two"}
 	if strings.Join(commands, "|") != strings.Join(want, "|") {
 		t.Errorf("held commands %q, want %q", commands, want)
+	}
+}
+
+// TestValid: a held execve is valid while its caller waits, and not once
+// the caller is killed: its pid may name another process by then.
+func TestValid(t *testing.T) {
+	l, err := Listen(filepath.Join(t.TempDir(), "hold.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	type answer struct{ before, after bool }
+	answers := make(chan answer, 4)
+	l.Handle(func(r *Request) {
+		if exe, _ := os.Readlink("/proc/" + strconv.Itoa(int(r.Pid)) + "/exe"); !strings.HasSuffix(exe, "sh") {
+			return
+		}
+		before := r.Valid()
+		_ = syscall.Kill(int(r.Pid), syscall.SIGKILL)
+		for i := 0; i < 100 && r.Valid(); i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+		answers <- answer{before, r.Valid()}
+		if _, _, err := r.Command(); err == nil {
+			t.Error("Command read a killed caller's memory")
+		}
+	})
+	cmd := holdtest.Command(l.Path(), "/bin/sh", "-c", "/bin/echo one")
+	if err := cmd.Run(); err == nil {
+		t.Fatal("the shell ran on, want it killed while held")
+	}
+	select {
+	case a := <-answers:
+		if !a.before || a.after {
+			t.Errorf("Valid while held %v, after the kill %v; want true, false", a.before, a.after)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no execve held")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,7 +20,13 @@ type Request struct {
 	// the running container, not from the container's init.
 	Exec bool
 	n    notif
+	rc   syscall.RawConn // the listener's
 }
+
+// Valid reports whether the caller still waits in its execve: then Pid
+// still names it, and a pidfd or /proc file opened before names it too. A
+// Request made outside a Listener (a test's) has nothing to check.
+func (r *Request) Valid() bool { return r.rc == nil || valid(r.rc, r.n.ID) }
 
 // Limits of what Command reads of the caller's memory.
 const (
@@ -53,6 +60,9 @@ func (r *Request) Command() (string, []string, error) {
 		return "", nil, err
 	}
 	defer mem.Close()
+	if !r.Valid() { // the file may be a later process's with the pid
+		return "", nil, fmt.Errorf("execve of %d: %w", r.Pid, os.ErrProcessDone)
+	}
 	path, err := readString(mem, pathAt)
 	if err != nil {
 		return "", nil, fmt.Errorf("read execve path: %w", err)

@@ -302,13 +302,120 @@ func TestHeldPlacement(t *testing.T) {
 	})
 }
 
-// TestEscapeKilled: a process reported as cloned out of its call's cgroup
-// is killed.
-func TestEscapeKilled(t *testing.T) {
+// TestEscape: a process reported as cloned out of its call's cgroup goes
+// back into the call; one whose call is not running is killed.
+func TestEscape(t *testing.T) {
 	tc := newTestContainer(t, testOptions{})
-	p := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
-	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(p.Process.Pid), Leader: 1})
-	wantKilled(t, p, "the escapee")
+	leader := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: uint32(leader.Process.Pid), Args: []string{"sleep", "600"}, Forked: monotonicNow()})
+	var rec toolcall.Record
+	eventually(t, "the call placed", func() (ok bool) {
+		rec, ok = tc.recordOfPid(leader.Process.Pid)
+		return ok
+	})
+	cg, err := cgroupfs.ID(tc.tree.CallDir(rec.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	escapee := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(escapee.Process.Pid), Leader: uint32(leader.Process.Pid), Call: cg})
+	eventually(t, "the escapee back in its call", func() bool { return cgroupOf(t, escapee.Process.Pid) == rec.Cgroup })
+
+	orphan := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(orphan.Process.Pid), Leader: 1, Call: cg + 1000})
+	wantKilled(t, orphan, "the escapee of no running call")
+}
+
+// TestPidReused: an event whose pid names another process by the time it
+// is handled (the start time differs) is not acted on: no call placed,
+// nothing moved or killed. The reuse is simulated by the event's start.
+func TestPidReused(t *testing.T) {
+	tc := newTestContainer(t, testOptions{})
+	other := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	pid := uint32(other.Process.Pid)
+	ticks, err := startTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	earlier := (ticks - 1) * (1e9 / userHZ)
+	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: pid, Start: earlier, Args: []string{"sleep", "600"}, Forked: monotonicNow()})
+	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: pid, Start: earlier, Leader: 1, Call: 1})
+	leader := tc.start(tc.tree.AgentDir(), nil, "sleep", "601")
+	lt, err := startTime(uint32(leader.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: uint32(leader.Process.Pid), Start: lt * (1e9 / userHZ), Args: []string{"sleep", "601"}, Forked: monotonicNow()})
+	eventually(t, "the call whose start matches placed", func() bool {
+		_, ok := tc.recordOfPid(leader.Process.Pid)
+		return ok
+	})
+	if _, ok := tc.recordOfPid(int(pid)); ok {
+		t.Error("a reused pid placed as a call")
+	}
+	if got, want := cgroupOf(t, int(pid)), path.Join(tc.st.Cgroup, "agent"); got != want {
+		t.Errorf("the process behind a reused pid moved to %s", got)
+	}
+	if err := unix.Kill(int(pid), 0); err != nil {
+		t.Errorf("the process behind a reused pid: %v", err)
+	}
+}
+
+// TestRescan: once the detector has lost events, what they would have
+// reported is found in C/agent: a call's process not moved goes into its
+// call, a leader whose exec was not seen is placed, and the agent's own
+// processes stay.
+func TestRescan(t *testing.T) {
+	tc := newTestContainer(t, testOptions{})
+	leader := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: uint32(leader.Process.Pid), Args: []string{"sleep", "600"}, Forked: monotonicNow()})
+	var rec toolcall.Record
+	eventually(t, "the call placed", func() (ok bool) {
+		rec, ok = tc.recordOfPid(leader.Process.Pid)
+		return ok
+	})
+	child := tc.start(tc.tree.AgentDir(), nil, "sleep", "601")
+	unseen := tc.start(tc.tree.AgentDir(), nil, "sleep", "602")
+	fresh := tc.start(tc.tree.AgentDir(), nil, "sleep", "603")
+	tc.det.mu.Lock()
+	tc.det.members[uint32(child.Process.Pid)] = bpf.Member{Leader: uint32(leader.Process.Pid)}
+	tc.det.members[uint32(unseen.Process.Pid)] = bpf.Member{Leader: uint32(unseen.Process.Pid)}
+	tc.det.mu.Unlock()
+	tc.det.send(bpf.Event{Kind: bpf.Lost, Dropped: 3})
+	eventually(t, "the call's child in its call", func() bool { return cgroupOf(t, child.Process.Pid) == rec.Cgroup })
+	eventually(t, "the unseen call placed", func() bool {
+		r, ok := tc.recordOfPid(unseen.Process.Pid)
+		return ok && cgroupOf(t, unseen.Process.Pid) == r.Cgroup && strings.Join(r.Command, " ") == "sleep 602"
+	})
+	if got, want := cgroupOf(t, fresh.Process.Pid), path.Join(tc.st.Cgroup, "agent"); got != want {
+		t.Errorf("a fresh child of the agent moved to %s, want it left in %s", got, want)
+	}
+}
+
+// TestHeldEscapeeChild: a held execve by an escapee's child not moved yet
+// goes into the escapee's call, not a call of its own.
+func TestHeldEscapeeChild(t *testing.T) {
+	tc := newTestContainer(t, testOptions{hold: true})
+	leader := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: uint32(leader.Process.Pid), Args: []string{"sleep", "600"}, Forked: monotonicNow()})
+	var rec toolcall.Record
+	eventually(t, "the call placed", func() (ok bool) {
+		rec, ok = tc.recordOfPid(leader.Process.Pid)
+		return ok
+	})
+	cg, err := cgroupfs.ID(tc.tree.CallDir(rec.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := tc.start(tc.tree.AgentDir(), nil, "sleep", "601")
+	tc.det.mu.Lock()
+	tc.det.members[uint32(child.Process.Pid)] = bpf.Member{Call: cg}
+	tc.det.mu.Unlock()
+	tc.hold.held(&exechold.Request{Pid: uint32(child.Process.Pid)})
+	eventually(t, "the escapee's child in the call", func() bool { return cgroupOf(t, child.Process.Pid) == rec.Cgroup })
+	if r, ok := tc.recordOfPid(child.Process.Pid); ok {
+		t.Errorf("the escapee's child made a call of its own: %+v", r)
+	}
 }
 
 // wantKilled fails the test unless p ends by SIGKILL within 10 s.
@@ -371,7 +478,7 @@ func TestPlaceAfterTeardown(t *testing.T) {
 	tc.placeMu.Lock()
 	tc.closing = true
 	tc.placeMu.Unlock()
-	if fc := tc.place(context.Background(), uint32(p.Process.Pid), monotonicNow(), false); fc != nil {
+	if fc := tc.place(context.Background(), proc{pid: uint32(p.Process.Pid)}, monotonicNow()); fc != nil {
 		t.Errorf("placed %s after teardown began", fc.ID())
 	}
 	tc.placeMu.Lock()
@@ -380,7 +487,7 @@ func TestPlaceAfterTeardown(t *testing.T) {
 	// A process already gone returns its cgroup to the spares.
 	_ = p.Process.Kill()
 	_ = p.Wait()
-	if fc := tc.place(context.Background(), uint32(p.Process.Pid), monotonicNow(), false); fc != nil {
+	if fc := tc.place(context.Background(), proc{pid: uint32(p.Process.Pid)}, monotonicNow()); fc != nil {
 		t.Errorf("placed a process that is gone as %s", fc.ID())
 	}
 	tc.placeMu.Lock()

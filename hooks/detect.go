@@ -2,13 +2,9 @@ package hooks
 
 import (
 	"context"
-	"errors"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/containerd/log"
-	"golang.org/x/sys/unix"
 
 	"github.com/agentcgroup/agentcgroup/bpf"
 )
@@ -34,6 +30,8 @@ func (c *Container) handleEvents(ctx context.Context, events <-chan bpf.Event) {
 				c.flushed(ev.Flushes)
 			case bpf.Full:
 				c.detectorFull(ctx)
+			case bpf.Lost:
+				c.rescan(ctx)
 			}
 		}
 	}
@@ -59,7 +57,7 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 			c.keepSession(ctx, ev.Pid, prog)
 			return
 		}
-		if fc = c.place(ctx, ev.Pid, ev.Forked, false); fc == nil {
+		if fc = c.place(ctx, proc{pid: ev.Pid, start: ev.Start}, ev.Forked); fc == nil {
 			return
 		}
 	}
@@ -70,50 +68,6 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 		// kill, it waits for room instead.
 		c.governor.FreezeAtStart(c.st.ID, fc.Call, time.Now())
 	}
-}
-
-// placeChild moves a process that a call forked before it was moved.
-func (c *Container) placeChild(ctx context.Context, ev bpf.Event) {
-	c.mu.Lock()
-	fc := c.forks[ev.Leader]
-	c.mu.Unlock()
-	if fc == nil {
-		return
-	}
-	p, err := c.agentPidfd(ev.Pid)
-	if err != nil {
-		return // gone, or moved already
-	}
-	defer p.Close()
-	if err := c.tree.Move(fc.ID(), ev.Pid); err != nil && !errors.Is(err, syscall.ESRCH) {
-		log.G(ctx).WithError(err).WithField("call", fc.ID()).Warn("move a tool call's child")
-	}
-}
-
-// escaped kills a process that a tool call's process cloned into another
-// cgroup (clone3 CLONE_INTO_CGROUP with an fd on C/agent, another call or a
-// spare): it would live outside its call's limits, and in C/agent under the
-// agent's protection.
-func (c *Container) escaped(ctx context.Context, ev bpf.Event) {
-	l := log.G(ctx).WithFields(log.Fields{"pid": ev.Pid, "parent": ev.Leader})
-	p, err := pidfd(ev.Pid)
-	if errors.Is(err, syscall.ESRCH) {
-		return
-	}
-	if err == nil {
-		// Only a process of this container: the pid may name another by now.
-		if cg, cerr := cgroupOfPidfd(p, ev.Pid); cerr != nil || !strings.HasPrefix(cg, c.tree.Group+"/") {
-			p.Close()
-			return
-		}
-		err = unix.PidfdSendSignal(int(p.Fd()), unix.SIGKILL, nil, 0)
-		p.Close()
-	}
-	if err != nil && !errors.Is(err, syscall.ESRCH) {
-		l.WithError(err).Warn("kill a process that left its tool call's cgroup")
-		return
-	}
-	l.Warn("killed a process that a tool call cloned into another cgroup (clone3 CLONE_INTO_CGROUP): it would have escaped the call's limits")
 }
 
 // detectorFull says that the container's share of the detector is full: a

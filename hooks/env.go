@@ -53,6 +53,9 @@ type Detector interface {
 	// drops what the detector knows of pid; Rearm makes a session's pid
 	// pending again, so that its next program is seen.
 	Claim(pid uint32, agent uint64) error
+	// Member reports whether pid is a call's process for the kernel: a
+	// leader, one it forked before it was moved, an escapee or its child.
+	Member(pid uint32, agent uint64) (bpf.Member, bool)
 	Forget(pid uint32, agent uint64)
 	Rearm(pid uint32, agent uint64) error
 }

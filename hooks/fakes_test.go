@@ -24,6 +24,7 @@ type fakeDetector struct {
 	watchErr error
 	calls    map[uint64]uint64 // call cgroup ID -> agent cgroup ID
 	pending  map[uint32]bpf.Fork
+	members  map[uint32]bpf.Member
 	claimed  []uint32
 	forgot   []uint32
 	rearmed  []uint32
@@ -34,7 +35,7 @@ type fakeDetector struct {
 }
 
 func newFakeDetector() *fakeDetector {
-	return &fakeDetector{calls: map[uint64]uint64{}, pending: map[uint32]bpf.Fork{}}
+	return &fakeDetector{calls: map[uint64]uint64{}, pending: map[uint32]bpf.Fork{}, members: map[uint32]bpf.Member{}}
 }
 
 func (d *fakeDetector) Watch(agent uint64, events chan<- bpf.Event) error {
@@ -101,6 +102,13 @@ func (d *fakeDetector) Claim(pid uint32, agent uint64) error {
 	delete(d.pending, pid)
 	d.claimed = append(d.claimed, pid)
 	return nil
+}
+
+func (d *fakeDetector) Member(pid uint32, agent uint64) (bpf.Member, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m, ok := d.members[pid]
+	return m, ok && agent == d.agent
 }
 
 func (d *fakeDetector) Rearm(pid uint32, agent uint64) error {

@@ -28,8 +28,9 @@ func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
 		return
 	}
 	pid, fork, ok := c.pendingProcess(r.Pid)
+	who := proc{pid: pid, held: r}
 	if !ok {
-		c.heldMiss(ctx, pid)
+		c.heldMiss(ctx, who)
 		return
 	}
 	c.mu.Lock()
@@ -58,7 +59,7 @@ func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
 		c.keepSession(ctx, pid, prog)
 		return
 	}
-	c.place(ctx, pid, fork.At, true)
+	c.place(ctx, who, fork.At)
 }
 
 // heldProgram returns what a held execve is about to run, as far as the
@@ -102,17 +103,24 @@ func (c *Container) pendingProcess(tid uint32) (uint32, bpf.Fork, bool) {
 // program in C/agent. The detector misses a fresh child where its maps
 // were full or its events lost; a session whose rearm failed lands here
 // too, and what replaces it is a call.
-func (c *Container) heldMiss(ctx context.Context, pid uint32) {
-	if c.isAgent(pid) {
+func (c *Container) heldMiss(ctx context.Context, who proc) {
+	if c.isAgent(who.pid) {
 		return
 	}
-	p, err := c.agentPidfd(pid)
+	p, err := c.agentPidfd(who)
 	if err != nil {
 		return // not in C/agent: an exec's, a call's, or gone
 	}
 	p.Close()
-	log.G(ctx).WithField("pid", pid).Warn("a process in the agent's cgroup that the detector missed is placed as a tool call")
-	c.place(ctx, pid, bpf.Since(0), true)
+	if m, ok := c.detector.Member(who.pid, c.agentID); ok {
+		// A call's process not moved yet (an escapee's child): into its
+		// call, before its program runs.
+		if err := c.reclaim(who, m); !errors.Is(err, errNoCall) {
+			return
+		}
+	}
+	log.G(ctx).WithField("pid", who.pid).Warn("a process in the agent's cgroup that the detector missed is placed as a tool call")
+	c.place(ctx, who, bpf.Since(0))
 }
 
 // place moves a new tool call's leader into a ready cgroup first, and does
@@ -121,26 +129,27 @@ func (c *Container) heldMiss(ctx context.Context, pid uint32) {
 // from here that it is a call. Nil where the call is not placed: the
 // container is going, the process is gone, or no cgroup could hold it; in
 // the last case the process is killed, never left to run in C/agent.
-func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration, held bool) *forkCall {
+func (c *Container) place(ctx context.Context, who proc, forked time.Duration) *forkCall {
 	id, err := c.takeSpare(ctx)
 	if err != nil {
 		if !errors.Is(err, errClosing) {
-			c.refuse(ctx, pid, err)
+			c.refuse(ctx, who, err)
 		}
 		return nil
 	}
-	fc, err := c.adopt(ctx, id, pid, forked)
+	fc, err := c.adopt(ctx, id, who, forked)
 	if err != nil {
 		c.returnSpare(id)
 		if !errors.Is(err, syscall.ESRCH) {
-			c.refuse(ctx, pid, err)
+			c.refuse(ctx, who, err)
 		}
 		return nil
 	}
+	pid := who.pid
 	c.mu.Lock()
 	c.forks[pid] = fc
 	c.mu.Unlock()
-	if held {
+	if who.held != nil {
 		// Before it is followed: a leader killed while held then has
 		// its exit reported, and the entry goes with it.
 		if err := c.detector.Claim(pid, c.agentID); err != nil {
@@ -162,13 +171,13 @@ func (c *Container) place(ctx context.Context, pid uint32, forked time.Duration,
 // refuse kills a process that is a tool call but that no cgroup could hold:
 // left alone, its program would run in C/agent, outside every call's
 // limits.
-func (c *Container) refuse(ctx context.Context, pid uint32, why error) {
-	p, err := c.agentPidfd(pid)
+func (c *Container) refuse(ctx context.Context, who proc, why error) {
+	p, err := c.agentPidfd(who)
 	if err != nil {
 		return // gone, or not in C/agent
 	}
 	defer p.Close()
-	l := log.G(ctx).WithFields(log.Fields{"pid": pid, "why": why.Error()})
+	l := log.G(ctx).WithFields(log.Fields{"pid": who.pid, "why": why.Error()})
 	if err := unix.PidfdSendSignal(int(p.Fd()), unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, syscall.ESRCH) {
 		l.WithError(err).Warn("kill a tool call that no cgroup could hold")
 		return
@@ -180,29 +189,27 @@ func (c *Container) refuse(ctx context.Context, pid uint32, why error) {
 // (any more).
 var errNotInAgent = fmt.Errorf("not in the agent's cgroup: %w", syscall.ESRCH)
 
-// agentPidfd opens a pidfd on pid, a process in C/agent: a pid reused by a
+// agentPidfd opens a pidfd on who, a process in C/agent: a pid reused by a
 // process elsewhere (another container's, the host's) is refused.
-func (c *Container) agentPidfd(pid uint32) (*os.File, error) {
-	p, err := pidfd(pid)
-	if err != nil {
-		return nil, err
-	}
-	if cg, err := cgroupOfPidfd(p, pid); err != nil || cg != path.Join(c.tree.Group, layout.Agent) {
-		p.Close()
+func (c *Container) agentPidfd(who proc) (*os.File, error) {
+	agent := path.Join(c.tree.Group, layout.Agent)
+	p, err := who.open(func(cg string) bool { return cg == agent })
+	if errors.Is(err, errElsewhere) {
 		return nil, errNotInAgent
 	}
-	return p, nil
+	return p, err
 }
 
 // adopt makes process pid the leader of tool call id: it opens its pidfd
 // (from then on it is this process that is followed, whatever reuses its
 // pid), moves it into the call's cgroup and gives it the tool calls'
 // oom_score_adj, before its program runs where it is held.
-func (c *Container) adopt(ctx context.Context, id string, pid uint32, forked time.Duration) (*forkCall, error) {
-	leader, err := c.agentPidfd(pid)
+func (c *Container) adopt(ctx context.Context, id string, who proc, forked time.Duration) (*forkCall, error) {
+	leader, err := c.agentPidfd(who)
 	if err != nil {
 		return nil, err
 	}
+	pid := who.pid
 	if err := c.tree.Move(id, pid); err != nil {
 		leader.Close()
 		return nil, err

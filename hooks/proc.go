@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/agentcgroup/agentcgroup/exechold"
 )
 
 // isLeader reports whether tid leads its thread group (is a process), in
@@ -205,38 +208,98 @@ func cmdline(pid uint32) ([]string, error) {
 
 // startTime returns when process pid started, in clock ticks after boot:
 // with the pid, it names one process.
-func startTime(pid uint32) (uint64, error) {
+func startTime(pid uint32) (uint64, error) { return statField(pid, 22) }
+
+// parentOf returns the parent of process pid.
+func parentOf(pid uint32) (uint32, error) {
+	n, err := statField(pid, 4)
+	return uint32(n), err
+}
+
+// statField returns field n (from 1, as proc(5) numbers them; n > 2) of
+// /proc/<pid>/stat.
+func statField(pid uint32, n int) (uint64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
-	// After the command in parentheses, which may hold anything: field 22.
+	// After the command in parentheses, which may hold anything: field 3.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
 		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
+	if len(f) < n-2 {
 		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
 	}
-	return strconv.ParseUint(f[19], 10, 64)
+	return strconv.ParseUint(f[n-3], 10, 64)
 }
 
-// cgroupOfPidfd returns the cgroup of the process behind pidfd (whose pid is
-// pid), relative to the cgroup2 mount. Read after the pidfd is open and
-// checked live after, it is that process's, not a later one's with the pid.
-func cgroupOfPidfd(pidfd *os.File, pid uint32) (string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+// proc is a process the shim was told of, and what proves, when the shim
+// acts on it, that its pid still names it: when it started (from the
+// detector), or the execve it is held in. With pid_max at 32,768, pids wrap
+// in seconds on a busy host.
+type proc struct {
+	pid   uint32
+	start uint64            // boot time in ns, as the detector reports it; 0: unknown
+	held  *exechold.Request // the execve it waits in; nil: none
+}
+
+// userHZ is the unit of /proc's times: USER_HZ, 100 on every Linux ABI.
+const userHZ = 100
+
+var (
+	// errElsewhere: the pid names a process in a cgroup the caller does
+	// not act on (moved, reused, or never the container's).
+	errElsewhere = errors.New("in another cgroup")
+	// errReused: the pid names a process other than the one meant.
+	errReused = fmt.Errorf("pid reused: %w", syscall.ESRCH)
+)
+
+// open opens a pidfd on the process and checks, once it is open, that it is
+// the process meant and that in accepts its cgroup (relative to the cgroup2
+// mount): from then on the pidfd names it, whatever reuses the pid.
+func (p proc) open(in func(cgroup string) bool) (*os.File, error) {
+	fd, err := pidfd(p.pid)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	if err := unix.PidfdSendSignal(int(pidfd.Fd()), 0, nil, 0); err != nil {
-		return "", fmt.Errorf("pid %d: %w", pid, err) // gone: the file may be a successor's
+	cg, err := p.check(fd)
+	if err == nil && !in(cg) {
+		err = errElsewhere
+	}
+	if err != nil {
+		fd.Close()
+		return nil, err
+	}
+	return fd, nil
+}
+
+// check returns the cgroup of the process behind pidfd fd, and an error
+// where it is not p: the /proc files read after the pidfd is open and
+// checked live after are its own, not a later process's with the pid.
+func (p proc) check(fd *os.File) (string, error) {
+	gone := fmt.Errorf("pid %d: %w", p.pid, syscall.ESRCH)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.pid))
+	if err != nil {
+		return "", gone
+	}
+	var start uint64
+	if p.start != 0 {
+		if start, err = startTime(p.pid); err != nil {
+			return "", gone
+		}
+	}
+	if err := unix.PidfdSendSignal(int(fd.Fd()), 0, nil, 0); err != nil {
+		return "", gone
+	}
+	if p.start != 0 && start != p.start/(1e9/userHZ) || p.held != nil && !p.held.Valid() {
+		return "", errReused
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if g, ok := strings.CutPrefix(line, "0::"); ok {
 			return g, nil
 		}
 	}
-	return "", fmt.Errorf("no cgroup v2 line in /proc/%d/cgroup", pid)
+	return "", fmt.Errorf("no cgroup v2 line in /proc/%d/cgroup", p.pid)
 }

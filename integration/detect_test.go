@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
@@ -226,26 +228,54 @@ func TestHoldSeccompProfile(t *testing.T) {
 	})
 }
 
-// TestEscape: a tool call that clones a child straight into C/agent (clone3
-// CLONE_INTO_CGROUP with an fd on C/agent from the read-only /sys/fs/cgroup,
-// which needs no write access) does not get a process out of its limits:
-// the shim kills the escapee at once; the call and the agent go on.
+// TestEscape: a tool call that clones children straight into C/agent
+// (clone3 CLONE_INTO_CGROUP with an fd on C/agent from the read-only
+// /sys/fs/cgroup, which needs no write access) and has them fork at once
+// does not get a process out of its limits: the escapees and their children
+// go back into the call (100 rounds on the first stack, 20 on the others),
+// none is left in C/agent, and the agent goes on.
 func TestEscape(t *testing.T) {
+	rounds := 100
 	forEachStack(t, func(t *testing.T, d *daemon) {
 		id := newID("escape")
 		// ctr mounts no cgroupfs: bind the tree read-only, as the attack needs.
 		d.start(t, d.agentcgroup(), id, []string{"--mount", "type=bind,src=/sys/fs/cgroup,dst=/sys/fs/cgroup,options=rbind:ro"}, agentInit...)
-		r := d.ctr(t, "task", "exec", "--exec-id", "escape", id,
-			"/bin/agentsim", "-escape", "agent", "/bin/sh", "-c", "sleep 5; echo survived")
-		if strings.Contains(r.stdout, "survived") || !strings.Contains(r.stdout, "escapee: signal: killed") {
-			t.Errorf("escape attempt: %v; want the escapee killed", r)
+		agentDir := filepath.Join(containerCgroup(id), "agent")
+		before := readTrim(t, filepath.Join(agentDir, "cgroup.procs"))
+		// Each escapee forks a child that never executes a program, then
+		// replaces itself.
+		script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do
+			/bin/agentsim -escape agent /bin/sh -c '( while :; do sleep 1; done ) & exec sleep 600' >/dev/null 2>&1 &
+			i=$((i+1)); done; sleep 1; echo started`, rounds)
+		r := d.ctr(t, "task", "exec", "--exec-id", "escape", id, "/bin/sh", "-c", script)
+		if strings.TrimSpace(r.stdout) != "started" {
+			t.Fatalf("escape attempts: %v", r)
+		}
+		var left string
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			left = readTrim(t, filepath.Join(agentDir, "cgroup.procs"))
+			if left == before || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if left != before {
+			t.Errorf("C/agent holds %q after %d escapes, want only the agent's %q", strings.Fields(left), rounds, strings.Fields(before))
+		}
+		// The call's cgroup outlives its first process while the
+		// escapees are in it: per round agentsim, the escapee, its child.
+		calls, err := cgroupfs.ProcsBelow(filepath.Join(containerCgroup(id), "tools", "escape"))
+		if err != nil || len(calls) < 3*rounds {
+			t.Errorf("the escaping call holds %d processes (%v), want at least %d", len(calls), err, 3*rounds)
 		}
 		if st := d.status(t, id); st != "RUNNING" {
-			t.Errorf("container %s after the escape attempt", st)
+			t.Errorf("container %s after the escape attempts", st)
 		}
 		if r := d.ctr(t, "task", "exec", "--exec-id", "next", id, "/bin/sh", "-c", "echo alive"); strings.TrimSpace(r.stdout) != "alive" {
 			t.Errorf("next call: %v", r)
 		}
+		rounds = 20
 	})
 }
 
