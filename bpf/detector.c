@@ -58,6 +58,13 @@ struct css_set {
 	struct cgroup *dfl_cgrp;
 } __attribute__((preserve_access_index));
 
+struct signal_struct {
+	struct {
+		int counter;
+	} live;
+	int group_exit_code;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int pid;
 	int tgid;
@@ -65,6 +72,8 @@ struct task_struct {
 	__u64 start_boottime;
 	struct mm_struct *mm;
 	struct css_set *cgroups;
+	struct signal_struct *signal;
+	struct task_struct *group_leader;
 } __attribute__((preserve_access_index));
 
 struct linux_binprm {
@@ -353,8 +362,12 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_exit, struct task_struct *p)
 {
-	if (p->pid != p->tgid)
-		return 0; // a thread
+	// The process ends with its last thread, which need not be its leader
+	// (a main thread that called pthread_exit): do_exit has counted this
+	// one out of signal->live before the tracepoint.
+	struct signal_struct *sig = p->signal;
+	if (BPF_CORE_READ(sig, live.counter) != 0)
+		return 0; // other threads run on
 	__u64 agent = agent_of(bpf_get_current_cgroup_id());
 	if (!agent)
 		return 0;
@@ -374,7 +387,12 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	struct event *e = reserve(EVENT_EXIT, agent, tgid, tgid);
 	if (!e)
 		return 0;
-	e->exit_status = p->exit_code;
+	// A group exit (exit_group, a fatal signal) gives the status; else the
+	// threads ended one by one, and the leader's own is the wait status.
+	int status = BPF_CORE_READ(sig, group_exit_code);
+	if (!status && p->pid != tgid)
+		status = BPF_CORE_READ(p, group_leader, exit_code);
+	e->exit_status = status ? status : p->exit_code;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

@@ -453,3 +453,47 @@ func countTools(evs []Event) int {
 	}
 	return n
 }
+
+// TestLeaderExitsFirst: a tool call whose main thread ends before its other
+// threads (pthread_exit) has not exited: its Exit comes with its last
+// thread, with the status that thread's exit_group gave.
+func TestLeaderExitsFirst(t *testing.T) {
+	d := load(t)
+	dir, id := agentCgroup(t)
+	ch := make(chan Event, 64)
+	if err := d.Watch(id, ch); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Unwatch(id) })
+	src := filepath.Join(t.TempDir(), "leader.c")
+	bin := strings.TrimSuffix(src, ".c")
+	prog := `#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+static void *run(void *arg) { usleep(500000); exit(3); }
+int main(void) { pthread_t t; pthread_create(&t, 0, run, 0); pthread_exit(0); }
+`
+	if err := os.WriteFile(src, []byte(prog), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cc", "-pthread", "-o", bin, src).CombinedOutput(); err != nil {
+		t.Fatalf("cc: %v: %s", err, out)
+	}
+	start := time.Now()
+	runIn(t, dir, bin+"; echo $? >/dev/null")
+	if took := time.Since(start); took < 500*time.Millisecond {
+		t.Fatalf("the program ended in %v, before its thread's exit", took)
+	}
+	var tools, exits []Event
+	for _, ev := range collect(ch) {
+		switch ev.Kind {
+		case Tool:
+			tools = append(tools, ev)
+		case Exit:
+			exits = append(exits, ev)
+		}
+	}
+	if len(tools) != 1 || len(exits) != 1 || exits[0].Pid != tools[0].Pid || exits[0].ExitCode() != 3 {
+		t.Errorf("tools %+v, exits %+v; want one call that exited 3", tools, exits)
+	}
+}

@@ -111,14 +111,15 @@ func BenchmarkPlacement(b *testing.B) {
 	l, err := exechold.Listen(filepath.Join(b.TempDir(), "hold.sock"))
 	must(b, err)
 	defer l.Close()
-	l.Handle(func(r *exechold.Request) {
+	l.Handle(func(r *exechold.Request) exechold.Payer {
 		pid := r.Pid
 		forked, ok := d.Pending(pid, id)
 		if !ok {
-			return
+			return exechold.Call
 		}
 		move(dirs, pid)
 		held = append(held, Since(forked.At).Microseconds())
+		return exechold.Agent
 	})
 	var unplaced, tools int
 	counted := make(chan struct{})

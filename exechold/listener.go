@@ -28,15 +28,16 @@ type Listener struct {
 	path string
 	euid uint32
 
-	// budget is the time the shim may spend serving the container's held
-	// execve, across all of its seccomp listeners, in microseconds; stop
-	// ends a wait for it at Close.
-	budget *rate.Limiter
-	stop   context.CancelFunc
-	ctx    context.Context
+	// budgets are the time the shim may spend serving the container's
+	// held execve, across all of its seccomp listeners, in microseconds:
+	// one for the agent's own spawns, one for its tool calls' processes, so
+	// that a call's exec loop delays only itself. stop ends a wait at Close.
+	budgets [2]*rate.Limiter
+	stop    context.CancelFunc
+	ctx     context.Context
 
 	mu      sync.Mutex
-	handler func(*Request)
+	handler func(*Request) Payer
 	files   map[*os.File]struct{}      // the seccomp listeners served
 	conns   map[*net.UnixConn]struct{} // the connections not yet read
 	closed  bool
@@ -89,14 +90,17 @@ func Listen(path string) (*Listener, error) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	l := &Listener{
-		ln:     ln,
-		path:   path,
-		euid:   uint32(os.Geteuid()),
-		budget: rate.NewLimiter(rate.Limit(heldShare*1e6), int(heldBurst.Microseconds())),
-		ctx:    ctx,
-		stop:   stop,
-		files:  make(map[*os.File]struct{}),
-		conns:  make(map[*net.UnixConn]struct{}),
+		ln:   ln,
+		path: path,
+		euid: uint32(os.Geteuid()),
+		budgets: [2]*rate.Limiter{
+			rate.NewLimiter(rate.Limit(heldShare*1e6), int(heldBurst.Microseconds())),
+			rate.NewLimiter(rate.Limit(heldShare*1e6), int(heldBurst.Microseconds())),
+		},
+		ctx:   ctx,
+		stop:  stop,
+		files: make(map[*os.File]struct{}),
+		conns: make(map[*net.UnixConn]struct{}),
 	}
 	l.wg.Add(1)
 	go l.accept()
@@ -108,8 +112,9 @@ func (l *Listener) Path() string { return l.path }
 
 // Handle sets what runs while an execve is held, with the request (the
 // caller's pid in the shim's pid namespace, and what it asks to run). Until
-// it is set, every execve continues at once.
-func (l *Listener) Handle(f func(*Request)) {
+// it is set, every execve continues at once. It says whose budget the
+// execve is charged to.
+func (l *Listener) Handle(f func(*Request) Payer) {
 	l.mu.Lock()
 	l.handler = f
 	l.mu.Unlock()
@@ -302,25 +307,46 @@ func (l *Listener) serve(fd int, exec bool) {
 			l.mu.Lock()
 			h := l.handler
 			l.mu.Unlock()
+			payer := Agent
 			if h != nil {
-				h(&Request{Pid: n.Pid, Exec: exec, n: n, rc: rc})
+				payer = h(&Request{Pid: n.Pid, Exec: exec, n: n, rc: rc})
+			}
+			spent := max(time.Since(start), cpu.served(time.Now()))
+			if payer == Call {
+				// A call over its budget waits alone: this loop goes on
+				// serving the agent's spawns.
+				l.answer(rc, n.ID, l.charge(Call, spent))
+				continue
 			}
 			// ENOENT: the task was interrupted or killed meanwhile.
 			_ = send(rc, n.ID)
-			if !l.pace(max(time.Since(start), cpu.served(time.Now()))) {
+			if !l.wait(l.charge(Agent, spent)) {
 				return // closed
 			}
 		}
 	}()
 }
 
-// pace charges spent, what one held execve cost to serve (the handler's
-// time, or the shim's CPU per execve where that is more), to the
-// container's budget, and waits while the budget is overdrawn; false if the
-// Listener closed meanwhile.
-func (l *Listener) pace(spent time.Duration) bool {
-	r := l.budget.ReserveN(time.Now(), int(min(spent, heldBurst).Microseconds()))
-	d := r.Delay()
+// Payer is whose budget a held execve is charged to.
+type Payer int
+
+const (
+	// Agent: the container's own spawns (its new tool calls, and anything
+	// the handler cannot tell).
+	Agent Payer = iota
+	// Call: a process of a tool call already placed, or of an exec.
+	Call
+)
+
+// charge charges spent, what one held execve cost to serve (the handler's
+// time, or the shim's CPU per execve where that is more), to payer's
+// budget, and returns how long the execve waits for the budget to be back.
+func (l *Listener) charge(payer Payer, spent time.Duration) time.Duration {
+	return l.budgets[payer].ReserveN(time.Now(), int(min(spent, heldBurst).Microseconds())).Delay()
+}
+
+// wait waits d; false if the Listener closed meanwhile.
+func (l *Listener) wait(d time.Duration) bool {
 	if d == 0 {
 		return true
 	}
@@ -332,6 +358,22 @@ func (l *Listener) pace(spent time.Duration) bool {
 	case <-l.ctx.Done():
 		return false
 	}
+}
+
+// answer lets held execve id go on after d, without holding up the
+// listener's other execve.
+func (l *Listener) answer(rc syscall.RawConn, id uint64, d time.Duration) {
+	if d == 0 {
+		_ = send(rc, id)
+		return
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		if l.wait(d) {
+			_ = send(rc, id)
+		}
+	}()
 }
 
 // isSeccompListener says whether fd is a seccomp listener, by the name the

@@ -40,7 +40,7 @@ func TestHold(t *testing.T) {
 	var exes []string
 	var last uint32
 	var commands []string
-	l.Handle(func(r *Request) {
+	l.Handle(func(r *Request) Payer {
 		pid := r.Pid
 		exe, _ := os.Readlink("/proc/" + strconv.Itoa(int(pid)) + "/exe")
 		path, argv, err := r.Command()
@@ -63,6 +63,7 @@ func TestHold(t *testing.T) {
 		}
 		last = pid
 		mu.Unlock()
+		return Agent
 	})
 	self, _ := os.Executable()
 	cmd := holdtest.Command(l.Path(), "/bin/sh", "-c", "/bin/echo one; /bin/echo two")
@@ -99,9 +100,9 @@ func TestValid(t *testing.T) {
 	defer l.Close()
 	type answer struct{ before, after bool }
 	answers := make(chan answer, 4)
-	l.Handle(func(r *Request) {
+	l.Handle(func(r *Request) Payer {
 		if exe, _ := os.Readlink("/proc/" + strconv.Itoa(int(r.Pid)) + "/exe"); !strings.HasSuffix(exe, "sh") {
-			return
+			return Agent
 		}
 		before := r.Valid()
 		_ = syscall.Kill(int(r.Pid), syscall.SIGKILL)
@@ -112,6 +113,7 @@ func TestValid(t *testing.T) {
 		if _, _, err := r.Command(); err == nil {
 			t.Error("Command read a killed caller's memory")
 		}
+		return Agent
 	})
 	cmd := holdtest.Command(l.Path(), "/bin/sh", "-c", "/bin/echo one")
 	if err := cmd.Run(); err == nil {
@@ -357,7 +359,7 @@ func TestPeerCredentials(t *testing.T) {
 	}
 	defer l.Close()
 	var held atomic.Int32
-	l.Handle(func(*Request) { held.Add(1) })
+	l.Handle(func(*Request) Payer { held.Add(1); return Agent })
 
 	// Get a held process's listener, the process waiting in execve.
 	relay, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "relay.sock"), Net: "unix"})
@@ -423,7 +425,7 @@ func TestHeldBudget(t *testing.T) {
 	}
 	defer l.Close()
 	var held atomic.Int64
-	l.Handle(func(*Request) { held.Add(1); time.Sleep(2 * time.Millisecond) })
+	l.Handle(func(*Request) Payer { held.Add(1); time.Sleep(2 * time.Millisecond); return Agent })
 	const n = 100
 	if took := execMissing(t, l, n); took < 1500*time.Millisecond {
 		t.Errorf("%d held execve of 2 ms in %v under a budget of %.0f%% of a CPU", n, took, 100*heldShare)
@@ -449,7 +451,7 @@ func TestHeldBudgetCountsCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	l.Handle(func(*Request) { held.Add(1) })
+	l.Handle(func(*Request) Payer { held.Add(1); return Agent })
 	const n = 100
 	if took := execMissing(t, l, n); took < 1500*time.Millisecond {
 		t.Errorf("%d held execve of 2 ms of CPU in %v under a budget of %.0f%% of a CPU", n, took, 100*heldShare)
@@ -477,12 +479,13 @@ func TestExecListener(t *testing.T) {
 	}
 	defer l.Close()
 	var execs, inits atomic.Int64
-	l.Handle(func(r *Request) {
+	l.Handle(func(r *Request) Payer {
 		if r.Exec {
 			execs.Add(1)
 		} else {
 			inits.Add(1)
 		}
+		return Agent
 	})
 	for _, cmd := range []*exec.Cmd{holdtest.Command(l.Path(), "/bin/true"), holdtest.ExecCommand(l.Path(), "/bin/true")} {
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -519,5 +522,52 @@ func TestTrack(t *testing.T) {
 	late := &fakeCloser{}
 	if track(l, set, late) || len(set) != 0 || !late.closed {
 		t.Fatalf("track on a closed Listener: set %v, closed %v", set, late.closed)
+	}
+}
+
+// TestCallBudgetApart: a tool call's exec loop is charged to the calls'
+// budget, so that the agent's own spawns, charged to the agent's, do not
+// wait behind it though both use the same listener (the call inherited the
+// agent's filter): while the call's execve are held back to 10% of a CPU,
+// the agent's 20 spawns see fewer than 10 of them go by, where one budget
+// would have them alternate.
+func TestCallBudgetApart(t *testing.T) {
+	defer func(s float64, b time.Duration) { heldShare, heldBurst = s, b }(heldShare, heldBurst)
+	heldShare, heldBurst = 0.1, 20*time.Millisecond
+	l, err := Listen(filepath.Join(t.TempDir(), "hold.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var calls, agents atomic.Int64
+	var first, last atomic.Int64 // calls seen at the agent's first and 20th spawn
+	l.Handle(func(r *Request) Payer {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", r.Pid)); strings.Contains(string(b), "call-loop") {
+			time.Sleep(2 * time.Millisecond)
+			calls.Add(1)
+			return Call
+		}
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", r.Pid)); strings.Contains(string(b), "agent-loop") {
+			switch agents.Add(1) {
+			case 1:
+				first.Store(calls.Load())
+			case 20:
+				last.Store(calls.Load())
+			}
+		}
+		return Agent
+	})
+	script := `sh -c 'i=0; while [ $i -lt 100 ]; do /nonexistent 2>/dev/null; i=$((i+1)); done' call-loop &
+		sleep 0.3
+		sh -c 'i=0; while [ $i -lt 20 ]; do /nonexistent 2>/dev/null; i=$((i+1)); done' agent-loop
+		wait`
+	if out, err := holdtest.Command(l.Path(), "/bin/sh", "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if agents.Load() < 20 || calls.Load() < 100 {
+		t.Fatalf("held %d of the agent's execve and %d of the call's, want 20 and 100", agents.Load(), calls.Load())
+	}
+	if n := last.Load() - first.Load(); n >= 10 {
+		t.Errorf("the call's exec loop went %d execve ahead while the agent spawned 20: its spawns waited behind the call", n)
 	}
 }

@@ -95,6 +95,7 @@ func (w *Watcher) FreezeAtStart(id string, cl *toolcall.Call, now time.Time) boo
 	}
 	w.mu.Unlock()
 	c.cb(cl, Froze, reason)
+	w.publish(c)
 	w.wakeLoop() // its reviews start now, not at the next notification
 	return true
 }

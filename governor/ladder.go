@@ -202,6 +202,7 @@ func (w *Watcher) freeze(c *container, wc *watched, sc scope, now time.Time) boo
 	wc.freezeAsked = now
 	c.lad.quiet = 0 // quiet windows count from this freeze on
 	c.cb(wc.cl, Froze, reason)
+	w.publish(c)
 	return true
 }
 
@@ -217,6 +218,7 @@ func (w *Watcher) thaw(c *container, wc *watched, now time.Time, reason string) 
 	wc.queued.Store(false)
 	wc.stallSince = time.Time{} // a stall counts from now on, not from the freeze
 	c.cb(wc.cl, Thawed, reason)
+	w.publish(c)
 }
 
 // startReviews begins a review spell: pressure is measured from now on.

@@ -105,6 +105,8 @@ type container struct {
 	// guarded by Watcher.mu.
 	early map[*toolcall.Call]bool
 	lad   ladder
+	// publishMu orders the tallies published to the pool.
+	publishMu sync.Mutex
 }
 
 // watched is a call as the governor follows it; only the governor's
@@ -183,7 +185,33 @@ func (w *Watcher) Add(id string, sc Scope, pol policy.Policy, members Pool, cb C
 	w.mu.Lock()
 	w.containers[id] = c
 	w.mu.Unlock()
+	w.publish(c)
 	return nil
+}
+
+// publish tells the pool's other shims what c's calls do now.
+func (w *Watcher) publish(c *container) {
+	c.publishMu.Lock()
+	defer c.publishMu.Unlock()
+	m := Member{Priority: c.pol.Priority}
+	w.mu.Lock()
+	for cl := range c.early {
+		if cl.State() == toolcall.Frozen {
+			m.Frozen++
+		}
+	}
+	for _, wc := range c.calls {
+		switch wc.cl.State() {
+		case toolcall.Running, toolcall.Throttled:
+			m.Running++
+		case toolcall.Frozen:
+			m.Frozen++
+		}
+	}
+	w.mu.Unlock()
+	if err := c.members.Publish(m); err != nil {
+		log.G(w.ctx).WithError(err).WithField("container", c.id).Warn("publish the container's tool calls to its pool")
+	}
 }
 
 // Watch governs a tool call of container id, placed in its cgroup.
@@ -197,7 +225,11 @@ func (w *Watcher) Watch(id string, cl *toolcall.Call) {
 		delete(c.early, cl)
 	}
 	w.mu.Unlock()
-	if c == nil || w.poller == nil {
+	if c == nil {
+		return
+	}
+	w.publish(c)
+	if w.poller == nil {
 		return
 	}
 	// A call too short to be watched has nothing to report.
@@ -227,7 +259,8 @@ func (w *Watcher) wakeLoop() {
 func (w *Watcher) Unwatch(id string, cl *toolcall.Call) {
 	w.mu.Lock()
 	var wc *watched
-	if c := w.containers[id]; c != nil {
+	c := w.containers[id]
+	if c != nil {
 		wc = c.calls[cl]
 		delete(c.calls, cl)
 		delete(c.early, cl)
@@ -235,6 +268,9 @@ func (w *Watcher) Unwatch(id string, cl *toolcall.Call) {
 	w.mu.Unlock()
 	if wc != nil {
 		w.forget(wc)
+	}
+	if c != nil {
+		w.publish(c)
 	}
 }
 

@@ -57,6 +57,9 @@ type fakePool struct {
 	mu      sync.Mutex
 	members []Member
 	locked  int
+	// published are the tallies the container published, in order.
+	pubMu     sync.Mutex
+	published []Member
 }
 
 func (p *fakePool) Lock() (func(), error) {
@@ -66,6 +69,13 @@ func (p *fakePool) Lock() (func(), error) {
 }
 
 func (p *fakePool) Members() []Member { return p.members }
+
+func (p *fakePool) Publish(m Member) error {
+	p.pubMu.Lock()
+	defer p.pubMu.Unlock()
+	p.published = append(p.published, m)
+	return nil
+}
 
 type action struct {
 	call string

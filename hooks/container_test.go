@@ -260,11 +260,15 @@ func TestHeldPlacement(t *testing.T) {
 	tc.det.pending[pid] = bpf.Fork{At: monotonicNow()}
 	tc.det.mu.Unlock()
 
-	tc.hold.held(&exechold.Request{Pid: pid, Exec: true})
+	if payer := tc.hold.held(&exechold.Request{Pid: pid, Exec: true}); payer != exechold.Call {
+		t.Errorf("an exec's held execve charged to %v, want the calls' budget", payer)
+	}
 	if _, ok := tc.recordOfPid(int(pid)); ok {
 		t.Fatal("an exec's held execve was placed")
 	}
-	tc.hold.held(&exechold.Request{Pid: pid})
+	if payer := tc.hold.held(&exechold.Request{Pid: pid}); payer != exechold.Agent {
+		t.Errorf("the agent's spawn charged to %v, want the agent's budget", payer)
+	}
 	tc.mu.Lock()
 	fc := tc.forks[pid]
 	tc.mu.Unlock()
@@ -278,7 +282,9 @@ func TestHeldPlacement(t *testing.T) {
 	tc.det.mu.Lock()
 	tc.det.pending[pid] = bpf.Fork{At: monotonicNow()} // as if pending again: still the same call
 	tc.det.mu.Unlock()
-	tc.hold.held(&exechold.Request{Pid: pid})
+	if payer := tc.hold.held(&exechold.Request{Pid: pid}); payer != exechold.Call {
+		t.Errorf("a placed call's next execve charged to %v, want the calls' budget", payer)
+	}
 	tc.hold.held(&exechold.Request{Pid: uint32(tc.init.Process.Pid)})
 	if got := cgroupOf(t, tc.init.Process.Pid); got != tc.st.Cgroup+"/agent" {
 		t.Errorf("the agent's own execve moved it to %s", got)

@@ -65,8 +65,9 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 	c.calls.save()
 	if c.governor != nil {
 		// Its program has just started: where it would start into an OOM
-		// kill, it waits for room instead.
-		c.governor.FreezeAtStart(c.st.ID, fc.Call, time.Now())
+		// kill, it waits for room instead. Off the event loop: the
+		// decision may wait for the pool's lock, which other shims hold.
+		go c.governor.FreezeAtStart(c.st.ID, fc.Call, time.Now())
 	}
 }
 

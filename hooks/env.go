@@ -73,7 +73,7 @@ type Governor interface {
 
 // Hold answers a container's held execve calls (*exechold.Listener).
 type Hold interface {
-	Handle(func(*exechold.Request))
+	Handle(func(*exechold.Request) exechold.Payer)
 	Close() error
 }
 

@@ -191,18 +191,22 @@ func (g *fakeGovernor) isWatched(id string) bool {
 // fakeHold hands the test the handler of held execve calls.
 type fakeHold struct {
 	mu      sync.Mutex
-	handler func(*exechold.Request)
+	handler func(*exechold.Request) exechold.Payer
 	closed  int
 }
 
-func (h *fakeHold) Handle(f func(*exechold.Request)) { h.mu.Lock(); h.handler = f; h.mu.Unlock() }
-func (h *fakeHold) Close() error                     { h.mu.Lock(); h.closed++; h.mu.Unlock(); return nil }
+func (h *fakeHold) Handle(f func(*exechold.Request) exechold.Payer) {
+	h.mu.Lock()
+	h.handler = f
+	h.mu.Unlock()
+}
+func (h *fakeHold) Close() error { h.mu.Lock(); h.closed++; h.mu.Unlock(); return nil }
 
-func (h *fakeHold) held(r *exechold.Request) {
+func (h *fakeHold) held(r *exechold.Request) exechold.Payer {
 	h.mu.Lock()
 	f := h.handler
 	h.mu.Unlock()
-	f(r)
+	return f(r)
 }
 
 // fakePublisher passes the published topics on.

@@ -20,46 +20,47 @@ import (
 
 // placeHeld places a tool call while its first execve waits in the kernel:
 // the program starts in the call's cgroup, having charged nothing to
-// C/agent. Anything else the caller execs continues at once.
-func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) {
+// C/agent. Anything else the caller execs continues at once. It says whose
+// hold budget the execve is charged to: a call's process pays its own.
+func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) exechold.Payer {
 	if r.Exec {
 		// An exec's processes are in its own call's cgroup: none is a
 		// fresh child of C/agent, and nothing needs asking.
-		return
+		return exechold.Call
 	}
 	pid, fork, ok := c.pendingProcess(r.Pid)
 	who := proc{pid: pid, held: r}
 	if !ok {
-		c.heldMiss(ctx, who)
-		return
+		return c.heldMiss(ctx, who)
 	}
 	c.mu.Lock()
 	_, placed := c.forks[pid]
 	c.mu.Unlock()
 	if placed {
-		return // the same call's next execve: a PATH search, or one a signal restarted
+		return exechold.Call // the same call's next execve: a PATH search, or one a signal restarted
 	}
 	prog, err := heldProgram(pid, r)
 	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 		// A PATH search's miss: this execve fails, and the next is held
 		// in turn. Placed now, a session found further on the PATH
 		// would be a call.
-		return
+		return exechold.Agent
 	}
 	// A session replaced by another program (exec CMD) is never the
 	// agent: what a session runs is the model's.
 	if !fork.Session {
 		if why, ok := c.agentChild(pid, fork.Parent, prog); ok {
 			c.joinAgent(ctx, pid, prog, why)
-			return
+			return exechold.Agent
 		}
 	}
 	if c.isSession(prog) {
 		// Its exec is seen again once done, from the file it runs.
 		c.keepSession(ctx, pid, prog)
-		return
+		return exechold.Agent
 	}
 	c.place(ctx, who, fork.At)
+	return exechold.Agent
 }
 
 // heldProgram returns what a held execve is about to run, as far as the
@@ -103,24 +104,25 @@ func (c *Container) pendingProcess(tid uint32) (uint32, bpf.Fork, bool) {
 // program in C/agent. The detector misses a fresh child where its maps
 // were full or its events lost; a session whose rearm failed lands here
 // too, and what replaces it is a call.
-func (c *Container) heldMiss(ctx context.Context, who proc) {
+func (c *Container) heldMiss(ctx context.Context, who proc) exechold.Payer {
 	if c.isAgent(who.pid) {
-		return
+		return exechold.Agent
 	}
 	p, err := c.agentPidfd(who)
 	if err != nil {
-		return // not in C/agent: an exec's, a call's, or gone
+		return exechold.Call // not in C/agent: an exec's, a call's, or gone
 	}
 	p.Close()
 	if m, ok := c.detector.Member(who.pid, c.agentID); ok {
 		// A call's process not moved yet (an escapee's child): into its
 		// call, before its program runs.
 		if err := c.reclaim(who, m); !errors.Is(err, errNoCall) {
-			return
+			return exechold.Call
 		}
 	}
 	log.G(ctx).WithField("pid", who.pid).Warn("a process in the agent's cgroup that the detector missed is placed as a tool call")
 	c.place(ctx, who, bpf.Since(0))
+	return exechold.Agent
 }
 
 // place moves a new tool call's leader into a ready cgroup first, and does

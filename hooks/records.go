@@ -18,7 +18,17 @@ const maxEnded = 1000
 
 // saveDelay coalesces record writes: an agent running many short calls
 // costs one write of the records file per interval, not one per change.
-const saveDelay = 100 * time.Millisecond
+// The interval grows by saveDelay for every saveBatch records in the file,
+// so that the shim writes at most about saveBatch records per saveDelay
+// however many a container holds (at most maxEnded ended, and the live
+// calls, which bpf.MaxCalls bounds).
+const (
+	saveDelay = 100 * time.Millisecond
+	saveBatch = 250
+)
+
+// saveInterval is how long a write waits for more changes, with n records.
+func saveInterval(n int) time.Duration { return saveDelay * time.Duration(1+n/saveBatch) }
 
 // records holds a container's tool calls in start order and mirrors them to
 // its state folder for `agentcgroup ps`.
@@ -68,7 +78,7 @@ func (r *records) save() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.timer == nil && !r.closed {
-		r.timer = time.AfterFunc(saveDelay, r.flush)
+		r.timer = time.AfterFunc(saveInterval(len(r.order)), r.flush)
 	}
 }
 

@@ -35,7 +35,7 @@ func TestRecordsBounded(t *testing.T) {
 		t.Errorf("oldest kept ended record is %s", first)
 	}
 	r.mu.Unlock()
-	time.Sleep(3 * saveDelay)
+	time.Sleep(saveInterval(maxEnded+1) + 2*saveDelay)
 	saved, err := state.LoadRecords(dir)
 	if err != nil || len(saved) != maxEnded+1 {
 		t.Fatalf("saved %d records, %v", len(saved), err)
@@ -47,5 +47,19 @@ func TestRecordsBounded(t *testing.T) {
 	defer r.mu.Unlock()
 	if r.timer != nil {
 		t.Error("a write is still pending after the delay")
+	}
+}
+
+// TestSaveInterval: however many records a container holds, the shim
+// writes at most about saveBatch of them per saveDelay.
+func TestSaveInterval(t *testing.T) {
+	for _, n := range []int{0, 1, saveBatch - 1, saveBatch, maxEnded + 1024, 100000} {
+		iv := saveInterval(n)
+		if iv < saveDelay {
+			t.Errorf("%d records: written every %v, want at least %v apart", n, iv, saveDelay)
+		}
+		if rate := float64(n) * float64(saveDelay) / float64(iv); rate > saveBatch {
+			t.Errorf("%d records every %v: %.0f records per %v, want at most %d", n, iv, rate, saveDelay, saveBatch)
+		}
 	}
 }

@@ -128,7 +128,7 @@ func openPty(t *testing.T) (master, slave *os.File) {
 }
 
 // TestStderrOfDevice: a device that is not a terminal (/dev/null here) is
-// written through the call's own file, never opened again.
+// not written: a write to it may block.
 func TestStderrOfDevice(t *testing.T) {
 	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
@@ -147,15 +147,34 @@ func TestStderrOfDevice(t *testing.T) {
 	}
 	leader := os.NewFile(uintptr(pidfd), "pidfd")
 	defer leader.Close()
-	sw, err := stderrOf(leader)
-	if err != nil {
-		t.Fatal(err)
+	if sw, err := stderrOf(leader); !errors.Is(err, errMayBlock) {
+		t.Errorf("stderr on /dev/null: %T, %v; want errMayBlock", sw, err)
 	}
-	defer sw.Close()
-	if _, ok := sw.(*os.File); !ok {
-		t.Errorf("stderr on /dev/null: a %T, want the call's own file", sw)
-	}
-	if _, err := io.WriteString(sw, "told\n"); err != nil {
-		t.Errorf("write: %v", err)
+}
+
+// TestStreamOf: how each kind of stderr is written; a file only on a local
+// filesystem, never on FUSE or NFS, whose writes can wait on a server.
+func TestStreamOf(t *testing.T) {
+	const ext4, fuse, nfs, tmpfs = 0xef53, 0x65735546, 0x6969, 0x01021994
+	for _, tc := range []struct {
+		name     string
+		mode     uint32
+		terminal bool
+		fs       int64
+		want     stderrKind
+	}{
+		{"socket", unix.S_IFSOCK, false, 0, stream},
+		{"pipe", unix.S_IFIFO, false, 0, reopened},
+		{"terminal", unix.S_IFCHR, true, 0, reopened},
+		{"other device", unix.S_IFCHR, false, 0, unwritable},
+		{"block device", unix.S_IFBLK, false, 0, unwritable},
+		{"file on ext4", unix.S_IFREG, false, ext4, localFile},
+		{"file on tmpfs", unix.S_IFREG, false, tmpfs, localFile},
+		{"file on FUSE", unix.S_IFREG, false, fuse, unwritable},
+		{"file on NFS", unix.S_IFREG, false, nfs, unwritable},
+	} {
+		if got := streamOf(tc.mode, tc.terminal, tc.fs); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -45,11 +45,12 @@ func (c *Container) startWatch(ctx context.Context, d Detector) error {
 	ctx = context.WithoutCancel(ctx) // the create's request ends first
 	done := make(chan struct{})
 	c.watching = done
-	c.hold.Handle(func(r *exechold.Request) {
+	c.hold.Handle(func(r *exechold.Request) exechold.Payer {
 		<-done
-		if c.detector != nil {
-			c.placeHeld(ctx, r)
+		if c.detector == nil {
+			return exechold.Agent
 		}
+		return c.placeHeld(ctx, r)
 	})
 	go func() {
 		defer close(done)

@@ -17,7 +17,7 @@ RUNC_VERSION=${RUNC_VERSION:-v1.5.2}
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
-apt_pkgs=(qemu-system-x86 containerd runc crun busybox-static libseccomp-dev clang llvm libbpf-dev bpftool debootstrap tini dumb-init)
+apt_pkgs=(qemu-system-x86 gcc containerd runc crun busybox-static libseccomp-dev clang llvm libbpf-dev bpftool debootstrap tini dumb-init)
 missing=()
 for p in "${apt_pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 
@@ -20,7 +21,7 @@ const DefaultRoot = "/run/agentcgroup"
 const (
 	containerFile = "container.json"
 	recordsFile   = "records.json"
-	poolLockFile  = "pool.lock"
+	tallyFile     = "tally.json"
 	// RuntimeLink is the OCI runtime the runc shim is given as BinaryName: a
 	// link to the real runtime, or, while a call that needs it runs, to the
 	// runtime wrapper (agentcgroup-oci-runtime, else the shim binary, which
@@ -43,8 +44,32 @@ func List(root string) []string {
 	return out
 }
 
-// PoolLock is the file whose flock the shims of a pool share.
-func PoolLock(root string) string { return filepath.Join(root, poolLockFile) }
+// PoolLock is the file whose flock the shims of one pool share: each pool
+// its own, so that a busy pool slows no other.
+func PoolLock(root, pool string) string {
+	return filepath.Join(root, "pool-"+url.PathEscape(pool)+".lock")
+}
+
+// Tally is what the other shims of a container's pool read of it: its
+// priority and how many of its tool calls run and wait frozen now. Its shim
+// replaces it as they change, so that a pool's decision reads one small
+// file per member, not every call's cgroup.
+type Tally struct {
+	Pool     string `json:"pool"`
+	Priority string `json:"priority"`
+	Running  int    `json:"running"`
+	Frozen   int    `json:"frozen"`
+}
+
+// SaveTally replaces the container's tally.
+func SaveTally(dir string, t Tally) error { return writeJSON(filepath.Join(dir, tallyFile), t) }
+
+// LoadTally reads the container's tally.
+func LoadTally(dir string) (Tally, error) {
+	var t Tally
+	err := readJSON(filepath.Join(dir, tallyFile), &t)
+	return t, err
+}
 
 // Container is what is known once the container's cgroup is carved.
 type Container struct {
