@@ -115,15 +115,24 @@ struct tool {
 	__u64 call;   // the call's cgroup, where known (an escapee's)
 };
 
-// calls: the cgroup IDs of the watched containers' tool calls -> their agent
-// cgroup. User space adds each call's cgroup before a process runs in it,
-// at most bpf.MaxCalls a container: room for 256 containers at that bound.
+// calls: the cgroup IDs of the watched containers' tool calls and
+// sessions -> their agent cgroup. User space adds each before a process
+// runs in it, at most bpf.MaxCalls a container: room for 256 containers at
+// that bound. A session's cgroup (a shell the agent feeds commands to,
+// bounded apart from the agent) is watched as the agent cgroup is: what it
+// forks is pending, each command a call.
+struct call_cgroup {
+	__u64 agent_cgroup;
+	__u32 session;
+	__u32 pad;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 262144);
 	__type(key, __u64);
-	__type(value, __u64);
+	__type(value, struct call_cgroup);
 } calls SEC(".maps");
 
 // ring: one container's events. Each container has its own, so that a
@@ -248,13 +257,21 @@ static __always_inline void full(__u64 agent_cgroup, __u32 pid, __u32 leader)
 }
 
 // agent_of returns the watched agent cgroup of a cgroup of its container:
-// the agent cgroup itself, or the agent cgroup of a call; 0 for none.
-static __always_inline __u64 agent_of(__u64 cgroup)
+// the agent cgroup itself, or the agent cgroup of a call or a session; 0
+// for none. *watched says whether the cgroup's forks are pending (the
+// agent's, a session's), not a call's.
+static __always_inline __u64 agent_of(__u64 cgroup, int *watched)
 {
-	if (bpf_map_lookup_elem(&rings, &cgroup))
+	*watched = 0;
+	if (bpf_map_lookup_elem(&rings, &cgroup)) {
+		*watched = 1;
 		return cgroup;
-	__u64 *agent = bpf_map_lookup_elem(&calls, &cgroup);
-	return agent ? *agent : 0;
+	}
+	struct call_cgroup *c = bpf_map_lookup_elem(&calls, &cgroup);
+	if (!c)
+		return 0;
+	*watched = c->session;
+	return c->agent_cgroup;
 }
 
 SEC("tp_btf/sched_process_fork")
@@ -264,17 +281,18 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 		return 0; // a thread, not a process
 	__u64 cgroup = bpf_get_current_cgroup_id();
 	__u32 ptgid = parent->tgid, ctgid = child->tgid;
-	if (!bpf_map_lookup_elem(&rings, &cgroup)) {
-		__u64 *agent = bpf_map_lookup_elem(&calls, &cgroup);
-		if (!agent)
-			return 0; // outside every watched container
+	int watched;
+	__u64 agent_cgroup = agent_of(cgroup, &watched);
+	if (!agent_cgroup)
+		return 0; // outside every watched container
+	if (!watched) {
 		// A tool call's child stays in its cgroup unless it was cloned
 		// into another one.
 		__u64 into = BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id);
 		if (into == cgroup)
 			return 0;
-		__u64 agent_cgroup = *agent;
-		if (into == agent_cgroup) {
+		int into_watched;
+		if (agent_of(into, &into_watched) == agent_cgroup && into_watched) {
 			// Not running yet: whatever it forks is seen as the call's.
 			struct tool t = {.agent_cgroup = agent_cgroup, .leader = 0, .call = cgroup};
 			void *tools = bpf_map_lookup_elem(&tools_of, &agent_cgroup);
@@ -289,8 +307,8 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 		}
 		return 0;
 	}
-	void *pending = bpf_map_lookup_elem(&pending_of, &cgroup);
-	void *tools = bpf_map_lookup_elem(&tools_of, &cgroup);
+	void *pending = bpf_map_lookup_elem(&pending_of, &agent_cgroup);
+	void *tools = bpf_map_lookup_elem(&tools_of, &agent_cgroup);
 	if (!pending || !tools)
 		return 0;
 
@@ -298,8 +316,8 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	if (t) { // a call's process not moved yet: its child is the call's too
 		struct tool inherited = *t;
 		if (bpf_map_update_elem(tools, &ctgid, &inherited, BPF_ANY))
-			full(cgroup, ctgid, inherited.leader);
-		struct event *e = reserve(EVENT_CHILD, cgroup, ctgid, inherited.leader);
+			full(agent_cgroup, ctgid, inherited.leader);
+		struct event *e = reserve(EVENT_CHILD, agent_cgroup, ctgid, inherited.leader);
 		if (e) {
 			e->call = inherited.call;
 			e->start = child->start_boottime;
@@ -307,9 +325,9 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 		}
 		return 0;
 	}
-	struct forked f = {.agent_cgroup = cgroup, .fork_ns = bpf_ktime_get_ns(), .session = 0, .parent = ptgid};
+	struct forked f = {.agent_cgroup = agent_cgroup, .fork_ns = bpf_ktime_get_ns(), .session = 0, .parent = ptgid};
 	if (bpf_map_update_elem(pending, &ctgid, &f, BPF_ANY))
-		full(cgroup, ctgid, ptgid);
+		full(agent_cgroup, ctgid, ptgid);
 	return 0;
 }
 
@@ -317,9 +335,10 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
 {
 	__u32 tgid = p->tgid;
-	// A pending process is in the agent cgroup, or in a call's where user
-	// space placed it while its execve was held.
-	__u64 agent = agent_of(bpf_get_current_cgroup_id());
+	// A pending process is in the agent cgroup or a session's, or in a
+	// call's where user space placed it while its execve was held.
+	int watched;
+	__u64 agent = agent_of(bpf_get_current_cgroup_id(), &watched);
 	if (!agent)
 		return 0;
 	void *pending = bpf_map_lookup_elem(&pending_of, &agent);
@@ -343,7 +362,7 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 	e->start = p->start_boottime;
 	e->parent = parent;
 	e->session = session;
-	e->unplaced = bpf_get_current_cgroup_id() == agent;
+	e->unplaced = watched;
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), bprm->filename);
 	// argv, read now: a short call may be gone before user space could read
 	// /proc/<pid>/cmdline. exec has just written it into the new mm.
@@ -368,7 +387,8 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	struct signal_struct *sig = p->signal;
 	if (BPF_CORE_READ(sig, live.counter) != 0)
 		return 0; // other threads run on
-	__u64 agent = agent_of(bpf_get_current_cgroup_id());
+	int watched;
+	__u64 agent = agent_of(bpf_get_current_cgroup_id(), &watched);
 	if (!agent)
 		return 0;
 	void *pending = bpf_map_lookup_elem(&pending_of, &agent);
@@ -376,14 +396,19 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	if (!pending || !tools)
 		return 0;
 	__u32 tgid = p->tgid;
+	struct forked *f = bpf_map_lookup_elem(pending, &tgid);
+	// A session user space follows ends like a call's leader.
+	int session = f && f->session;
 	bpf_map_delete_elem(pending, &tgid);
 	struct tool *t = bpf_map_lookup_elem(tools, &tgid);
-	if (!t)
+	if (!t && !session)
 		return 0;
-	struct tool call = *t;
-	bpf_map_delete_elem(tools, &tgid);
-	if (call.leader != tgid)
-		return 0;
+	if (t) {
+		__u32 leader = t->leader;
+		bpf_map_delete_elem(tools, &tgid);
+		if (leader != tgid)
+			return 0;
+	}
 	struct event *e = reserve(EVENT_EXIT, agent, tgid, tgid);
 	if (!e)
 		return 0;

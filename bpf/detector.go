@@ -370,7 +370,7 @@ func (d *Detector) forget(agentCgroup uint64) {
 	}
 	errs := []error{inParallel(dels...)}
 	_ = d.maps.Dropped.Delete(agentCgroup)
-	errs = append(errs, deleteWhere[uint64](d.maps.Calls, func(agent uint64) bool { return agent == agentCgroup }))
+	errs = append(errs, deleteWhere[uint64](d.maps.Calls, func(c detectorCallCgroup) bool { return c.AgentCgroup == agentCgroup }))
 	if err := errors.Join(errs...); err != nil {
 		log.L.WithError(err).WithField("cgroup", agentCgroup).Warn("forget an agent cgroup's entries in the tool-call detector")
 	}
@@ -406,15 +406,29 @@ func (d *Detector) Dropped(agentCgroup uint64) (uint64, error) {
 
 // AddCall watches the tool-call cgroup with ID call, of the container whose
 // agent cgroup is agentCgroup: a process there that forks a child into
-// another cgroup is reported (Escape). Add it before a process runs there.
+// another cgroup is reported (Escape). Add it before a process runs there;
+// a session's cgroup added again is a call's from then on.
 func (d *Detector) AddCall(call, agentCgroup uint64) error {
-	if err := d.maps.Calls.Put(call, agentCgroup); err != nil {
+	if err := d.maps.Calls.Put(call, detectorCallCgroup{AgentCgroup: agentCgroup}); err != nil {
 		return fmt.Errorf("watch tool-call cgroup %d: %w", call, err)
 	}
 	return nil
 }
 
-// RemoveCall stops watching a tool-call cgroup.
+// AddSession watches the cgroup with ID session, of the container whose
+// agent cgroup is agentCgroup, as the agent cgroup is watched: what a
+// process there forks is pending, and a tool call once it executes a
+// program. A session (a shell the agent feeds commands to) runs there,
+// bounded apart from the agent. A call's cgroup added again is a
+// session's from then on.
+func (d *Detector) AddSession(session, agentCgroup uint64) error {
+	if err := d.maps.Calls.Put(session, detectorCallCgroup{AgentCgroup: agentCgroup, Session: 1}); err != nil {
+		return fmt.Errorf("watch session cgroup %d: %w", session, err)
+	}
+	return nil
+}
+
+// RemoveCall stops watching a tool call's or a session's cgroup.
 func (d *Detector) RemoveCall(call uint64) { _ = d.maps.Calls.Delete(call) }
 
 // reportDrops logs the events each watched container lost to its full ring

@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type detectorCallCgroup struct {
+	_           structs.HostLayout
+	AgentCgroup uint64
+	Session     uint32
+	Pad         uint32
+}
+
 type detectorEvent struct {
 	_           structs.HostLayout
 	AgentCgroup uint64

@@ -497,3 +497,63 @@ int main(void) { pthread_t t; pthread_create(&t, 0, run, 0); pthread_exit(0); }
 		t.Errorf("tools %+v, exits %+v; want one call that exited 3", tools, exits)
 	}
 }
+
+// TestSessionCgroup: a session's cgroup is watched as the agent cgroup is:
+// what the session forks and executes is a tool call of the agent's
+// container, started unplaced; the session's own end is reported.
+func TestSessionCgroup(t *testing.T) {
+	d := load(t)
+	_, agentID := agentCgroup(t)
+	sessionDir, sessionID := agentCgroup(t)
+	ch := make(chan Event, 64)
+	if err := d.Watch(agentID, ch); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Unwatch(agentID) })
+	if err := d.AddSession(sessionID, agentID); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.RemoveCall(sessionID) })
+	fd, err := os.Open(sessionDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	session := exec.Command("/bin/sh", "-c", "read go; /bin/true; exit 5")
+	session.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	in, err := session.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := session.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := uint32(session.Process.Pid)
+	if err := d.Rearm(pid, agentID); err != nil {
+		t.Fatal(err)
+	}
+	in.Write([]byte("go\n"))
+	in.Close()
+	if err := session.Wait(); err == nil {
+		t.Fatal("the session exited 0, want 5")
+	}
+	var tools, exits []Event
+	for _, ev := range collect(ch) {
+		switch ev.Kind {
+		case Tool:
+			tools = append(tools, ev)
+		case Exit:
+			exits = append(exits, ev)
+		}
+	}
+	if len(tools) != 1 || tools[0].Filename != "/bin/true" || tools[0].AgentCgroup != agentID || !tools[0].Unplaced {
+		t.Errorf("tools %+v, want /bin/true of the agent's container, unplaced", tools)
+	}
+	var sessionExit bool
+	for _, ev := range exits {
+		sessionExit = sessionExit || ev.Pid == pid && ev.ExitCode() == 5
+	}
+	if !sessionExit {
+		t.Errorf("exits %+v, want the session's, 5", exits)
+	}
+}

@@ -10,4 +10,4 @@ package bpf
 // Nothing comes from the host's kernel headers, so the one bpfel object is
 // the same built on amd64 or arm64 and serves both.
 //
-//go:generate go tool bpf2go -tags linux -target bpfel -type event -type forked -type tool -cflags "-O2 -g -Wall -Werror -nostdinc -I./headers" detector detector.c
+//go:generate go tool bpf2go -tags linux -target bpfel -type event -type forked -type tool -type call_cgroup -cflags "-O2 -g -Wall -Werror -nostdinc -I./headers" detector detector.c

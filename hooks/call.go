@@ -34,7 +34,8 @@ func (c *Container) track(ctx context.Context, cl *call, wait WaitFunc) {
 	c.live[cl.ID()] = cl
 	c.mu.Unlock()
 	c.calls.add(cl.Call)
-	if c.governor != nil {
+	// A session is no burst to freeze: the commands it runs are.
+	if c.governor != nil && cl.Kind() != toolcall.KindSession {
 		c.governor.Watch(c.st.ID, cl.Call)
 	}
 	go func() {
@@ -102,7 +103,7 @@ func (c *Container) endCall(ctx context.Context, cl *call) {
 	if m.OOM > 0 {
 		c.toolOOM(cl.dir, m.OOMKills)
 	}
-	rec, err := cl.End(time.Now(), m, c.killReason(cl.Doomed(), m))
+	rec, err := cl.End(time.Now(), m, c.killReason(cl, m))
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("end tool call")
 	}
@@ -111,6 +112,9 @@ func (c *Container) endCall(ctx context.Context, cl *call) {
 	}
 	c.calls.markEnded(cl.Call)
 	fields := log.Fields{"call": rec.ID, "state": rec.State, "memory_peak": rec.MemoryPeakBytes}
+	if rec.PidsMaxEvents > 0 {
+		log.G(ctx).WithFields(fields).WithField("refused_forks", rec.PidsMaxEvents).Warn("tool call met its pids.max: forks failed")
+	}
 	if rec.Reason != "" {
 		log.G(ctx).WithFields(fields).Warn(rec.Reason)
 		c.events.publish(ctx, topicKilled, c.event(rec, rec.Reason))
@@ -164,6 +168,7 @@ func (c *Container) removeCall(id string) error {
 	c.mu.Lock()
 	cg, ok := c.callCgroups[id]
 	delete(c.callCgroups, id)
+	delete(c.sessionCalls, id)
 	c.mu.Unlock()
 	if ok {
 		c.detector.RemoveCall(cg)

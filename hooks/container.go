@@ -58,8 +58,10 @@ type Container struct {
 	live    map[string]*call // running tool calls by ID
 	forks   map[uint32]*forkCall
 	seq     uint64
-	// callCgroups are the IDs of the call cgroups the detector watches.
-	callCgroups map[string]uint64
+	// callCgroups are the IDs of the call cgroups the detector watches;
+	// sessionCalls are those that hold a session.
+	callCgroups  map[string]uint64
+	sessionCalls map[string]bool
 	// flushes are the calls waiting for the detector's events to be
 	// flushed, by the number of their Flush; the event handler releases
 	// them.
@@ -111,6 +113,7 @@ func newContainer(ctx context.Context, dir string, st state.Container, t tree.Tr
 		live:         make(map[string]*call),
 		forks:        make(map[uint32]*forkCall),
 		callCgroups:  make(map[string]uint64),
+		sessionCalls: make(map[string]bool),
 		flushes:      make(map[uint64][]chan struct{}),
 		toolOOMKills: make(map[uint64]uint64),
 		agents:       make(map[uint32]agentProc),

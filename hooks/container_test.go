@@ -484,7 +484,7 @@ func TestPlaceAfterTeardown(t *testing.T) {
 	tc.placeMu.Lock()
 	tc.closing = true
 	tc.placeMu.Unlock()
-	if fc := tc.place(context.Background(), proc{pid: uint32(p.Process.Pid)}, monotonicNow()); fc != nil {
+	if fc := tc.place(context.Background(), proc{pid: uint32(p.Process.Pid)}, monotonicNow(), toolcall.KindFork); fc != nil {
 		t.Errorf("placed %s after teardown began", fc.ID())
 	}
 	tc.placeMu.Lock()
@@ -493,7 +493,7 @@ func TestPlaceAfterTeardown(t *testing.T) {
 	// A process already gone returns its cgroup to the spares.
 	_ = p.Process.Kill()
 	_ = p.Wait()
-	if fc := tc.place(context.Background(), proc{pid: uint32(p.Process.Pid)}, monotonicNow()); fc != nil {
+	if fc := tc.place(context.Background(), proc{pid: uint32(p.Process.Pid)}, monotonicNow(), toolcall.KindFork); fc != nil {
 		t.Errorf("placed a process that is gone as %s", fc.ID())
 	}
 	tc.placeMu.Lock()
@@ -524,31 +524,40 @@ func TestCleanup(t *testing.T) {
 	}
 }
 
-// TestKillReason: the line a killed call's agent reads names the limit it
-// met and its peak, and says the agent was not touched.
+// TestKillReason: the line a killed call's agent reads names what was
+// killed (a tool call, a session shell), the limit it met and its peak, and
+// says the agent was not touched.
 func TestKillReason(t *testing.T) {
 	c := &Container{policy: testPolicy(t)}
 	c.limits.Store(&limits{containerMax: 1 << 30})
+	called := func(kind, doomed string) *call {
+		cl := &call{Call: toolcall.New(toolcall.Record{ID: "c", Kind: kind})}
+		if doomed != "" {
+			cl.Doom(doomed)
+		}
+		return cl
+	}
 	for _, tc := range []struct {
-		doomed string
-		m      toolcall.Measures
-		want   string
+		kind, doomed string
+		m            toolcall.Measures
+		want         string
 	}{
-		{"", toolcall.Measures{}, ""},
-		{"", toolcall.Measures{OOM: 1, OOMKills: 1, Peak: 512 << 20}, "out of memory at its own limit memory.max=512.0 MiB (peak 512.0 MiB)"},
-		{"", toolcall.Measures{OOMKills: 1, Peak: 100 << 20}, "out of memory at the container's limit memory.max=1024.0 MiB (peak 100.0 MiB)"},
-		{"stalled frozen for 30s", toolcall.Measures{Peak: 1 << 20}, "tool call killed: stalled frozen for 30s (peak 1.0 MiB)"},
+		{toolcall.KindFork, "", toolcall.Measures{}, ""},
+		{toolcall.KindFork, "", toolcall.Measures{OOM: 1, OOMKills: 1, Peak: 512 << 20}, "tool call killed: out of memory at its own limit memory.max=512.0 MiB (peak 512.0 MiB)"},
+		{toolcall.KindExec, "", toolcall.Measures{OOMKills: 1, Peak: 100 << 20}, "out of memory at the container's limit memory.max=1024.0 MiB (peak 100.0 MiB)"},
+		{toolcall.KindFork, "stalled frozen for 30s", toolcall.Measures{Peak: 1 << 20}, "tool call killed: stalled frozen for 30s (peak 1.0 MiB)"},
+		{toolcall.KindSession, "", toolcall.Measures{OOM: 1, OOMKills: 1, Peak: 512 << 20}, "session shell killed: out of memory at its own limit memory.max=512.0 MiB"},
 	} {
-		got := c.killReason(tc.doomed, tc.m)
+		got := c.killReason(called(tc.kind, tc.doomed), tc.m)
 		if !strings.Contains(got, tc.want) || (tc.want == "") != (got == "") {
-			t.Errorf("killReason(%q, %+v) = %q, want it to say %q", tc.doomed, tc.m, got, tc.want)
+			t.Errorf("killReason(%s %q, %+v) = %q, want it to say %q", tc.kind, tc.doomed, tc.m, got, tc.want)
 		}
 		if got != "" && !strings.HasSuffix(got, "the agent was not touched") {
 			t.Errorf("%q does not say the agent was not touched", got)
 		}
 	}
 	c.limits.Store(&limits{containerMax: cgroupfs.Unlimited})
-	if got := c.killReason("", toolcall.Measures{OOMKills: 1}); !strings.Contains(got, "above the container") {
+	if got := c.killReason(called(toolcall.KindFork, ""), toolcall.Measures{OOMKills: 1}); !strings.Contains(got, "above the container") {
 		t.Errorf("OOM above an unlimited container: %q", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/agentcgroup/agentcgroup/bpf"
+	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
 // handleEvents handles the detector's events for the container, in order,
@@ -44,6 +45,18 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 	c.mu.Lock()
 	fc := c.forks[ev.Pid]
 	c.mu.Unlock()
+	if fc != nil && ev.Session && fc.Kind() == toolcall.KindSession {
+		// Placed while held, or replaced since: decided again from the
+		// file that runs now.
+		prog := program{argv: ev.Args}
+		prog.exe, _ = exeOf(ev.Pid)
+		if !c.isSession(prog) {
+			c.sessionReplaced(ctx, fc, ev)
+		} else if err := c.detector.Rearm(ev.Pid, c.agentID); err != nil {
+			log.G(ctx).WithError(err).WithField("pid", ev.Pid).Warn("a session's next program will not be seen")
+		}
+		return
+	}
 	if fc == nil { // no hold: seen after its exec
 		prog := program{argv: ev.Args}
 		prog.exe, _ = exeOf(ev.Pid)
@@ -53,11 +66,12 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 				return
 			}
 		}
+		who := proc{pid: ev.Pid, start: ev.Start}
 		if c.isSession(prog) {
-			c.keepSession(ctx, ev.Pid, prog)
+			c.keepSession(ctx, who, prog, ev.Forked)
 			return
 		}
-		if fc = c.place(ctx, proc{pid: ev.Pid, start: ev.Start}, ev.Forked); fc == nil {
+		if fc = c.place(ctx, who, ev.Forked, toolcall.KindFork); fc == nil {
 			return
 		}
 	}

@@ -46,6 +46,9 @@ type Detector interface {
 	// are then watched for escapes.
 	AddCall(call, agent uint64) error
 	RemoveCall(call uint64)
+	// AddSession has a session's cgroup watched as C/agent is: each
+	// command the session runs is a call.
+	AddSession(session, agent uint64) error
 	// Pending reports whether pid is a fresh child of agent, and when and
 	// by whom it was forked.
 	Pending(pid uint32, agent uint64) (bpf.Fork, bool)

@@ -25,6 +25,7 @@ type fakeDetector struct {
 	calls    map[uint64]uint64 // call cgroup ID -> agent cgroup ID
 	pending  map[uint32]bpf.Fork
 	members  map[uint32]bpf.Member
+	sessions map[uint64]bool // the calls' cgroups watched as sessions'
 	claimed  []uint32
 	forgot   []uint32
 	rearmed  []uint32
@@ -35,7 +36,7 @@ type fakeDetector struct {
 }
 
 func newFakeDetector() *fakeDetector {
-	return &fakeDetector{calls: map[uint64]uint64{}, pending: map[uint32]bpf.Fork{}, members: map[uint32]bpf.Member{}}
+	return &fakeDetector{calls: map[uint64]uint64{}, pending: map[uint32]bpf.Fork{}, members: map[uint32]bpf.Member{}, sessions: map[uint64]bool{}}
 }
 
 func (d *fakeDetector) Watch(agent uint64, events chan<- bpf.Event) error {
@@ -80,6 +81,18 @@ func (d *fakeDetector) AddCall(call, agent uint64) error {
 		return errors.New("agent cgroup not watched")
 	}
 	d.calls[call] = agent
+	delete(d.sessions, call)
+	return nil
+}
+
+func (d *fakeDetector) AddSession(session, agent uint64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if agent != d.agent {
+		return errors.New("agent cgroup not watched")
+	}
+	d.calls[session] = agent
+	d.sessions[session] = true
 	return nil
 }
 
@@ -87,6 +100,7 @@ func (d *fakeDetector) RemoveCall(call uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.calls, call)
+	delete(d.sessions, call)
 }
 
 func (d *fakeDetector) Pending(pid uint32, agent uint64) (bpf.Fork, bool) {

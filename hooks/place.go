@@ -56,10 +56,10 @@ func (c *Container) placeHeld(ctx context.Context, r *exechold.Request) exechold
 	}
 	if c.isSession(prog) {
 		// Its exec is seen again once done, from the file it runs.
-		c.keepSession(ctx, pid, prog)
+		c.keepSession(ctx, who, prog, fork.At)
 		return exechold.Agent
 	}
-	c.place(ctx, who, fork.At)
+	c.place(ctx, who, fork.At, toolcall.KindFork)
 	return exechold.Agent
 }
 
@@ -121,7 +121,7 @@ func (c *Container) heldMiss(ctx context.Context, who proc) exechold.Payer {
 		}
 	}
 	log.G(ctx).WithField("pid", who.pid).Warn("a process in the agent's cgroup that the detector missed is placed as a tool call")
-	c.place(ctx, who, bpf.Since(0))
+	c.place(ctx, who, bpf.Since(0), toolcall.KindFork)
 	return exechold.Agent
 }
 
@@ -131,18 +131,36 @@ func (c *Container) heldMiss(ctx context.Context, who proc) exechold.Payer {
 // from here that it is a call. Nil where the call is not placed: the
 // container is going, the process is gone, or no cgroup could hold it; in
 // the last case the process is killed, never left to run in C/agent.
-func (c *Container) place(ctx context.Context, who proc, forked time.Duration) *forkCall {
+func (c *Container) place(ctx context.Context, who proc, forked time.Duration, kind string) *forkCall {
+	session := kind == toolcall.KindSession
 	id, err := c.takeSpare(ctx)
 	if err != nil {
-		if !errors.Is(err, errClosing) {
+		if !errors.Is(err, errClosing) && !session {
 			c.refuse(ctx, who, err)
 		}
 		return nil
 	}
-	fc, err := c.adopt(ctx, id, who, forked)
+	if session {
+		// Watched as C/agent before the session runs there, and pending
+		// again, so that its commands and its replacement are seen.
+		err = c.watchSession(id, true)
+		if err == nil {
+			err = c.detector.Rearm(who.pid, c.agentID)
+		}
+		if err != nil {
+			log.G(ctx).WithError(err).WithField("pid", who.pid).Warn("a session left unbounded with the agent")
+			c.unwatchSession(id)
+			c.returnSpare(id)
+			return nil
+		}
+	}
+	fc, err := c.adopt(ctx, id, who, forked, kind)
 	if err != nil {
+		if session {
+			c.unwatchSession(id)
+		}
 		c.returnSpare(id)
-		if !errors.Is(err, syscall.ESRCH) {
+		if !errors.Is(err, syscall.ESRCH) && !session {
 			c.refuse(ctx, who, err)
 		}
 		return nil
@@ -151,7 +169,7 @@ func (c *Container) place(ctx context.Context, who proc, forked time.Duration) *
 	c.mu.Lock()
 	c.forks[pid] = fc
 	c.mu.Unlock()
-	if who.held != nil {
+	if who.held != nil && !session {
 		// Before it is followed: a leader killed while held then has
 		// its exit reported, and the entry goes with it.
 		if err := c.detector.Claim(pid, c.agentID); err != nil {
@@ -191,11 +209,12 @@ func (c *Container) refuse(ctx context.Context, who proc, why error) {
 // (any more).
 var errNotInAgent = fmt.Errorf("not in the agent's cgroup: %w", syscall.ESRCH)
 
-// agentPidfd opens a pidfd on who, a process in C/agent: a pid reused by a
-// process elsewhere (another container's, the host's) is refused.
+// agentPidfd opens a pidfd on who, a process in C/agent or in a session's
+// cgroup, where the agent's fresh children are: a pid reused by a process
+// elsewhere (another container's, the host's) is refused.
 func (c *Container) agentPidfd(who proc) (*os.File, error) {
 	agent := path.Join(c.tree.Group, layout.Agent)
-	p, err := who.open(func(cg string) bool { return cg == agent })
+	p, err := who.open(func(cg string) bool { return cg == agent || c.inSession(cg) })
 	if errors.Is(err, errElsewhere) {
 		return nil, errNotInAgent
 	}
@@ -206,7 +225,7 @@ func (c *Container) agentPidfd(who proc) (*os.File, error) {
 // (from then on it is this process that is followed, whatever reuses its
 // pid), moves it into the call's cgroup and gives it the tool calls'
 // oom_score_adj, before its program runs where it is held.
-func (c *Container) adopt(ctx context.Context, id string, who proc, forked time.Duration) (*forkCall, error) {
+func (c *Container) adopt(ctx context.Context, id string, who proc, forked time.Duration, kind string) (*forkCall, error) {
 	leader, err := c.agentPidfd(who)
 	if err != nil {
 		return nil, err
@@ -230,7 +249,7 @@ func (c *Container) adopt(ctx context.Context, id string, who proc, forked time.
 		dir:  c.tree.CallDir(id),
 		tell: &teller{w: stderr},
 		Call: toolcall.New(toolcall.Record{
-			ID: id, Kind: toolcall.KindFork, Pid: pid, PlacedAfterUs: placed.Microseconds(),
+			ID: id, Kind: kind, Pid: pid, PlacedAfterUs: placed.Microseconds(),
 			Cgroup: c.tree.CallGroup(id), Start: time.Now().Add(-placed).UTC(),
 		}),
 	}}, nil

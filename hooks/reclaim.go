@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentcgroup/agentcgroup/bpf"
 	"github.com/agentcgroup/agentcgroup/cgroupfs"
+	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
 // A call's processes found outside its cgroup go back into it: children
@@ -86,7 +87,7 @@ func (c *Container) rescan(ctx context.Context) {
 			continue
 		}
 		if err := c.reclaim(proc{pid: pid}, m); errors.Is(err, errNoCall) {
-			c.place(ctx, proc{pid: pid}, bpf.Since(0)) // its call is gone: a call of its own
+			c.place(ctx, proc{pid: pid}, bpf.Since(0), toolcall.KindFork) // its call is gone: a call of its own
 		}
 		moved++
 	}

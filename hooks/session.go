@@ -2,10 +2,15 @@ package hooks
 
 import (
 	"context"
+	"fmt"
 	"path"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/agentcgroup/agentcgroup/bpf"
+	"github.com/agentcgroup/agentcgroup/toolcall"
+	"github.com/agentcgroup/agentcgroup/tree/layout"
 	"github.com/containerd/log"
 )
 
@@ -167,10 +172,85 @@ func fishReadsCommands(argv []string) bool {
 	return true
 }
 
-// keepSession leaves session pid with the agent, pending in the detector.
-func (c *Container) keepSession(ctx context.Context, pid uint32, prog program) {
-	if err := c.detector.Rearm(pid, c.agentID); err != nil {
-		log.G(ctx).WithError(err).WithField("pid", pid).Warn("a session's next program will not be seen")
+// keepSession runs session who in a cgroup of its own, bounded as a tool
+// call is and watched as C/agent is: each command it runs is a call of its
+// own, and what it does itself (builtins, subshells, command
+// substitutions, a fork bomb typed into it) is held to its limits, never
+// charged to C/agent. It stays pending in the detector, so that the
+// program it is replaced by (exec CMD) is seen.
+func (c *Container) keepSession(ctx context.Context, who proc, prog program, forked time.Duration) {
+	if fc := c.place(ctx, who, forked, toolcall.KindSession); fc != nil {
+		fc.Named(prog.argv, false)
+		c.calls.save()
+		log.G(ctx).WithFields(log.Fields{"pid": who.pid, "command": prog.argv, "session": fc.ID()}).Debug("session: its commands are the tool calls")
 	}
-	log.G(ctx).WithFields(log.Fields{"pid": pid, "command": prog.argv}).Debug("session: its commands are the tool calls")
+}
+
+// watchSession makes call cgroup id a session's for the detector (or a
+// call's again), before a process runs there as such.
+func (c *Container) watchSession(id string, session bool) error {
+	c.mu.Lock()
+	cg, ok := c.callCgroups[id]
+	c.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("cgroup of %s: not watched", id)
+	}
+	var err error
+	if session {
+		err = c.detector.AddSession(cg, c.agentID)
+	} else {
+		err = c.detector.AddCall(cg, c.agentID)
+	}
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if session {
+		c.sessionCalls[id] = true
+	} else {
+		delete(c.sessionCalls, id)
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// sessionReplaced makes a session that executed another program (exec CMD)
+// a tool call running it: what it forks from then on is the call's.
+func (c *Container) sessionReplaced(ctx context.Context, fc *forkCall, ev bpf.Event) {
+	l := log.G(ctx).WithFields(log.Fields{"pid": ev.Pid, "call": fc.ID()})
+	if err := c.watchSession(fc.ID(), false); err != nil {
+		l.WithError(err).Warn("watch a replaced session as a tool call")
+	}
+	if err := c.detector.Claim(ev.Pid, c.agentID); err != nil {
+		l.WithError(err).Warn("claim a replaced session as a tool call")
+	}
+	fc.Became(toolcall.KindFork, ev.Args)
+	c.calls.save()
+	if c.governor != nil {
+		c.governor.Watch(c.st.ID, fc.Call)
+	}
+	l.WithField("command", ev.Args).Debug("a session replaced by a program: a tool call")
+}
+
+// inSession reports whether group (relative to the cgroup2 mount) is a
+// session's cgroup of the container.
+func (c *Container) inSession(group string) bool {
+	dir, id := path.Split(group)
+	if path.Clean(dir) != path.Join(c.tree.Group, layout.Tools) {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sessionCalls[id]
+}
+
+// unwatchSession makes call cgroup id a call's again for the detector,
+// where a session could not be placed there.
+func (c *Container) unwatchSession(id string) {
+	c.mu.Lock()
+	session := c.sessionCalls[id]
+	c.mu.Unlock()
+	if session {
+		_ = c.watchSession(id, false)
+	}
 }

@@ -4,11 +4,15 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentcgroup/agentcgroup/bpf"
+	"github.com/agentcgroup/agentcgroup/cgroupfs"
 	"github.com/agentcgroup/agentcgroup/exechold"
 	"github.com/agentcgroup/agentcgroup/policy"
+	"github.com/agentcgroup/agentcgroup/toolcall"
 )
 
 // TestReadsCommands: each shell's own option grammar decides whether it
@@ -100,8 +104,9 @@ func TestSessionByFile(t *testing.T) {
 	}
 }
 
-// TestSessionKept: bash reading its commands, held or not, stays in
-// C/agent, pending in the detector; with sessions=none it is a call.
+// TestSessionKept: bash reading its commands, held or not, is a session:
+// in a cgroup of its own, watched by the detector as C/agent is, pending;
+// with sessions=none it is a call.
 func TestSessionKept(t *testing.T) {
 	c := newTestContainer(t, testOptions{hold: true})
 	p, _ := c.startWithStdin(c.tree.AgentDir(), "/bin/bash", "--norc", "-s")
@@ -137,13 +142,76 @@ func TestSessionKept(t *testing.T) {
 	rpid := uint32(r.Process.Pid)
 	eventually(t, "bash running", func() bool { argv, _ := cmdline(rpid); return len(argv) > 0 && argv[0] == "/bin/bash" })
 	c3.det.send(bpf.Event{Kind: bpf.Tool, Pid: rpid, Args: []string{"/bin/bash", "--norc", "-s"}, Forked: monotonicNow()})
-	eventually(t, "bash kept as a session, pending", func() bool {
+	var rec toolcall.Record
+	eventually(t, "bash kept as a session, pending", func() (ok bool) {
 		c3.det.mu.Lock()
-		defer c3.det.mu.Unlock()
-		return slices.Contains(c3.det.rearmed, rpid)
+		rearmed := slices.Contains(c3.det.rearmed, rpid)
+		c3.det.mu.Unlock()
+		rec, ok = c3.recordOfPid(int(rpid))
+		return rearmed && ok
 	})
-	if got := cgroupOf(t, int(rpid)); got != c3.st.Cgroup+"/agent" {
-		t.Errorf("the session moved to %s", got)
+	if rec.Kind != toolcall.KindSession || cgroupOf(t, int(rpid)) != rec.Cgroup {
+		t.Errorf("the session: %+v in %s; want a session record, in its cgroup", rec, cgroupOf(t, int(rpid)))
+	}
+	cg, err := cgroupfs.ID(c3.tree.CallDir(rec.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c3.det.mu.Lock()
+	watched := c3.det.sessions[cg]
+	c3.det.mu.Unlock()
+	if !watched {
+		t.Error("the session's cgroup is not watched as a session's")
+	}
+}
+
+// TestSessionBounded: a session's own work is held to its cgroup's limits,
+// and each command it runs is still a tool call of its own; a session
+// replaced by another program (exec CMD) is a call running it, whose forks
+// are its own.
+func TestSessionBounded(t *testing.T) {
+	c := newTestContainer(t, testOptions{})
+	sh, _ := c.startWithStdin(c.tree.AgentDir(), "/bin/bash", "--norc", "-s")
+	pid := uint32(sh.Process.Pid)
+	eventually(t, "bash running", func() bool { argv, _ := cmdline(pid); return len(argv) > 0 && argv[0] == "/bin/bash" })
+	c.det.send(bpf.Event{Kind: bpf.Tool, Pid: pid, Args: []string{"/bin/bash", "--norc", "-s"}, Forked: monotonicNow()})
+	var session toolcall.Record
+	eventually(t, "the session placed", func() (ok bool) {
+		session, ok = c.recordOfPid(int(pid))
+		return ok
+	})
+	dir := c.tree.CallDir(session.ID)
+	// A command the session forked, in the session's cgroup.
+	cmd := c.start(dir, nil, "sleep", "600")
+	c.det.send(bpf.Event{Kind: bpf.Tool, Pid: uint32(cmd.Process.Pid), Args: []string{"sleep", "600"}, Forked: monotonicNow(), Unplaced: true})
+	eventually(t, "the session's command placed as a call of its own", func() bool {
+		r, ok := c.recordOfPid(cmd.Process.Pid)
+		return ok && r.Kind == toolcall.KindFork && r.ID != session.ID && cgroupOf(t, cmd.Process.Pid) == r.Cgroup
+	})
+	cg, err := cgroupfs.ID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watched := func() bool {
+		c.det.mu.Lock()
+		defer c.det.mu.Unlock()
+		return c.det.sessions[cg]
+	}
+	// Its own program again (the exec event of a session placed while
+	// held): still the session.
+	c.det.send(bpf.Event{Kind: bpf.Tool, Pid: pid, Args: []string{"/bin/bash", "--norc", "-s"}, Session: true, Forked: monotonicNow()})
+	time.Sleep(100 * time.Millisecond) // the handler is in order
+	if rec, _ := c.record(session.ID); rec.Kind != toolcall.KindSession || !watched() {
+		t.Errorf("a session whose program is still bash became %+v (watched as a session: %v)", rec, watched())
+	}
+	// exec sleep 600: seen as a program that is no session.
+	c.det.send(bpf.Event{Kind: bpf.Tool, Pid: pid, Args: []string{"sleep", "600"}, Session: true, Forked: monotonicNow()})
+	eventually(t, "the replaced session a call running its program", func() bool {
+		rec, _ := c.record(session.ID)
+		return rec.Kind == toolcall.KindFork && strings.Join(rec.Command, " ") == "sleep 600" && !watched()
+	})
+	if _, claimed, _ := c.det.snapshot(); !slices.Contains(claimed, pid) {
+		t.Errorf("the replaced session not claimed as a call's leader: %v", claimed)
 	}
 }
 

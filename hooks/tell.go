@@ -92,7 +92,7 @@ func (c *Container) tellExit(ctx context.Context, cl *call, status uint32) {
 	if status == toolcall.SigkillStatus {
 		m, err := c.tree.Measure(layout.CallCgroup(cl.ID()))
 		if err == nil || errors.Is(err, os.ErrNotExist) {
-			reason = c.killReason(cl.Doomed(), m)
+			reason = c.killReason(cl, m)
 		}
 	}
 	cl.tell.close(ctx, reason)
@@ -102,14 +102,17 @@ func (c *Container) tellExit(ctx context.Context, cl *call, status uint32) {
 // OOM kill, ahead of its processes' exit.
 func (c *Container) tellKilled(ctx context.Context, cl *call) {
 	if m, err := c.tree.Measure(layout.CallCgroup(cl.ID())); err == nil {
-		cl.tell.say(ctx, c.killReason(cl.Doomed(), m))
+		cl.tell.say(ctx, c.killReason(cl, m))
 	}
 }
 
 // killReason says why an ended call died, for its record, its event and the
 // agent; "" for a call agentcgroup and the kernel's OOM killer left alone.
-// doomed is why the governor killed it.
-func (c *Container) killReason(doomed string, m toolcall.Measures) string {
+func (c *Container) killReason(cl *call, m toolcall.Measures) string {
+	what, doomed := "tool call", cl.Doomed()
+	if cl.Kind() == toolcall.KindSession {
+		what = "session shell"
+	}
 	containerMax := c.limits.Load().containerMax
 	switch {
 	case m.OOMKills > 0:
@@ -119,9 +122,9 @@ func (c *Container) killReason(doomed string, m toolcall.Measures) string {
 		} else if containerMax != cgroupfs.Unlimited {
 			limit = "the container's limit memory.max=" + size(containerMax)
 		}
-		return fmt.Sprintf("tool call killed: out of memory at %s (peak %s); the agent was not touched", limit, size(int64(m.Peak)))
+		return fmt.Sprintf("%s killed: out of memory at %s (peak %s); the agent was not touched", what, limit, size(int64(m.Peak)))
 	case doomed != "":
-		return fmt.Sprintf("tool call killed: %s (peak %s); the agent was not touched", doomed, size(int64(m.Peak)))
+		return fmt.Sprintf("%s killed: %s (peak %s); the agent was not touched", what, doomed, size(int64(m.Peak)))
 	}
 	return ""
 }

@@ -75,6 +75,17 @@ func (c *Call) Named(command []string, startedUnplaced bool) {
 	c.rec.Command, c.rec.StartedUnplaced = command, startedUnplaced
 }
 
+// Became says that the call's leader is now another kind of call, running
+// command: a session replaced by a program (exec CMD) is a forked call.
+func (c *Call) Became(kind string, command []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rec.Kind, c.rec.Command = kind, command
+}
+
+// Kind is the call's kind.
+func (c *Call) Kind() string { return locked(c, func() string { return c.rec.Kind }) }
+
 // Throttle begins a throttle spell: the kernel reported new memory.high
 // events. A frozen call stays Frozen and is Throttled again on thaw.
 func (c *Call) Throttle(now time.Time) error {
@@ -190,6 +201,8 @@ type Measures struct {
 	// OOM counts the OOMs at the call's own memory.max (memory.events "oom"),
 	// against OOMKills, which also counts kills for a limit above it.
 	OOM uint64
+	// PidsMax counts the forks its pids.max refused (pids.events "max").
+	PidsMax uint64
 }
 
 // SigkillStatus is the exit status of a process killed by SIGKILL.
@@ -212,6 +225,7 @@ func (c *Call) End(now time.Time, m Measures, reason string) (Record, error) {
 	}
 	c.spells()
 	c.rec.MemoryPeakBytes, c.rec.MemoryHighEvents, c.rec.MemoryMaxEvents, c.rec.OOMKills = m.Peak, m.High, m.Max, m.OOMKills
+	c.rec.PidsMaxEvents = m.PidsMax
 	c.rec.Reason = reason
 	to := Exited
 	switch {

@@ -12,6 +12,10 @@ const (
 	// KindFork is a process the agent forked that executed a program, found
 	// by the detector.
 	KindFork = "fork"
+	// KindSession is a session the agent keeps and feeds commands to (a
+	// shell reading them, tmux, screen): bounded in a cgroup of its own, as
+	// a call is; each command it runs is a call of its own.
+	KindSession = "session"
 )
 
 // Record is one tool call, as `agentcgroup ps` shows it.
@@ -30,6 +34,8 @@ type Record struct {
 	MemoryHighEvents uint64     `json:"memory_high_events"`
 	MemoryMaxEvents  uint64     `json:"memory_max_events"`
 	OOMKills         uint64     `json:"oom_kills"`
+	// PidsMaxEvents counts the forks its pids.max refused.
+	PidsMaxEvents uint64 `json:"pids_max_events,omitempty"`
 	// PlacedAfterUs is, for a fork-detected call, how long after its fork it
 	// was in its own cgroup; memory it charged before stays with C/agent.
 	PlacedAfterUs int64 `json:"placed_after_us,omitempty"`

@@ -217,7 +217,8 @@ func (t Tree) Remove() error {
 func Measure(group string) (toolcall.Measures, error) { return Of(group).Measure("") }
 
 // Measure reads the memory figures of sub, a cgroup of the tree relative to
-// C ("" for C itself).
+// C ("" for C itself), and the forks its pids.max refused (none where the
+// pids controller is off).
 func (t Tree) Measure(sub string) (toolcall.Measures, error) {
 	m, err := t.load(sub)
 	if err != nil {
@@ -231,6 +232,10 @@ func (t Tree) Measure(sub string) (toolcall.Measures, error) {
 	if ev := st.GetMemoryEvents(); ev != nil {
 		out.High, out.Max, out.OOM, out.OOMKills = ev.High, ev.Max, ev.Oom, ev.OomKill
 	}
-	out.Peak, err = cgroupfs.ReadUint(filepath.Join(t.Dir, sub), "memory.peak")
+	dir := filepath.Join(t.Dir, sub)
+	if pids, err := cgroupfs.ReadKV(dir, "pids.events"); err == nil {
+		out.PidsMax = pids["max"]
+	}
+	out.Peak, err = cgroupfs.ReadUint(dir, "memory.peak")
 	return out, err
 }
