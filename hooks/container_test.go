@@ -327,6 +327,16 @@ func TestEscape(t *testing.T) {
 	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(escapee.Process.Pid), Leader: uint32(leader.Process.Pid), Call: cg})
 	eventually(t, "the escapee back in its call", func() bool { return cgroupOf(t, escapee.Process.Pid) == rec.Cgroup })
 
+	// Out of the container (a host cgroupfs mounted inside): the start
+	// time says it is the escapee.
+	far := tc.start(filepath.Join(tc.mount, path.Dir(tc.st.Cgroup)), nil, "sleep", "600")
+	ticks, err := startTime(uint32(far.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(far.Process.Pid), Start: ticks * (1e9 / userHZ), Leader: uint32(leader.Process.Pid), Call: cg})
+	eventually(t, "the escapee out of the container back in its call", func() bool { return cgroupOf(t, far.Process.Pid) == rec.Cgroup })
+
 	orphan := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
 	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(orphan.Process.Pid), Leader: 1, Call: cg + 1000})
 	wantKilled(t, orphan, "the escapee of no running call")

@@ -125,54 +125,60 @@ func (c *Container) heldMiss(ctx context.Context, who proc) exechold.Payer {
 	return exechold.Agent
 }
 
-// place moves a new tool call's leader into a ready cgroup first, and does
-// everything else after: until it is moved, what the leader charges stays
-// with C/agent. held: its execve is held, and the detector learns only
-// from here that it is a call. Nil where the call is not placed: the
-// container is going, the process is gone, or no cgroup could hold it; in
-// the last case the process is killed, never left to run in C/agent.
+// place moves a new tool call's leader (or a session) into a ready cgroup
+// first, and does everything else after: until it is moved, what the
+// leader charges stays with C/agent. who.held: its execve is held, and the
+// detector learns only from here that it is a call. Nil where it is not
+// placed: the container is going, the process is gone, or no cgroup could
+// hold it; in the last case a call is killed, never left to run in
+// C/agent, and a session is left with the agent (a kill would end the
+// agent's session), said in the log.
 func (c *Container) place(ctx context.Context, who proc, forked time.Duration, kind string) *forkCall {
-	session := kind == toolcall.KindSession
 	id, err := c.takeSpare(ctx)
-	if err != nil {
-		if !errors.Is(err, errClosing) && !session {
-			c.refuse(ctx, who, err)
+	if err == nil {
+		var fc *forkCall
+		if fc, err = c.placeIn(ctx, id, who, forked, kind); err == nil {
+			return fc
 		}
-		return nil
+		c.returnSpare(id)
 	}
+	switch {
+	case errors.Is(err, errClosing), errors.Is(err, syscall.ESRCH):
+	case kind == toolcall.KindSession:
+		log.G(ctx).WithError(err).WithField("pid", who.pid).Warn("a session left unbounded with the agent")
+	default:
+		c.refuse(ctx, who, err)
+	}
+	return nil
+}
+
+// placeIn places who in spare cgroup id, and follows it to its end.
+func (c *Container) placeIn(ctx context.Context, id string, who proc, forked time.Duration, kind string) (*forkCall, error) {
+	session := kind == toolcall.KindSession
 	if session {
 		// Watched as C/agent before the session runs there, and pending
 		// again, so that its commands and its replacement are seen.
-		err = c.watchSession(id, true)
+		err := c.watchSession(id, true)
 		if err == nil {
 			err = c.detector.Rearm(who.pid, c.agentID)
 		}
 		if err != nil {
-			log.G(ctx).WithError(err).WithField("pid", who.pid).Warn("a session left unbounded with the agent")
 			c.unwatchSession(id)
-			c.returnSpare(id)
-			return nil
+			return nil, err
 		}
 	}
 	fc, err := c.adopt(ctx, id, who, forked, kind)
 	if err != nil {
-		if session {
-			c.unwatchSession(id)
-		}
-		c.returnSpare(id)
-		if !errors.Is(err, syscall.ESRCH) && !session {
-			c.refuse(ctx, who, err)
-		}
-		return nil
+		c.unwatchSession(id)
+		return nil, err
 	}
-	pid := who.pid
 	c.mu.Lock()
-	c.forks[pid] = fc
+	c.forks[who.pid] = fc
 	c.mu.Unlock()
 	if who.held != nil && !session {
 		// Before it is followed: a leader killed while held then has
 		// its exit reported, and the entry goes with it.
-		if err := c.detector.Claim(pid, c.agentID); err != nil {
+		if err := c.detector.Claim(who.pid, c.agentID); err != nil {
 			log.G(ctx).WithError(err).Warn("claim a held tool call")
 		}
 	}
@@ -185,7 +191,7 @@ func (c *Container) place(ctx context.Context, who proc, forked time.Duration, k
 		})
 		c.refill(ctx)
 	}()
-	return fc
+	return fc, nil
 }
 
 // refuse kills a process that is a tool call but that no cgroup could hold:

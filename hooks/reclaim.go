@@ -38,27 +38,36 @@ func (c *Container) placeChild(ctx context.Context, ev bpf.Event) {
 }
 
 // escaped moves a process that a tool call's process cloned into another
-// cgroup (clone3 CLONE_INTO_CGROUP with an fd on C/agent, another call or a
-// spare) back into the call, or kills it where it cannot: it would live
-// outside its call's limits, and in C/agent under the agent's protection.
+// cgroup (clone3 CLONE_INTO_CGROUP with an fd on C/agent, another call, a
+// spare, or, where the container sees the host's cgroupfs, anywhere) back
+// into the call, or kills it where it cannot: it would live outside its
+// call's limits, and in C/agent under the agent's protection. With the
+// start time the detector gives, the pid names the escapee wherever it is;
+// without, only a process in the container's cgroups is acted on.
 func (c *Container) escaped(ctx context.Context, ev bpf.Event) {
 	l := log.G(ctx).WithFields(log.Fields{"pid": ev.Pid, "parent": ev.Leader})
 	who := proc{pid: ev.Pid, start: ev.Start}
-	err := c.reclaim(who, bpf.Member{Call: ev.Call})
-	if err == nil {
-		l.Warn("moved a process that a tool call cloned into another cgroup (clone3 CLONE_INTO_CGROUP) back into the call")
-		return
+	in := func(cg string) bool { return strings.HasPrefix(cg, c.tree.Group+"/") }
+	if who.start != 0 {
+		in = func(string) bool { return true }
 	}
-	if errors.Is(err, syscall.ESRCH) {
-		return // gone, or no process of this container
+	p, err := who.open(in)
+	if err != nil {
+		return // gone, or another process by now
 	}
-	p, perr := c.containerPidfd(who)
-	if perr != nil {
-		return
+	defer p.Close()
+	if id, ok := c.callOf(bpf.Member{Call: ev.Call}); ok {
+		err := c.tree.Move(id, who.pid)
+		if err == nil {
+			l.Warn("moved a process that a tool call cloned into another cgroup (clone3 CLONE_INTO_CGROUP) back into the call")
+			return
+		}
+		if errors.Is(err, syscall.ESRCH) {
+			return
+		}
+		l.WithError(err).Warn("move a process that left its tool call's cgroup")
 	}
-	err = unix.PidfdSendSignal(int(p.Fd()), unix.SIGKILL, nil, 0)
-	p.Close()
-	if err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := unix.PidfdSendSignal(int(p.Fd()), unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, syscall.ESRCH) {
 		l.WithError(err).Warn("kill a process that left its tool call's cgroup")
 		return
 	}

@@ -339,3 +339,51 @@ func emptyCallCgroups(id string) int {
 	}
 	return empty
 }
+
+// TestIdleChildrenNeighbour: one container's agent holding 20,000 forked
+// children that never execute a program (five times its share of the
+// host's detector) leaves another container's detection whole: each of the
+// neighbour's forked calls is detected (its exec event names it) and
+// placed.
+func TestIdleChildrenNeighbour(t *testing.T) {
+	d := getDaemon(t, stacks()[0])
+	rt := d.agentcgroup()
+	a, b := newID("idle"), newID("neighbour")
+	const children = 20000
+	// Memory-limited, so that a runaway stays in the container.
+	d.start(t, rt, a, []string{"--memory-limit", strconv.Itoa(2 << 30)}, "/bin/agentsim", "-idle", strconv.Itoa(children))
+	deadline := time.Now().Add(10 * time.Minute)
+	for d.ctr(t, "task", "exec", "--exec-id", newID("probe"), a, "/bin/test", "-e", "/tmp/idle.done").code != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent did not fork its children")
+		}
+		time.Sleep(2 * time.Second)
+	}
+	procs, err := cgroupfs.ProcsBelow(filepath.Join(containerCgroup(a), "agent"))
+	if err != nil || len(procs) < children {
+		t.Fatalf("C/agent of %s holds %d processes (%v), want at least %d", a, len(procs), err, children)
+	}
+	var want []string
+	for i := range 10 {
+		want = append(want, fmt.Sprintf("echo neighbour-%d", i))
+	}
+	d.start(t, rt, b, nil, append([]string{"/bin/agentsim", "-delay", "0s"}, want...)...)
+	var recs []toolcall.Record
+	eventually(t, "the neighbour's ten calls ended", func() bool {
+		recs = ps(t, b)
+		return len(recs) >= len(want) && ended(recs) == len(recs)
+	})
+	var named int
+	for _, r := range recs {
+		for _, w := range want {
+			if strings.Join(r.Command, " ") == "/bin/sh -c "+w && r.Kind == toolcall.KindFork && strings.HasPrefix(r.Cgroup, "/"+namespace+"/"+b+"/tools/") {
+				named++
+			}
+		}
+	}
+	if named != len(want) {
+		t.Errorf("%d of the neighbour's %d calls detected and placed: %+v", named, len(want), recs)
+	}
+	d.remove(a)
+	assertGone(t, a)
+}

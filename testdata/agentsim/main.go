@@ -15,6 +15,8 @@
 //	agentsim -steps 0:120,0.4:300 -for 1s        a replayed tool call: hold MiB levels, exit after -for
 //	agentsim -int80                              make one 32-bit system call (int 0x80), then exit
 //	agentsim -killheld N                         start N calls, killing each at once, then wait
+//	agentsim -idle N [CMD...]                    fork N children that never execute a program (then
+//	                                             create /tmp/idle.done), run each CMD, then wait
 //	agentsim -escape DIR CMD...                  run CMD cloned into cgroup DIR (CLONE_INTO_CGROUP; relative: in
 //	                                             the container's cgroup), then exit
 package main
@@ -50,6 +52,7 @@ func main() {
 	killN := flag.Int("killheld", 0, "start this many calls, killing each right after its fork")
 	execLoop := flag.Int("execloop", 0, "execve a missing program this many times, then exit")
 	grow := flag.Int("grow", 0, "as the agent, hold this many MiB of its own before the calls")
+	idle := flag.Int("idle", 0, "as the agent, fork this many children that never execute a program before the calls")
 	flag.Parse()
 	if *execLoop > 0 {
 		missingExecs(*execLoop)
@@ -101,6 +104,9 @@ func main() {
 	}
 	if *grow > 0 {
 		fmt.Printf("agentsim: holding %d MiB\n", *grow)
+	}
+	if *idle > 0 {
+		idleChildren(*idle)
 	}
 	if *killN > 0 {
 		killHeld(*killN)

@@ -16,8 +16,11 @@ session = subprocess.Popen(["bash"], stdin=subprocess.PIPE, stdout=subprocess.PI
 for i, command in enumerate(commands):
     sentinel = "__AGENT_DONE_%d__" % i
     start = time.time()
-    session.stdin.write(("%s\necho %s $?\n" % (command, sentinel)).encode())
-    session.stdin.flush()
+    try:
+        session.stdin.write(("%s\necho %s $?\n" % (command, sentinel)).encode())
+        session.stdin.flush()
+    except BrokenPipeError:
+        break  # the session died: no command reaches it any more
     output, exit_status = b"", None
     while True:
         line = session.stdout.readline()
