@@ -6,7 +6,7 @@ GO ?= go
 # to containerd over gRPC (replay) and is built without it.
 GOFLAGS_STATIC = -trimpath -ldflags '-s -w -extldflags -static'
 GOFLAGS_BUILD = $(GOFLAGS_STATIC) -tags no_grpc
-BINARIES = bin/containerd-shim-agentcgroup-v1 bin/agentcgroup-oci-runtime bin/agentcgroup bin/agentsim
+BINARIES = bin/containerd-shim-agentcgroup-v1 bin/agentcgroup-oci-runtime bin/agentcgroup bin/agentsim bin/modelserver
 
 .PHONY: all install test unit integration demo bench replay generate clean lint fuzz
 
@@ -18,9 +18,10 @@ bin/%: FORCE
 bin/agentcgroup: FORCE
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_STATIC) -o $@ ./cmd/agentcgroup
 
-# The agent simulator, a static program for test containers' rootfs.
-bin/agentsim: FORCE
-	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $@ ./testdata/agentsim
+# The agent simulator, a static program for test containers' rootfs, and
+# the scripted model server the real agent CLIs talk to.
+bin/agentsim bin/modelserver: FORCE
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $@ ./testdata/$(@F)
 
 FORCE:
 
@@ -39,7 +40,7 @@ install: all
 test: unit integration
 
 unit:
-	$(GO) vet ./... ./testdata/agentsim
+	$(GO) vet ./... ./testdata/agentsim ./testdata/modelserver
 	$(GO) test ./...
 
 TEST_BINARY = .cache/lab/integration.test

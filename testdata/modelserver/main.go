@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"time"
 )
 
 // script is what the "model" asks for.
@@ -52,7 +53,7 @@ type logger struct {
 func (l *logger) log(api, path string, body json.RawMessage) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	line, _ := json.Marshal(map[string]any{"api": api, "path": path, "body": body})
+	line, _ := json.Marshal(map[string]any{"time": time.Now().UTC(), "api": api, "path": path, "body": body})
 	l.f.Write(append(line, '\n'))
 }
 
