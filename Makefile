@@ -8,7 +8,7 @@ GOFLAGS_STATIC = -trimpath -ldflags '-s -w -extldflags -static'
 GOFLAGS_BUILD = $(GOFLAGS_STATIC) -tags no_grpc
 BINARIES = bin/containerd-shim-agentcgroup-v1 bin/agentcgroup-oci-runtime bin/agentcgroup bin/agentsim bin/modelserver
 
-.PHONY: all install test unit integration demo bench replay generate clean lint fuzz
+.PHONY: all install test unit integration agents demo bench replay generate clean lint fuzz
 
 all: $(BINARIES)
 
@@ -54,6 +54,13 @@ integration: all $(TEST_BINARY)
 	AGENTCGROUP_LAB_INIT=systemd integration/run.sh $(TEST_BINARY) -test.v -test.timeout 20m -test.run TestSystemdDriver $(SYSTEMD_TESTFLAGS)
 	if ! grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then \
 		$(TEST_BINARY) -test.v -test.timeout 10m -test.run TestHybridHost; fi
+
+# The real agent CLIs, all three (make test runs Claude Code alone): each
+# drives its script through the shim against the scripted model server.
+agents: all $(TEST_BINARY)
+	integration/tools.sh
+	integration/agents.sh claude codex gemini
+	integration/run.sh $(TEST_BINARY) -test.v -test.timeout 40m -test.run '^TestRealAgents$$' -agents claude,codex,gemini
 
 demo: all
 	integration/tools.sh

@@ -65,9 +65,10 @@ type Event struct {
 	// ExitStatus is the wait(2) status of an Exit.
 	ExitStatus int32
 	// Filename is the executed program of a Tool, Args its argv (cut at 255
-	// bytes, as the kernel saw it at exec).
+	// bytes, as the kernel saw it at exec; ArgsCut says it was).
 	Filename string
 	Args     []string
+	ArgsCut  bool
 	// Forked is when the leader of a Tool was forked, on CLOCK_MONOTONIC.
 	Forked time.Duration
 	// Unplaced says that a Tool's program started in the agent cgroup: it
@@ -646,6 +647,7 @@ func (w *watch) run() {
 		if ev.Kind == Tool {
 			ev.Filename = cString(raw.Filename[:])
 			ev.Args = argv(raw.Args[:min(int(raw.ArgsLen), len(raw.Args))])
+			ev.ArgsCut = int(raw.ArgsLen) >= len(raw.Args)-1
 		}
 		select {
 		case ch <- ev:

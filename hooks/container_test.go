@@ -647,3 +647,30 @@ func TestMaxCalls(t *testing.T) {
 	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: uint32(p.Process.Pid), Args: []string{"sleep", "600"}, Forked: monotonicNow()})
 	wantKilled(t, p, "the call that no cgroup could hold")
 }
+
+// TestFullCommand: a call whose argv the exec event cut (agents wrap
+// commands in long preambles) is recorded with the whole of it, read from
+// /proc, up to maxCommand bytes.
+func TestFullCommand(t *testing.T) {
+	tc := newTestContainer(t, testOptions{})
+	for _, tt := range []struct {
+		name string
+		arg  string
+		want int // bytes of the recorded argv's last word
+	}{
+		{"long", strings.Repeat("x", 300), 300},
+		{"too long", strings.Repeat("y", 2*maxCommand), maxCommand - len("sh -c sleep 600; : ")},
+	} {
+		p := tc.start(tc.tree.AgentDir(), nil, "sh", "-c", "sleep 600; :", tt.arg) // sh stays: its argv does
+		cut := []string{"sh", "-c", "sleep 600; :", tt.arg[:200]}
+		tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: uint32(p.Process.Pid), Args: cut, ArgsCut: true, Forked: monotonicNow()})
+		var rec toolcall.Record
+		eventually(t, tt.name+": the call recorded", func() (ok bool) {
+			rec, ok = tc.recordOfPid(p.Process.Pid)
+			return ok && len(rec.Command) == 4
+		})
+		if got := rec.Command[3]; len(got) != tt.want || got != tt.arg[:tt.want] {
+			t.Errorf("%s: recorded a last word of %d bytes, want %d", tt.name, len(got), tt.want)
+		}
+	}
+}

@@ -75,7 +75,7 @@ func (c *Container) detected(ctx context.Context, ev bpf.Event) {
 			return
 		}
 	}
-	fc.Named(ev.Args, ev.Unplaced)
+	fc.Named(fc.command(ev), ev.Unplaced)
 	c.calls.save()
 	if c.governor != nil {
 		// Its program has just started: where it would start into an OOM

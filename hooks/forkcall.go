@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/agentcgroup/agentcgroup/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -93,4 +94,29 @@ func (c *Container) forget(fc *forkCall, unseen bool) {
 			c.detector.Forget(fc.pid, c.agentID)
 		}
 	}
+}
+
+// maxCommand bounds a record's command line: agents wrap a command in long
+// shell preambles, and a record is rewritten with every save.
+const maxCommand = 4096
+
+// command is the leader's argv for its record: the exec event's, or, where
+// the event cut it, the whole of it from /proc, up to maxCommand bytes,
+// read while the leader's pidfd says the pid is still its own.
+func (fc *forkCall) command(ev bpf.Event) []string {
+	if !ev.ArgsCut {
+		return ev.Args
+	}
+	argv, err := cmdline(fc.pid)
+	if err != nil || unix.PidfdSendSignal(int(fc.leader.Fd()), 0, nil, 0) != nil {
+		return ev.Args // gone: the file may be a later process's
+	}
+	n := 0
+	for i, a := range argv {
+		if n+len(a) > maxCommand {
+			return append(argv[:i:i], a[:maxCommand-n])
+		}
+		n += len(a) + 1
+	}
+	return argv
 }

@@ -224,7 +224,7 @@ func (c *Container) sessionReplaced(ctx context.Context, fc *forkCall, ev bpf.Ev
 	if err := c.detector.Claim(ev.Pid, c.agentID); err != nil {
 		l.WithError(err).Warn("claim a replaced session as a tool call")
 	}
-	fc.Became(toolcall.KindFork, ev.Args)
+	fc.Became(toolcall.KindFork, fc.command(ev))
 	c.calls.save()
 	if c.governor != nil {
 		c.governor.Watch(c.st.ID, fc.Call)

@@ -2,7 +2,9 @@
 # The demo, run as root on a cgroup v2 host (make demo runs it in the lab
 # guest): containerd 2.4 with the agentcgroup shim, an agent-like container
 # (the agent simulator: it runs its own tool calls as children, as Claude Code
-# does), a few more tool calls exec'd into it, and what agentcgroup made of them.
+# does), a few more tool calls exec'd into it, a bash session agent, then
+# Claude Code itself against a scripted model server, and what agentcgroup
+# made of them.
 set -euo pipefail
 . "$(dirname "$0")/stack.sh"
 ctr() { command ctr --address "$sock" "$@"; }
@@ -59,11 +61,48 @@ for line in open(sys.argv[1]):
     if "command" in r:
         print("  $ %s\n    exit %s, output: %r" % (r["command"], r["exit"], r["output"]))
 ' "$out/results.jsonl"
-echo "the session shell stays in C/agent: $(for p in $(cat /sys/fs/cgroup/default/agent2/agent/cgroup.procs); do cat /proc/$p/comm; done | xargs)"
+echo "C/agent holds the agent alone: $(for p in $(cat /sys/fs/cgroup/default/agent2/agent/cgroup.procs); do cat /proc/$p/comm; done | xargs); the session shell has a cgroup of its own, bounded as a call"
 agentcgroup ps agent2
 
+step "a real agent CLI: Claude Code $(cat "$root/.cache/agents/claude.version"), driven by a scripted model server"
+out3=$work/claude && mkdir -p "$out3"
+cat >"$out3/script.json" <<'JSON'
+{"commands": ["echo hello from the Bash tool; pwd", "python3 -c 'a = bytearray(400 << 20)'", "git --version"], "answer": "Done."}
+JSON
+"$root/bin/modelserver" -script "$out3/script.json" -log "$out3/requests.jsonl" >"$out3/server.out" &
+server=$!
+for _ in $(seq 100); do addr=$(sed -n 's/^listening on //p' "$out3/server.out"); [ -n "$addr" ] && break; sleep 0.1; done
+cat >"$out3/entrypoint.sh" <<'SH'
+mkdir -p /out/work /out/home && cd /out/work
+"$@" >/out/output 2>&1
+echo $? >/out/exit
+exec sleep 1000000
+SH
+echo "the model asks for three commands; the second allocates 400 MiB (tool.memory.max=256Mi)"
+ctr run -d --runtime io.containerd.agentcgroup.v1 --net-host --rootfs "$debian" --memory-limit $((2 << 30)) \
+	--annotation io.agentcgroup.tool.memory.max=256Mi \
+	--mount "type=bind,src=$root/.cache/agents,dst=/opt/agents,options=rbind:ro" --mount "type=bind,src=$out3,dst=/out,options=rbind:rw" \
+	--env PATH=/usr/local/bin:/usr/bin:/bin --env HOME=/out/home --env ANTHROPIC_BASE_URL="http://$addr" --env ANTHROPIC_API_KEY=demo \
+	--env IS_SANDBOX=1 --env CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 --env DISABLE_AUTOUPDATER=1 --env DISABLE_TELEMETRY=1 agent3 \
+	/bin/sh /out/entrypoint.sh /opt/agents/claude/claude -p "Run the commands you are given." --dangerously-skip-permissions
+for _ in $(seq 3000); do [ -e "$out3/exit" ] && break; sleep 0.2; done
+echo "Claude Code exited $(cat "$out3/exit"): \"$(cat "$out3/output")\"; what it sent back to the model as each tool result:"
+python3 -c '
+import json, sys
+results = []
+for line in open(sys.argv[1]):
+    body = json.loads(line)["body"] or {}
+    got = [b["content"] for m in body.get("messages", []) if isinstance(m["content"], list)
+           for b in m["content"] if b.get("type") == "tool_result"]
+    results = got if len(got) > len(results) else results
+for r in results:
+    print("  %r" % (r if isinstance(r, str) else json.dumps(r)))
+' "$out3/requests.jsonl"
+agentcgroup ps agent3
+kill $server
+
 step "teardown: kill, delete"
-for c in agent1 agent2; do
+for c in agent1 agent2 agent3; do
 	ctr task kill -s SIGKILL $c
 	for _ in $(seq 50); do ctr task ls | grep -q "$c.*STOPPED" && break; sleep 0.1; done
 	ctr task rm $c && ctr container rm $c

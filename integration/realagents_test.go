@@ -27,14 +27,16 @@ import (
 var realAgentsFlag = flag.String("agents", "claude", "the real agent CLIs TestRealAgents runs: claude, codex, gemini (comma-separated)")
 
 // agentScript is what the scripted model asks each CLI to run, one command
-// a turn, then it answers; step names a command in the assertions.
-var agentScript = []struct{ step, command string }{
-	{"hello", "echo hello; pwd"},
-	{"make", `mkdir -p /tmp/proj && cd /tmp/proj && for i in 1 2 3 4 5 6 7 8; do echo "int f$i(void) { return $i; }" > f$i.c; done && printf 'all: $(patsubst %%.c,%%.o,$(wildcard *.c))\n' > Makefile && make -j2`},
-	{"oom", `python3 -c 'a = bytearray(400 << 20); print(len(a))'`},
-	{"background", "sleep 30 &"},
-	{"after", "echo after-background"},
-	{"cd", "cd /tmp && pwd"},
+// a turn, then it answers; step names a command in the assertions, and
+// marker finds it in a record's command line, however the CLI wraps and
+// quotes it.
+var agentScript = []struct{ step, command, marker string }{
+	{"hello", "echo hello; pwd", "echo hello"},
+	{"make", `mkdir -p /tmp/proj && cd /tmp/proj && for i in 1 2 3 4 5 6 7 8; do echo "int f$i(void) { return $i; }" > f$i.c; done && printf 'all: $(patsubst %%.c,%%.o,$(wildcard *.c))\n' > Makefile && make -j2`, "make -j2"},
+	{"oom", `python3 -c 'a = bytearray(400 << 20); print(len(a))'`, "bytearray(400"},
+	{"background", "sleep 30 &", "sleep 30"},
+	{"after", "echo after-background", "after-background"},
+	{"cd", "cd /tmp && pwd", "cd /tmp && pwd"},
 }
 
 const agentPrompt = "Run the shell commands you are given, one at a time."
@@ -332,7 +334,7 @@ func checkRealAgentRun(t *testing.T, d *daemon, id string, run agentRun) {
 		line := strings.Join(r.Command, " ")
 		step := ""
 		for _, s := range agentScript {
-			if strings.Contains(line, s.command) {
+			if strings.Contains(line, s.marker) {
 				step = s.step
 			}
 		}

@@ -78,6 +78,8 @@ if ! ls "$cache"/kernel/boot/vmlinuz-* >/dev/null 2>&1; then
 	dpkg -x "$tmp"/*.deb "$cache/kernel"
 	rm -rf "$tmp"
 fi
-# The agent harness containers' Debian root (bash, python3, node, gcc, tmux).
+# The agent harness containers' Debian root (bash, python3, node, gcc, tmux),
+# and the real agent CLI the suite runs (make agents installs all three).
 "$root/integration/debian-rootfs.sh"
+"$root/integration/agents.sh" claude
 log "ready: $(ls "$cache"/kernel/boot/vmlinuz-*), $("$bin/containerd" --version | awk '{print $3}'), runc $("$bin/runc" --version | awk 'NR==1{print $3}')"
