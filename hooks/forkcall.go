@@ -97,12 +97,13 @@ func (c *Container) forget(fc *forkCall, unseen bool) {
 }
 
 // maxCommand bounds a record's command line: agents wrap a command in long
-// shell preambles, and a record is rewritten with every save.
+// shell preambles (and Codex in its own helper's argv), and a record is
+// rewritten with every save.
 const maxCommand = 4096
 
 // command is the leader's argv for its record: the exec event's, or, where
-// the event cut it, the whole of it from /proc, up to maxCommand bytes,
-// read while the leader's pidfd says the pid is still its own.
+// the event cut it, the whole of it from /proc (clipped), read while the
+// leader's pidfd says the pid is still its own.
 func (fc *forkCall) command(ev bpf.Event) []string {
 	if !ev.ArgsCut {
 		return ev.Args
@@ -111,12 +112,27 @@ func (fc *forkCall) command(ev bpf.Event) []string {
 	if err != nil || unix.PidfdSendSignal(int(fc.leader.Fd()), 0, nil, 0) != nil {
 		return ev.Args // gone: the file may be a later process's
 	}
+	return clip(argv, maxCommand)
+}
+
+// clip keeps an argv within max bytes: its first quarter and its last
+// three, where agents put the model's command, with "..." between.
+func clip(argv []string, max int) []string {
 	n := 0
-	for i, a := range argv {
-		if n+len(a) > maxCommand {
-			return append(argv[:i:i], a[:maxCommand-n])
-		}
+	for _, a := range argv {
 		n += len(a) + 1
 	}
-	return argv
+	if n <= max {
+		return argv
+	}
+	var head, tail []string
+	for room, i := max/4, 0; i < len(argv) && room > 0; i++ {
+		a := argv[i][:min(len(argv[i]), room)]
+		head, room = append(head, a), room-len(a)-1
+	}
+	for room, i := max-max/4, len(argv)-1; i >= 0 && room > 0; i-- {
+		a := argv[i][len(argv[i])-min(len(argv[i]), room):]
+		tail, room = append([]string{a}, tail...), room-len(a)-1
+	}
+	return append(append(head, "..."), tail...)
 }

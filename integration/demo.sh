@@ -74,7 +74,7 @@ server=$!
 for _ in $(seq 100); do addr=$(sed -n 's/^listening on //p' "$out3/server.out"); [ -n "$addr" ] && break; sleep 0.1; done
 cat >"$out3/entrypoint.sh" <<'SH'
 mkdir -p /out/work /out/home && cd /out/work
-"$@" >/out/output 2>&1
+"$@" </dev/null >/out/output 2>&1
 echo $? >/out/exit
 exec sleep 1000000
 SH

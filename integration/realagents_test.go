@@ -34,7 +34,7 @@ var agentScript = []struct{ step, command, marker string }{
 	{"hello", "echo hello; pwd", "echo hello"},
 	{"make", `mkdir -p /tmp/proj && cd /tmp/proj && for i in 1 2 3 4 5 6 7 8; do echo "int f$i(void) { return $i; }" > f$i.c; done && printf 'all: $(patsubst %%.c,%%.o,$(wildcard *.c))\n' > Makefile && make -j2`, "make -j2"},
 	{"oom", `python3 -c 'a = bytearray(400 << 20); print(len(a))'`, "bytearray(400"},
-	{"background", "sleep 30 &", "sleep 30"},
+	{"background", "sleep 30 & echo started-background", "sleep 30 &"},
 	{"after", "echo after-background", "after-background"},
 	{"cd", "cd /tmp && pwd", "cd /tmp && pwd"},
 }
@@ -47,7 +47,7 @@ const agentPrompt = "Run the shell commands you are given, one at a time."
 type realAgent struct {
 	argv  []string
 	env   func(addr string) []string
-	setup func(t *testing.T, out, addr string)
+	setup func(t testing.TB, out, addr string)
 }
 
 var realAgents = map[string]realAgent{
@@ -61,7 +61,7 @@ var realAgents = map[string]realAgent{
 	"codex": {
 		argv: []string{"/opt/agents/codex/codex", "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox", agentPrompt},
 		env:  func(string) []string { return []string{"CODEX_HOME=/out/codex", "LOCAL_API_KEY=test"} },
-		setup: func(t *testing.T, out, addr string) {
+		setup: func(t testing.TB, out, addr string) {
 			config := fmt.Sprintf(`model = "gpt-5"
 model_provider = "local"
 
@@ -79,7 +79,7 @@ wire_api = "responses"
 		env: func(addr string) []string {
 			return []string{"GEMINI_API_KEY=test", "GOOGLE_GEMINI_BASE_URL=http://" + addr}
 		},
-		setup: func(t *testing.T, out, _ string) {
+		setup: func(t testing.TB, out, _ string) {
 			writeFile(t, filepath.Join(out, "home", ".gemini", "settings.json"), `{
   "security": {"auth": {"selectedType": "gemini-api-key"}, "folderTrust": {"enabled": false}},
   "telemetry": {"enabled": false}, "privacy": {"usageStatisticsEnabled": false},
@@ -89,7 +89,7 @@ wire_api = "responses"
 	},
 }
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -119,8 +119,8 @@ func TestRealAgents(t *testing.T) {
 				a.setup(t, out, addr)
 			}
 			id := newID("real-" + name)
-			run := realAgentRun(t, d, id, out, addr, a)
-			checkRealAgentRun(t, d, id, run)
+			run := realAgentRun(t, d, d.agentcgroup(), id, out, addr, a)
+			checkRealAgentRun(t, run, namespace, id, containerCgroup(id))
 			d.remove(id)
 			assertGone(t, id)
 		})
@@ -129,7 +129,7 @@ func TestRealAgents(t *testing.T) {
 
 // startModelServer runs the scripted model server on agentScript, logging
 // into a new output folder; it returns the folder and the server's address.
-func startModelServer(t *testing.T) (out, addr string) {
+func startModelServer(t testing.TB) (out, addr string) {
 	t.Helper()
 	out = t.TempDir()
 	var commands []string
@@ -158,31 +158,40 @@ func startModelServer(t *testing.T) (out, addr string) {
 }
 
 // agentRun is what a CLI's run left: its exit code, the tool results it
-// sent the model, in order, and the time of each request.
+// sent the model, in order, and when the n-th result first reached the
+// model (answered[n-1]).
 type agentRun struct {
 	exit     int
 	results  []string
-	requests []time.Time
+	answered []time.Time
 	output   string
 }
 
-// realAgentRun runs CLI a in container id under an entrypoint script (which
-// records its exit code and then stays, so that the records can be read),
-// until it exits.
-func realAgentRun(t *testing.T, d *daemon, id, out, addr string, a realAgent) agentRun {
-	t.Helper()
+// writeEntrypoint writes an image's entrypoint into out: it runs the CLI as
+// its child, records its exit code and output, then stays, so that the
+// records can be read. The CLI's stdin is closed: `codex exec` reads its
+// stdin to the end where it is no terminal (a container's is a FIFO that
+// never ends), under any runtime.
+func writeEntrypoint(t testing.TB, out string) {
 	writeFile(t, filepath.Join(out, "entrypoint.sh"), `#!/bin/sh
-# An image's entrypoint: the CLI as its child, then a wait.
 mkdir -p /out/work /out/home && cd /out/work
-"$@" >/out/output 2>&1
+"$@" </dev/null >/out/output 2>&1
 echo $? >/out/exit
 exec sleep 1000000
 `)
-	args := []string{"run", "-d", "--runtime", "io.containerd.agentcgroup.v1", "--net-host",
-		"--rootfs", filepath.Join(projectRoot, ".cache/debian-rootfs"), "--memory-limit", strconv.Itoa(2 << 30),
-		"--mount", "type=bind,src=" + filepath.Join(projectRoot, ".cache/agents") + ",dst=/opt/agents,options=rbind:ro",
-		"--mount", "type=bind,src=" + out + ",dst=/out,options=rbind:rw",
-		"--env", "PATH=/opt/agents/node/bin:/usr/local/bin:/usr/bin:/bin", "--env", "HOME=/out/home"}
+}
+
+// realAgentRun runs CLI a in container id under the entrypoint, until it
+// exits.
+func realAgentRun(t testing.TB, d *daemon, rt runtime, id, out, addr string, a realAgent) agentRun {
+	t.Helper()
+	writeEntrypoint(t, out)
+	args := append([]string{"run", "-d", "--net-host"}, rt.args...)
+	args = append(args,
+		"--rootfs", filepath.Join(projectRoot, ".cache/debian-rootfs"), "--memory-limit", strconv.Itoa(2<<30),
+		"--mount", "type=bind,src="+filepath.Join(projectRoot, ".cache/agents")+",dst=/opt/agents,options=rbind:ro",
+		"--mount", "type=bind,src="+out+",dst=/out,options=rbind:rw",
+		"--env", "PATH=/opt/agents/node/bin:/usr/local/bin:/usr/bin:/bin", "--env", "HOME=/out/home")
 	for _, e := range a.env(addr) {
 		args = append(args, "--env", e)
 	}
@@ -190,6 +199,12 @@ exec sleep 1000000
 	args = append(args, id, "/bin/sh", "/out/entrypoint.sh")
 	d.mustCtr(t, append(args, a.argv...)...)
 	t.Cleanup(func() { d.remove(id) })
+	return waitAgentRun(t, out)
+}
+
+// waitAgentRun waits for the CLI's exit and reads what its run left.
+func waitAgentRun(t testing.TB, out string) agentRun {
+	t.Helper()
 	var exit []byte
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
@@ -207,13 +222,13 @@ exec sleep 1000000
 	run.exit, _ = strconv.Atoi(strings.TrimSpace(string(exit)))
 	output, _ := os.ReadFile(filepath.Join(out, "output"))
 	run.output = string(output)
-	run.results, run.requests = toolResults(t, filepath.Join(out, "requests.jsonl"))
+	run.results, run.answered = toolResults(t, filepath.Join(out, "requests.jsonl"))
 	return run
 }
 
 // toolResults reads the server's request log: the tool results of the
-// longest conversation, in order, and when each request came.
-func toolResults(t *testing.T, path string) ([]string, []time.Time) {
+// longest conversation, in order, and when each first reached the server.
+func toolResults(t testing.TB, path string) ([]string, []time.Time) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -233,8 +248,11 @@ func toolResults(t *testing.T, path string) ([]string, []time.Time) {
 		if err := json.Unmarshal(s.Bytes(), &req); err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
-		times = append(times, req.Time)
-		if r := resultsOf(req.API, req.Body); len(r) > len(best) {
+		r := resultsOf(req.API, req.Body)
+		for len(times) < len(r) {
+			times = append(times, req.Time)
+		}
+		if len(r) > len(best) {
 			best = r
 		}
 	}
@@ -306,8 +324,9 @@ func resultsOf(api string, body json.RawMessage) []string {
 	return out
 }
 
-// checkRealAgentRun checks a CLI's run against the script.
-func checkRealAgentRun(t *testing.T, d *daemon, id string, run agentRun) {
+// checkRealAgentRun checks a CLI's run against the script; the container
+// is id of containerd namespace ns, its cgroup C at cgroup.
+func checkRealAgentRun(t *testing.T, run agentRun, ns, id, cgroup string) {
 	t.Helper()
 	if run.exit != 0 {
 		t.Errorf("the CLI exited %d; its output:\n%s", run.exit, run.output)
@@ -327,7 +346,7 @@ func checkRealAgentRun(t *testing.T, d *daemon, id string, run agentRun) {
 		t.Errorf("the command past its limit: the model read %q; want the agentcgroup: line", result["oom"])
 	}
 
-	recs := ps(t, id)
+	recs := psIn(t, ns, id)
 	calls := map[string][]toolcall.Record{}
 	var helpers []string
 	for _, r := range recs {
@@ -357,14 +376,28 @@ func checkRealAgentRun(t *testing.T, d *daemon, id string, run agentRun) {
 			t.Errorf("a compiler make ran is a call of its own: %+v", r)
 		}
 	}
-	t.Logf("%d tool calls: %d the model's, %d the CLI's own: %q", len(recs), len(recs)-len(helpers), len(helpers), helpers)
+	t.Logf("%d tool calls, %d of them the CLI's own:", len(recs), len(helpers))
+	for _, r := range recs {
+		t.Logf("  %s %s %s: %s", r.ID, r.Kind, r.State, shorten(strings.Join(r.Command, " ")))
+	}
+	for i, r := range run.results {
+		t.Logf("  result %d: %s", i, shorten(r))
+	}
 
 	// sleep 30 & delayed neither its command nor the next.
-	if n := len(run.requests); n >= 2 {
-		t.Logf("requests: %d in %v", n, run.requests[n-1].Sub(run.requests[0]))
+	for i, s := range agentScript {
+		if s.step != "background" || i+1 >= len(run.answered) || i == 0 {
+			continue
+		}
+		if took := run.answered[i].Sub(run.answered[i-1]); took > 20*time.Second {
+			t.Errorf("the command with a background job took %v to answer, want it back before its job ends (30 s)", took)
+		}
+		if took := run.answered[i+1].Sub(run.answered[i]); took > 20*time.Second {
+			t.Errorf("the command after a background job took %v to answer", took)
+		}
 	}
 	// The CLI is the agent, taken for it through the entrypoint.
-	st, err := state.Load(state.Dir(state.DefaultRoot, namespace, id))
+	st, err := state.Load(state.Dir(state.DefaultRoot, ns, id))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +414,7 @@ func checkRealAgentRun(t *testing.T, d *daemon, id string, run agentRun) {
 		}
 	}
 	// The background job is in its call, not in C/agent.
-	procs, _ := os.ReadFile(filepath.Join(containerCgroup(id), "agent", "cgroup.procs"))
+	procs, _ := os.ReadFile(filepath.Join(cgroup, "agent", "cgroup.procs"))
 	for _, p := range strings.Fields(string(procs)) {
 		if comm, _ := os.ReadFile("/proc/" + p + "/comm"); strings.TrimSpace(string(comm)) == "sleep" {
 			if args, _ := os.ReadFile("/proc/" + p + "/cmdline"); strings.Contains(string(args), "30") {
@@ -389,4 +422,13 @@ func checkRealAgentRun(t *testing.T, d *daemon, id string, run agentRun) {
 			}
 		}
 	}
+}
+
+// shorten keeps a long command line's start and end, where CLIs put their
+// preamble and the model's command.
+func shorten(s string) string {
+	if len(s) <= 240 {
+		return s
+	}
+	return s[:80] + " ... " + s[len(s)-160:]
 }

@@ -152,9 +152,12 @@ func find(recs []toolcall.Record, id string) *toolcall.Record {
 }
 
 // ps runs `agentcgroup ps --json`.
-func ps(t testing.TB, id string) []toolcall.Record {
+func ps(t testing.TB, id string) []toolcall.Record { t.Helper(); return psIn(t, namespace, id) }
+
+// psIn is ps of a container of containerd namespace ns.
+func psIn(t testing.TB, ns, id string) []toolcall.Record {
 	t.Helper()
-	out, err := exec.Command(filepath.Join(projectRoot, "bin/agentcgroup"), "ps", "--namespace", namespace, "--json", id).Output()
+	out, err := exec.Command(filepath.Join(projectRoot, "bin/agentcgroup"), "ps", "--namespace", ns, "--json", id).Output()
 	if err != nil {
 		t.Fatalf("agentcgroup ps %s: %v", id, err)
 	}
