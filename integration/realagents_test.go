@@ -34,7 +34,11 @@ var agentScript = []struct{ step, command, marker string }{
 	{"hello", "echo hello; pwd", "echo hello"},
 	{"make", `mkdir -p /tmp/proj && cd /tmp/proj && for i in 1 2 3 4 5 6 7 8; do echo "int f$i(void) { return $i; }" > f$i.c; done && printf 'all: $(patsubst %%.c,%%.o,$(wildcard *.c))\n' > Makefile && make -j2`, "make -j2"},
 	{"oom", `python3 -c 'a = bytearray(400 << 20); print(len(a))'`, "bytearray(400"},
-	{"background", "sleep 30 & echo started-background", "sleep 30 &"},
+	// A job left running for 30 s with its output elsewhere, as a dev
+	// server is started: not `sleep 30 &`, which Claude Code refuses to run
+	// ("Blocked: sleep 30"); a job that keeps the command's output open
+	// holds Gemini CLI's answer until it ends.
+	{"background", `python3 -c 'import time; time.sleep(30)' >/dev/null 2>&1 & echo started-background`, "time.sleep(30)"},
 	{"after", "echo after-background", "after-background"},
 	{"cd", "cd /tmp && pwd", "cd /tmp && pwd"},
 }
@@ -416,10 +420,8 @@ func checkRealAgentRun(t *testing.T, run agentRun, ns, id, cgroup string) {
 	// The background job is in its call, not in C/agent.
 	procs, _ := os.ReadFile(filepath.Join(cgroup, "agent", "cgroup.procs"))
 	for _, p := range strings.Fields(string(procs)) {
-		if comm, _ := os.ReadFile("/proc/" + p + "/comm"); strings.TrimSpace(string(comm)) == "sleep" {
-			if args, _ := os.ReadFile("/proc/" + p + "/cmdline"); strings.Contains(string(args), "30") {
-				t.Errorf("the background sleep 30 (pid %s) is in C/agent", p)
-			}
+		if args, _ := os.ReadFile("/proc/" + p + "/cmdline"); strings.Contains(string(args), "time.sleep(30)") {
+			t.Errorf("the background job (pid %s) is in C/agent", p)
 		}
 	}
 }
