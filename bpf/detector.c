@@ -13,11 +13,12 @@
 //         user space moves it too; once moved, the kernel keeps a call's
 //         children in its cgroup and nothing is needed here
 //   exit  of a tool call's leader           -> event EXIT with its status
-//   fork  by a process in a tool call's cgroup whose child starts in
-//         another cgroup (clone3 CLONE_INTO_CGROUP) -> event ESCAPE, so
-//         that user space moves it back into its call; one cloned into
-//         the agent cgroup is the call's process from birth here, so that
-//         what it forks before it is moved is the call's too (CHILD)
+//   fork  by a process in a tool call's or a session's cgroup whose child
+//         starts in another cgroup (clone3 CLONE_INTO_CGROUP) -> event
+//         ESCAPE, so that user space kills it (cloned where the agent's
+//         processes are) or moves it back (elsewhere); one cloned into the
+//         agent cgroup is the call's process from birth here, so that what
+//         it forks before user space acts is the call's too (CHILD)
 //
 // One set of these programs and maps serves the whole host: every shim
 // adds its containers' agent cgroups, each with a ring buffer of its own,
@@ -274,6 +275,33 @@ static __always_inline __u64 agent_of(__u64 cgroup, int *watched)
 	return c->agent_cgroup;
 }
 
+// escape reports a child that a process in cgroup (a call's, or a
+// session's) cloned into another cgroup. One cloned where the agent's
+// processes are (C/agent, a session's cgroup) is the call's from birth here,
+// so that what it forks before user space acts is the call's too (CHILD).
+// It returns whether the child escaped.
+static __always_inline int escape(__u64 agent_cgroup, __u64 cgroup, struct task_struct *child, __u32 ptgid, __u32 ctgid)
+{
+	__u64 into = BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id);
+	if (into == cgroup)
+		return 0;
+	int into_watched;
+	if (agent_of(into, &into_watched) == agent_cgroup && into_watched) {
+		// Not running yet: whatever it forks is seen as the call's.
+		struct tool t = {.agent_cgroup = agent_cgroup, .leader = 0, .call = cgroup};
+		void *tools = bpf_map_lookup_elem(&tools_of, &agent_cgroup);
+		if (!tools || bpf_map_update_elem(tools, &ctgid, &t, BPF_ANY))
+			full(agent_cgroup, ctgid, ptgid);
+	}
+	struct event *e = reserve(EVENT_ESCAPE, agent_cgroup, ctgid, ptgid);
+	if (e) {
+		e->call = cgroup;
+		e->start = child->start_boottime;
+		bpf_ringbuf_submit(e, 0);
+	}
+	return 1;
+}
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
@@ -285,28 +313,11 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	__u64 agent_cgroup = agent_of(cgroup, &watched);
 	if (!agent_cgroup)
 		return 0; // outside every watched container
-	if (!watched) {
-		// A tool call's child stays in its cgroup unless it was cloned
-		// into another one.
-		__u64 into = BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id);
-		if (into == cgroup)
-			return 0;
-		int into_watched;
-		if (agent_of(into, &into_watched) == agent_cgroup && into_watched) {
-			// Not running yet: whatever it forks is seen as the call's.
-			struct tool t = {.agent_cgroup = agent_cgroup, .leader = 0, .call = cgroup};
-			void *tools = bpf_map_lookup_elem(&tools_of, &agent_cgroup);
-			if (!tools || bpf_map_update_elem(tools, &ctgid, &t, BPF_ANY))
-				full(agent_cgroup, ctgid, ptgid);
-		}
-		struct event *e = reserve(EVENT_ESCAPE, agent_cgroup, ctgid, ptgid);
-		if (e) {
-			e->call = cgroup;
-			e->start = child->start_boottime;
-			bpf_ringbuf_submit(e, 0);
-		}
+	// A call's or a session's child stays in its cgroup unless it was
+	// cloned into another one; a call's is the call's, where the kernel
+	// keeps it.
+	if (cgroup != agent_cgroup && (escape(agent_cgroup, cgroup, child, ptgid, ctgid) || !watched))
 		return 0;
-	}
 	void *pending = bpf_map_lookup_elem(&pending_of, &agent_cgroup);
 	void *tools = bpf_map_lookup_elem(&tools_of, &agent_cgroup);
 	if (!pending || !tools)
@@ -399,15 +410,16 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	struct forked *f = bpf_map_lookup_elem(pending, &tgid);
 	// A session user space follows ends like a call's leader.
 	int session = f && f->session;
-	bpf_map_delete_elem(pending, &tgid);
+	// Only the exit that deletes the entry reports it: two last threads
+	// exiting side by side both see live at 0.
+	int was_pending = !bpf_map_delete_elem(pending, &tgid);
 	struct tool *t = bpf_map_lookup_elem(tools, &tgid);
-	if (!t && !session)
-		return 0;
 	if (t) {
 		__u32 leader = t->leader;
-		bpf_map_delete_elem(tools, &tgid);
-		if (leader != tgid)
+		if (bpf_map_delete_elem(tools, &tgid) || leader != tgid)
 			return 0;
+	} else if (!(session && was_pending)) {
+		return 0;
 	}
 	struct event *e = reserve(EVENT_EXIT, agent, tgid, tgid);
 	if (!e)

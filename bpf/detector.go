@@ -71,8 +71,9 @@ type Event struct {
 	ArgsCut  bool
 	// Forked is when the leader of a Tool was forked, on CLOCK_MONOTONIC.
 	Forked time.Duration
-	// Unplaced says that a Tool's program started in the agent cgroup: it
-	// was not placed while its execve was held.
+	// Unplaced says that a Tool's program started where the agent's
+	// processes are (the agent cgroup, a session's): it was not placed
+	// while its execve was held.
 	Unplaced bool
 	// Parent is the process that forked a Tool's leader, whoever adopted
 	// it since; Session says the leader was a session user space kept.

@@ -557,3 +557,48 @@ func TestSessionCgroup(t *testing.T) {
 		t.Errorf("exits %+v, want the session's, 5", exits)
 	}
 }
+
+// TestSessionEscape: a process in a session's cgroup that clones a child
+// into another cgroup is reported as an escape of the session's, as a
+// call's process would be. The test process plays the session.
+func TestSessionEscape(t *testing.T) {
+	d := load(t)
+	dir, agentID := agentCgroup(t)
+	ch := make(chan Event, 64)
+	if err := d.Watch(agentID, ch); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Unwatch(agentID) })
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := strings.TrimSpace(strings.TrimPrefix(string(b)[strings.LastIndex(string(b), "0::"):], "0::"))
+	selfID, err := cgroupfs.ID(cgrouptest.Mount(t) + self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.AddSession(selfID, agentID); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.RemoveCall(selfID) })
+	fd, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	cmd := exec.Command("/bin/true")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	var escapes []Event
+	for _, ev := range collect(ch) {
+		if ev.Kind == Escape && ev.Leader == uint32(os.Getpid()) {
+			escapes = append(escapes, ev)
+		}
+	}
+	if len(escapes) != 1 || escapes[0].Pid != uint32(cmd.Process.Pid) || escapes[0].Call != selfID {
+		t.Errorf("escapes %+v, want one of %d from the session's cgroup %d", escapes, cmd.Process.Pid, selfID)
+	}
+}

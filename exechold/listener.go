@@ -31,7 +31,8 @@ type Listener struct {
 	// budgets are the time the shim may spend serving the container's
 	// held execve, across all of its seccomp listeners, in microseconds:
 	// one for the agent's own spawns, one for its tool calls' processes, so
-	// that a call's exec loop delays only itself. stop ends a wait at Close.
+	// that a call's exec loop delays only the container's calls, never the
+	// agent's spawns. stop ends a wait at Close.
 	budgets [2]*rate.Limiter
 	stop    context.CancelFunc
 	ctx     context.Context

@@ -1,6 +1,8 @@
 package governor
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -70,7 +72,12 @@ func (p StatePool) Members() []Member {
 	return out
 }
 
-// Publish replaces this container's tally.
+// Publish replaces this container's tally; a state folder already removed
+// (the container deleted) has none to replace.
 func (p StatePool) Publish(m Member) error {
-	return state.SaveTally(p.Self, state.Tally{Pool: p.Group, Priority: string(m.Priority), Running: m.Running, Frozen: m.Frozen})
+	err := state.SaveTally(p.Self, state.Tally{Pool: p.Group, Priority: string(m.Priority), Running: m.Running, Frozen: m.Frozen})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
 }

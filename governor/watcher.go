@@ -290,6 +290,10 @@ func (w *Watcher) Stop(id string) {
 	if c == nil {
 		return
 	}
+	// Its calls end with it: the pool counts them no more.
+	if err := c.members.Publish(Member{Priority: c.pol.Priority}); err != nil {
+		log.G(w.ctx).WithError(err).WithField("container", id).Warn("publish the container's tool calls to its pool")
+	}
 	if w.poller != nil {
 		w.poller.Remove(scopeKey{id, scopeContainer})
 		w.poller.Remove(scopeKey{id, scopePool})

@@ -308,8 +308,10 @@ func TestHeldPlacement(t *testing.T) {
 	})
 }
 
-// TestEscape: a process reported as cloned out of its call's cgroup goes
-// back into the call; one whose call is not running is killed.
+// TestEscape: a process reported as cloned out of its call's cgroup into
+// C/agent is killed (what it holds there stays charged there once moved);
+// one elsewhere (here out of the container, named by its start time) goes
+// back into its call; one of no running call is killed.
 func TestEscape(t *testing.T) {
 	tc := newTestContainer(t, testOptions{})
 	leader := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
@@ -323,22 +325,27 @@ func TestEscape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	escapee := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
-	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(escapee.Process.Pid), Leader: uint32(leader.Process.Pid), Call: cg})
-	eventually(t, "the escapee back in its call", func() bool { return cgroupOf(t, escapee.Process.Pid) == rec.Cgroup })
-
-	// Out of the container (a host cgroupfs mounted inside): the start
-	// time says it is the escapee.
-	far := tc.start(filepath.Join(tc.mount, path.Dir(tc.st.Cgroup)), nil, "sleep", "600")
-	ticks, err := startTime(uint32(far.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
+	started := func(p *exec.Cmd) uint64 {
+		ticks, err := startTime(uint32(p.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ticks * (1e9 / userHZ)
 	}
-	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(far.Process.Pid), Start: ticks * (1e9 / userHZ), Leader: uint32(leader.Process.Pid), Call: cg})
+	inAgent := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(inAgent.Process.Pid), Start: started(inAgent), Leader: uint32(leader.Process.Pid), Call: cg})
+	wantKilled(t, inAgent, "the escapee into C/agent")
+	child := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
+	tc.det.send(bpf.Event{Kind: bpf.Child, Pid: uint32(child.Process.Pid), Start: started(child), Leader: 0, Call: cg})
+	wantKilled(t, child, "the escapee's child in C/agent")
+
+	// Out of the container (a host cgroupfs mounted inside).
+	far := tc.start(filepath.Join(tc.mount, path.Dir(tc.st.Cgroup)), nil, "sleep", "600")
+	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(far.Process.Pid), Start: started(far), Leader: uint32(leader.Process.Pid), Call: cg})
 	eventually(t, "the escapee out of the container back in its call", func() bool { return cgroupOf(t, far.Process.Pid) == rec.Cgroup })
 
-	orphan := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
-	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(orphan.Process.Pid), Leader: 1, Call: cg + 1000})
+	orphan := tc.start(filepath.Join(tc.mount, path.Dir(tc.st.Cgroup)), nil, "sleep", "600")
+	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(orphan.Process.Pid), Start: started(orphan), Leader: 1, Call: cg + 1000})
 	wantKilled(t, orphan, "the escapee of no running call")
 }
 
@@ -379,8 +386,8 @@ func TestPidReused(t *testing.T) {
 
 // TestRescan: once the detector has lost events, what they would have
 // reported is found in C/agent: a call's process not moved goes into its
-// call, a leader whose exec was not seen is placed, and the agent's own
-// processes stay.
+// call, a leader whose exec was not seen is placed, an escapee dies, and
+// the agent's own processes stay.
 func TestRescan(t *testing.T) {
 	tc := newTestContainer(t, testOptions{})
 	leader := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
@@ -396,8 +403,11 @@ func TestRescan(t *testing.T) {
 	tc.det.mu.Lock()
 	tc.det.members[uint32(child.Process.Pid)] = bpf.Member{Leader: uint32(leader.Process.Pid)}
 	tc.det.members[uint32(unseen.Process.Pid)] = bpf.Member{Leader: uint32(unseen.Process.Pid)}
+	escapee := tc.start(tc.tree.AgentDir(), nil, "sleep", "604")
+	tc.det.members[uint32(escapee.Process.Pid)] = bpf.Member{Call: 12345}
 	tc.det.mu.Unlock()
 	tc.det.send(bpf.Event{Kind: bpf.Lost, Dropped: 3})
+	wantKilled(t, escapee, "an escapee found in C/agent")
 	eventually(t, "the call's child in its call", func() bool { return cgroupOf(t, child.Process.Pid) == rec.Cgroup })
 	eventually(t, "the unseen call placed", func() bool {
 		r, ok := tc.recordOfPid(unseen.Process.Pid)
@@ -408,27 +418,18 @@ func TestRescan(t *testing.T) {
 	}
 }
 
-// TestHeldEscapeeChild: a held execve by an escapee's child not moved yet
-// goes into the escapee's call, not a call of its own.
+// TestHeldEscapeeChild: a held execve by an escapee's child, still in
+// C/agent, is not let run there: the child dies.
 func TestHeldEscapeeChild(t *testing.T) {
 	tc := newTestContainer(t, testOptions{hold: true})
-	leader := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
-	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: uint32(leader.Process.Pid), Args: []string{"sleep", "600"}, Forked: monotonicNow()})
-	var rec toolcall.Record
-	eventually(t, "the call placed", func() (ok bool) {
-		rec, ok = tc.recordOfPid(leader.Process.Pid)
-		return ok
-	})
-	cg, err := cgroupfs.ID(tc.tree.CallDir(rec.ID))
-	if err != nil {
-		t.Fatal(err)
-	}
 	child := tc.start(tc.tree.AgentDir(), nil, "sleep", "601")
 	tc.det.mu.Lock()
-	tc.det.members[uint32(child.Process.Pid)] = bpf.Member{Call: cg}
+	tc.det.members[uint32(child.Process.Pid)] = bpf.Member{Call: 12345}
 	tc.det.mu.Unlock()
-	tc.hold.held(&exechold.Request{Pid: uint32(child.Process.Pid)})
-	eventually(t, "the escapee's child in the call", func() bool { return cgroupOf(t, child.Process.Pid) == rec.Cgroup })
+	if payer := tc.hold.held(&exechold.Request{Pid: uint32(child.Process.Pid)}); payer != exechold.Call {
+		t.Errorf("the escapee's child's execve charged to %v, want the calls' budget", payer)
+	}
+	wantKilled(t, child, "the escapee's child")
 	if r, ok := tc.recordOfPid(child.Process.Pid); ok {
 		t.Errorf("the escapee's child made a call of its own: %+v", r)
 	}

@@ -114,9 +114,13 @@ func (c *Container) heldMiss(ctx context.Context, who proc) exechold.Payer {
 	}
 	p.Close()
 	if m, ok := c.detector.Member(who.pid, c.agentID); ok {
-		// A call's process not moved yet (an escapee's child): into its
-		// call, before its program runs.
-		if err := c.reclaim(who, m); !errors.Is(err, errNoCall) {
+		// A call's process not moved yet: into its call, before its
+		// program runs; an escapee's child dies.
+		if m.Leader == 0 {
+			c.killEscapee(ctx, who, 0)
+			return exechold.Call
+		}
+		if err := c.reclaim(who, m); err == nil || errors.Is(err, syscall.ESRCH) {
 			return exechold.Call
 		}
 	}

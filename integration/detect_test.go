@@ -232,8 +232,8 @@ func TestHoldSeccompProfile(t *testing.T) {
 // (clone3 CLONE_INTO_CGROUP with an fd on C/agent from the read-only
 // /sys/fs/cgroup, which needs no write access) and has them fork at once
 // does not get a process out of its limits: the escapees and their children
-// go back into the call (100 rounds on the first stack, 20 on the others),
-// none is left in C/agent, and the agent goes on.
+// die (100 rounds on the first stack, 20 on the others), none is left in
+// C/agent, and the agent goes on.
 func TestEscape(t *testing.T) {
 	rounds := 100
 	forEachStack(t, func(t *testing.T, d *daemon) {
@@ -263,12 +263,6 @@ func TestEscape(t *testing.T) {
 		}
 		if left != before {
 			t.Errorf("C/agent holds %q after %d escapes, want only the agent's %q", strings.Fields(left), rounds, strings.Fields(before))
-		}
-		// The call's cgroup outlives its first process while the
-		// escapees are in it: per round agentsim, the escapee, its child.
-		calls, err := cgroupfs.ProcsBelow(filepath.Join(containerCgroup(id), "tools", "escape"))
-		if err != nil || len(calls) < 3*rounds {
-			t.Errorf("the escaping call holds %d processes (%v), want at least %d", len(calls), err, 3*rounds)
 		}
 		if st := d.status(t, id); st != "RUNNING" {
 			t.Errorf("container %s after the escape attempts", st)
