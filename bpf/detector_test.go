@@ -32,6 +32,39 @@ func agentCgroup(t *testing.T) (string, uint64) {
 	return dir, id
 }
 
+// watchedAgent makes a throwaway agent cgroup that d watches until the test
+// ends, its events on the returned channel.
+func watchedAgent(t *testing.T, d *Detector) (string, uint64, chan Event) {
+	t.Helper()
+	dir, id := agentCgroup(t)
+	ch := make(chan Event, 64)
+	if err := d.Watch(id, ch); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Unwatch(id) })
+	return dir, id, ch
+}
+
+// ownCgroupID is the ID of the test process's own cgroup v2.
+func ownCgroupID(t *testing.T) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var self string
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			self = p
+		}
+	}
+	id, err := cgroupfs.ID(cgrouptest.Mount(t) + self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 // runIn runs a shell script as a process created directly in dir.
 func runIn(t testing.TB, dir, script string) { runHeld(t, dir, script, "") }
 
@@ -267,26 +300,8 @@ func watched(d *Detector) int {
 // the tool call.
 func TestEscape(t *testing.T) {
 	d := load(t)
-	dir, agentID := agentCgroup(t)
-	ch := make(chan Event, 64)
-	if err := d.Watch(agentID, ch); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Unwatch(agentID) })
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var self string
-	for _, line := range strings.Split(string(b), "\n") {
-		if p, ok := strings.CutPrefix(line, "0::"); ok {
-			self = p
-		}
-	}
-	selfID, err := cgroupfs.ID(cgrouptest.Mount(t) + self)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, agentID, ch := watchedAgent(t, d)
+	selfID := ownCgroupID(t)
 	if err := d.AddCall(selfID, agentID); err != nil {
 		t.Fatal(err)
 	}
@@ -459,12 +474,7 @@ func countTools(evs []Event) int {
 // thread, with the status that thread's exit_group gave.
 func TestLeaderExitsFirst(t *testing.T) {
 	d := load(t)
-	dir, id := agentCgroup(t)
-	ch := make(chan Event, 64)
-	if err := d.Watch(id, ch); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Unwatch(id) })
+	dir, _, ch := watchedAgent(t, d)
 	src := filepath.Join(t.TempDir(), "leader.c")
 	bin := strings.TrimSuffix(src, ".c")
 	prog := `#include <pthread.h>
@@ -503,13 +513,8 @@ int main(void) { pthread_t t; pthread_create(&t, 0, run, 0); pthread_exit(0); }
 // container, started unplaced; the session's own end is reported.
 func TestSessionCgroup(t *testing.T) {
 	d := load(t)
-	_, agentID := agentCgroup(t)
+	_, agentID, ch := watchedAgent(t, d)
 	sessionDir, sessionID := agentCgroup(t)
-	ch := make(chan Event, 64)
-	if err := d.Watch(agentID, ch); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Unwatch(agentID) })
 	if err := d.AddSession(sessionID, agentID); err != nil {
 		t.Fatal(err)
 	}
@@ -563,21 +568,8 @@ func TestSessionCgroup(t *testing.T) {
 // call's process would be. The test process plays the session.
 func TestSessionEscape(t *testing.T) {
 	d := load(t)
-	dir, agentID := agentCgroup(t)
-	ch := make(chan Event, 64)
-	if err := d.Watch(agentID, ch); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Unwatch(agentID) })
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		t.Fatal(err)
-	}
-	self := strings.TrimSpace(strings.TrimPrefix(string(b)[strings.LastIndex(string(b), "0::"):], "0::"))
-	selfID, err := cgroupfs.ID(cgrouptest.Mount(t) + self)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, agentID, ch := watchedAgent(t, d)
+	selfID := ownCgroupID(t)
 	if err := d.AddSession(selfID, agentID); err != nil {
 		t.Fatal(err)
 	}

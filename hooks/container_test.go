@@ -314,38 +314,25 @@ func TestHeldPlacement(t *testing.T) {
 // back into its call; one of no running call is killed.
 func TestEscape(t *testing.T) {
 	tc := newTestContainer(t, testOptions{})
-	leader := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
-	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: uint32(leader.Process.Pid), Args: []string{"sleep", "600"}, Forked: monotonicNow()})
-	var rec toolcall.Record
-	eventually(t, "the call placed", func() (ok bool) {
-		rec, ok = tc.recordOfPid(leader.Process.Pid)
-		return ok
-	})
+	leader, rec := tc.forkedCall(t, "sleep", "600")
 	cg, err := cgroupfs.ID(tc.tree.CallDir(rec.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
-	started := func(p *exec.Cmd) uint64 {
-		ticks, err := startTime(uint32(p.Process.Pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ticks * (1e9 / userHZ)
-	}
 	inAgent := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
-	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(inAgent.Process.Pid), Start: started(inAgent), Leader: uint32(leader.Process.Pid), Call: cg})
+	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(inAgent.Process.Pid), Start: startedNs(t, inAgent), Leader: uint32(leader.Process.Pid), Call: cg})
 	wantKilled(t, inAgent, "the escapee into C/agent")
 	child := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
-	tc.det.send(bpf.Event{Kind: bpf.Child, Pid: uint32(child.Process.Pid), Start: started(child), Leader: 0, Call: cg})
+	tc.det.send(bpf.Event{Kind: bpf.Child, Pid: uint32(child.Process.Pid), Start: startedNs(t, child), Leader: 0, Call: cg})
 	wantKilled(t, child, "the escapee's child in C/agent")
 
 	// Out of the container (a host cgroupfs mounted inside).
 	far := tc.start(filepath.Join(tc.mount, path.Dir(tc.st.Cgroup)), nil, "sleep", "600")
-	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(far.Process.Pid), Start: started(far), Leader: uint32(leader.Process.Pid), Call: cg})
+	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(far.Process.Pid), Start: startedNs(t, far), Leader: uint32(leader.Process.Pid), Call: cg})
 	eventually(t, "the escapee out of the container back in its call", func() bool { return cgroupOf(t, far.Process.Pid) == rec.Cgroup })
 
 	orphan := tc.start(filepath.Join(tc.mount, path.Dir(tc.st.Cgroup)), nil, "sleep", "600")
-	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(orphan.Process.Pid), Start: started(orphan), Leader: 1, Call: cg + 1000})
+	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: uint32(orphan.Process.Pid), Start: startedNs(t, orphan), Leader: 1, Call: cg + 1000})
 	wantKilled(t, orphan, "the escapee of no running call")
 }
 
@@ -356,19 +343,11 @@ func TestPidReused(t *testing.T) {
 	tc := newTestContainer(t, testOptions{})
 	other := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
 	pid := uint32(other.Process.Pid)
-	ticks, err := startTime(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	earlier := (ticks - 1) * (1e9 / userHZ)
+	earlier := startedNs(t, other) - 1e9/userHZ
 	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: pid, Start: earlier, Args: []string{"sleep", "600"}, Forked: monotonicNow()})
 	tc.det.send(bpf.Event{Kind: bpf.Escape, Pid: pid, Start: earlier, Leader: 1, Call: 1})
 	leader := tc.start(tc.tree.AgentDir(), nil, "sleep", "601")
-	lt, err := startTime(uint32(leader.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: uint32(leader.Process.Pid), Start: lt * (1e9 / userHZ), Args: []string{"sleep", "601"}, Forked: monotonicNow()})
+	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: uint32(leader.Process.Pid), Start: startedNs(t, leader), Args: []string{"sleep", "601"}, Forked: monotonicNow()})
 	eventually(t, "the call whose start matches placed", func() bool {
 		_, ok := tc.recordOfPid(leader.Process.Pid)
 		return ok
@@ -390,13 +369,7 @@ func TestPidReused(t *testing.T) {
 // the agent's own processes stay.
 func TestRescan(t *testing.T) {
 	tc := newTestContainer(t, testOptions{})
-	leader := tc.start(tc.tree.AgentDir(), nil, "sleep", "600")
-	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: uint32(leader.Process.Pid), Args: []string{"sleep", "600"}, Forked: monotonicNow()})
-	var rec toolcall.Record
-	eventually(t, "the call placed", func() (ok bool) {
-		rec, ok = tc.recordOfPid(leader.Process.Pid)
-		return ok
-	})
+	leader, rec := tc.forkedCall(t, "sleep", "600")
 	child := tc.start(tc.tree.AgentDir(), nil, "sleep", "601")
 	unseen := tc.start(tc.tree.AgentDir(), nil, "sleep", "602")
 	fresh := tc.start(tc.tree.AgentDir(), nil, "sleep", "603")

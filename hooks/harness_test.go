@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentcgroup/agentcgroup/bpf"
 	"github.com/agentcgroup/agentcgroup/cgroupfs/cgrouptest"
 	"github.com/agentcgroup/agentcgroup/policy"
 	"github.com/agentcgroup/agentcgroup/state"
@@ -134,6 +135,32 @@ func (tc *testContainer) startWithStdin(dir string, argv ...string) (*exec.Cmd, 
 }
 
 // cgroupOf returns pid's cgroup relative to the cgroup2 mount.
+// forkedCall starts argv in C/agent and has the detector report it as a
+// call the agent forked; it returns the process once its call is placed,
+// and the call's record.
+func (tc *testContainer) forkedCall(t *testing.T, argv ...string) (*exec.Cmd, toolcall.Record) {
+	t.Helper()
+	p := tc.start(tc.tree.AgentDir(), nil, argv...)
+	tc.det.send(bpf.Event{Kind: bpf.Tool, Pid: uint32(p.Process.Pid), Args: argv, Forked: monotonicNow()})
+	var rec toolcall.Record
+	eventually(t, "the call placed", func() (ok bool) {
+		rec, ok = tc.recordOfPid(p.Process.Pid)
+		return ok
+	})
+	return p, rec
+}
+
+// startedNs is when p started, as the detector gives it (boot time, ns, to
+// /proc's resolution).
+func startedNs(t *testing.T, p *exec.Cmd) uint64 {
+	t.Helper()
+	ticks, err := startTime(uint32(p.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ticks * (1e9 / userHZ)
+}
+
 func cgroupOf(t *testing.T, pid int) string {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))

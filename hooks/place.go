@@ -5,17 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path"
 	"syscall"
 	"time"
 
 	"github.com/containerd/log"
-	"golang.org/x/sys/unix"
 
 	"github.com/agentcgroup/agentcgroup/bpf"
 	"github.com/agentcgroup/agentcgroup/exechold"
 	"github.com/agentcgroup/agentcgroup/toolcall"
-	"github.com/agentcgroup/agentcgroup/tree/layout"
 )
 
 // placeHeld places a tool call while its first execve waits in the kernel:
@@ -202,17 +199,9 @@ func (c *Container) placeIn(ctx context.Context, id string, who proc, forked tim
 // left alone, its program would run in C/agent, outside every call's
 // limits.
 func (c *Container) refuse(ctx context.Context, who proc, why error) {
-	p, err := c.agentPidfd(who)
-	if err != nil {
-		return // gone, or not in C/agent
-	}
-	defer p.Close()
 	l := log.G(ctx).WithFields(log.Fields{"pid": who.pid, "why": why.Error()})
-	if err := unix.PidfdSendSignal(int(p.Fd()), unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, syscall.ESRCH) {
-		l.WithError(err).Warn("kill a tool call that no cgroup could hold")
-		return
-	}
-	l.Warn("killed a tool call that no cgroup could hold: it would have run in the agent's cgroup")
+	c.kill(who, c.agentWork, l, "kill a tool call that no cgroup could hold",
+		"killed a tool call that no cgroup could hold: it would have run in the agent's cgroup")
 }
 
 // errNotInAgent: a pid the shim was told of names no process in C/agent
@@ -223,8 +212,7 @@ var errNotInAgent = fmt.Errorf("not in the agent's cgroup: %w", syscall.ESRCH)
 // cgroup, where the agent's fresh children are: a pid reused by a process
 // elsewhere (another container's, the host's) is refused.
 func (c *Container) agentPidfd(who proc) (*os.File, error) {
-	agent := path.Join(c.tree.Group, layout.Agent)
-	p, err := who.open(func(cg string) bool { return cg == agent || c.inSession(cg) })
+	p, err := who.open(c.agentWork)
 	if errors.Is(err, errElsewhere) {
 		return nil, errNotInAgent
 	}

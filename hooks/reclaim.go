@@ -86,7 +86,7 @@ func (c *Container) escaped(ctx context.Context, ev bpf.Event) {
 		}
 		l.WithError(err).Warn("move a process that left its tool call's cgroup")
 	}
-	c.kill(ctx, who, func(string) bool { return true }, l, "killed a process that a tool call cloned into another cgroup (clone3 CLONE_INTO_CGROUP): it would have escaped its call's limits")
+	c.kill(who, func(string) bool { return true }, l, failedKill, "killed a process that a tool call cloned into another cgroup (clone3 CLONE_INTO_CGROUP): it would have escaped its call's limits")
 }
 
 // agentWork reports whether group (relative to the cgroup2 mount) is where
@@ -99,21 +99,25 @@ func (c *Container) agentWork(group string) bool {
 // processes are, or a child it forked there.
 func (c *Container) killEscapee(ctx context.Context, who proc, parent uint32) {
 	l := log.G(ctx).WithFields(log.Fields{"pid": who.pid, "parent": parent})
-	c.kill(ctx, who, c.agentWork, l, "killed a process that a tool call cloned into the agent's cgroup (clone3 CLONE_INTO_CGROUP), or its child: what it holds there would be the agent's")
+	c.kill(who, c.agentWork, l, failedKill, "killed a process that a tool call cloned into the agent's cgroup (clone3 CLONE_INTO_CGROUP), or its child: what it holds there would be the agent's")
 }
 
-// kill kills who, if in accepts its cgroup, and says why.
-func (c *Container) kill(ctx context.Context, who proc, in func(string) bool, l *log.Entry, why string) {
+// failedKill is the line of an escapee's kill that failed.
+const failedKill = "kill a process that left its tool call's cgroup"
+
+// kill kills who, if in accepts its cgroup, and says so on l: done, or
+// failed with the error.
+func (c *Container) kill(who proc, in func(string) bool, l *log.Entry, failed, done string) {
 	p, err := who.open(in)
 	if err != nil {
 		return // gone, elsewhere, or another process by now
 	}
 	defer p.Close()
 	if err := unix.PidfdSendSignal(int(p.Fd()), unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, syscall.ESRCH) {
-		l.WithError(err).Warn("kill a process that left its tool call's cgroup")
+		l.WithError(err).Warn(failed)
 		return
 	}
-	l.Warn(why)
+	l.Warn(done)
 }
 
 // rescan looks through C/agent once the detector has lost events of the

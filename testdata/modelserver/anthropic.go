@@ -53,15 +53,11 @@ func (s *server) anthropic(w http.ResponseWriter, r *http.Request) {
 	var block map[string]any
 	stop := "end_turn"
 	done := req.toolResults()
-	if sh, ok := shellTool(tools); ok && s.script.next(done).command != "" {
+	if sh, command, text := s.script.reply(tools, done); command != "" {
 		block = map[string]any{"type": "tool_use", "id": fmt.Sprintf("toolu_%02d", done), "name": sh.name,
-			"input": sh.arguments(s.script.next(done).command)}
+			"input": sh.arguments(command)}
 		stop = "tool_use"
 	} else {
-		text := s.script.next(done).answer
-		if !ok {
-			text = "ok" // a side request: a title, a summary
-		}
 		block = map[string]any{"type": "text", "text": text}
 	}
 	msg := map[string]any{"id": fmt.Sprintf("msg_%02d", done), "type": "message", "role": "assistant", "model": req.Model,

@@ -66,7 +66,8 @@ func (s *server) gemini(w http.ResponseWriter, r *http.Request) {
 	}
 	done := req.toolResults()
 	var part map[string]any
-	switch sh, ok := shellTool(tools); {
+	sh, command, text := s.script.reply(tools, done)
+	switch {
 	case req.GenerationConfig.ResponseMimeType == "application/json":
 		// A side request for JSON (Gemini CLI asks who speaks next).
 		schema := req.GenerationConfig.ResponseJSONSchema
@@ -75,12 +76,10 @@ func (s *server) gemini(w http.ResponseWriter, r *http.Request) {
 		}
 		b, _ := json.Marshal(sample(schema))
 		part = map[string]any{"text": string(b)}
-	case ok && s.script.next(done).command != "":
-		part = map[string]any{"functionCall": map[string]any{"name": sh.name, "args": sh.arguments(s.script.next(done).command)}}
-	case ok:
-		part = map[string]any{"text": s.script.next(done).answer}
+	case command != "":
+		part = map[string]any{"functionCall": map[string]any{"name": sh.name, "args": sh.arguments(command)}}
 	default:
-		part = map[string]any{"text": "ok"}
+		part = map[string]any{"text": text}
 	}
 	resp := map[string]any{
 		"candidates":    []any{map[string]any{"content": map[string]any{"role": "model", "parts": []any{part}}, "finishReason": "STOP", "index": 0}},

@@ -48,15 +48,11 @@ func (s *server) openai(w http.ResponseWriter, r *http.Request) {
 	done := req.toolResults()
 	id := fmt.Sprintf("resp_%02d", done)
 	var item map[string]any
-	if sh, ok := shellTool(tools); ok && s.script.next(done).command != "" {
-		args, _ := json.Marshal(sh.arguments(s.script.next(done).command))
+	if sh, command, text := s.script.reply(tools, done); command != "" {
+		args, _ := json.Marshal(sh.arguments(command))
 		item = map[string]any{"type": "function_call", "id": fmt.Sprintf("fc_%02d", done), "call_id": fmt.Sprintf("call_%02d", done),
 			"name": sh.name, "arguments": string(args), "status": "completed"}
 	} else {
-		text := s.script.next(done).answer
-		if !ok {
-			text = "ok"
-		}
 		item = map[string]any{"type": "message", "id": fmt.Sprintf("msg_%02d", done), "role": "assistant", "status": "completed",
 			"content": []any{map[string]any{"type": "output_text", "text": text, "annotations": []any{}}}}
 	}

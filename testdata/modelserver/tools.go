@@ -9,6 +9,21 @@ import (
 // shellTools are the names the CLIs give the tool that runs a shell command.
 var shellTools = []string{"Bash", "shell", "shell_command", "exec_command", "run_shell_command", "local_shell"}
 
+// reply is the model's answer to a request declaring tools after done tool
+// results: the next command on the shell tool, or text (the script's
+// answer; "ok" to a side request, which declares no shell tool).
+func (s script) reply(tools []tool, done int) (sh tool, command, text string) {
+	sh, ok := shellTool(tools)
+	switch next := s.next(done); {
+	case !ok:
+		return tool{}, "", "ok"
+	case next.command != "":
+		return sh, next.command, ""
+	default:
+		return tool{}, "", next.answer
+	}
+}
+
 // tool is a declared function tool: its name and its parameters' JSON
 // schema.
 type tool struct {
